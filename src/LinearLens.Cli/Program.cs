@@ -1,1 +1,3 @@
-System.Console.WriteLine("hi");
+using LinearLens.Cli;
+
+return Cli.Run(args, Console.Out, Console.Error);

@@ -1,0 +1,72 @@
+using System.CommandLine;
+using System.Diagnostics;
+using System.Numerics;
+using LinearLens.Loading;
+using LinearLens.Models;
+using LinearLens.Numerics;
+
+namespace LinearLens.Cli.Commands;
+
+/// <summary>`linearlens bench gemm|forward`: speed in GFLOP/s and tokens/s, printed one case per line.</summary>
+static class BenchCommand
+{
+    public static Command Create(TextWriter stdout, TextWriter stderr)
+    {
+        var bench = new Command("bench", "Measure speed (GEMM GFLOP/s, forward tokens/s)");
+
+        var dtype = new Option<string>("--dtype") { Description = "float64 or float32", DefaultValueFactory = _ => "float64" };
+        var m = new Option<int?>("--m") { Description = "Rows of C (custom case)" };
+        var n = new Option<int?>("--n") { Description = "Columns of C (custom case)" };
+        var k = new Option<int?>("--k") { Description = "Inner dimension (custom case)" };
+        var gemm = new Command("gemm", "GEMM GFLOP/s for 2048³ and the engine's real shapes (bf16 weights)") { dtype, m, n, k };
+        gemm.SetAction(p =>
+        {
+            var t = Precision(p.GetValue(dtype));
+            foreach (var r in LinearLens.Numerics.GemmBenchmark.Run(t, p.GetValue(m), p.GetValue(n), p.GetValue(k), s => stderr.WriteLine(s)))
+                stdout.WriteLine(r.ToString());
+            return 0;
+        });
+        bench.Subcommands.Add(gemm);
+
+        var input = new ModelInput();
+        var reps = new Option<int>("--repeat") { Description = "Timed repetitions", DefaultValueFactory = _ => 3 };
+        var forward = new Command("forward", "Forward-pass tokens/s over a prompt, and decode tokens/s") { reps };
+        input.AddTo(forward);
+        forward.SetAction(p =>
+        {
+            using var ckpt = Checkpoint.Open(p.GetValue(input.Model)!);
+            var ids = input.Ids(p, ckpt);
+            return input.IsFloat64(p) ? Forward<double>(ckpt, ids, p.GetValue(reps), stdout) : Forward<float>(ckpt, ids, p.GetValue(reps), stdout);
+        });
+        bench.Subcommands.Add(forward);
+        return bench;
+    }
+
+    static DType Precision(string? s) => s switch
+    {
+        "float64" => DType.F64,
+        "float32" => DType.F32,
+        _ => throw new LinearLensException($"--dtype '{s}' is not a precision LinearLens computes in; use float64 or float32"),
+    };
+
+    static int Forward<T>(Checkpoint ckpt, int[] ids, int reps, TextWriter stdout) where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        var model = new Transformer<T>(ckpt);
+        model.Forward(ids); // warm-up
+        double best = double.MaxValue;
+        for (int r = 0; r < Math.Max(1, reps); r++)
+        {
+            var sw = Stopwatch.StartNew();
+            model.Forward(ids);
+            best = Math.Min(best, sw.Elapsed.TotalSeconds);
+        }
+        int decode = Math.Min(16, ckpt.Config.MaxPositions - ids.Length);
+        var swd = Stopwatch.StartNew();
+        var g = Generator.Greedy(model, ids, decode, stopAtEos: false);
+        double decodeSeconds = swd.Elapsed.TotalSeconds - best;
+        stdout.WriteLine($"{Transformer<T>.DTypeName} prefill {ids.Length} tokens: {ids.Length / best:F1} tokens/s ({best * 1000:F1} ms)");
+        if (g.NewIds.Length > 1)
+            stdout.WriteLine($"{Transformer<T>.DTypeName} decode: {(g.NewIds.Length - 1) / Math.Max(decodeSeconds, 1e-9):F1} tokens/s");
+        return 0;
+    }
+}

@@ -1,0 +1,50 @@
+using System.CommandLine;
+using LinearLens.Loading;
+
+namespace LinearLens.Cli.Commands;
+
+/// <summary>The options every model command shares: --model, --text | --token-ids, --dtype.</summary>
+sealed class ModelInput
+{
+    public readonly Option<string> Model = new("--model") { Description = "Model folder in Hugging Face layout (config.json, *.safetensors, tokenizer.json)", Required = true };
+    public readonly Option<string> Text = new("--text") { Description = "Input text (tokenized with the model's tokenizer and its default special tokens)" };
+    public readonly Option<string> TokenIds = new("--token-ids") { Description = "Input token ids instead of text, e.g. 1,403,407" };
+    public readonly Option<string> DType = new("--dtype") { Description = "Compute precision: float64 (true double everywhere) or float32 (Hugging Face float32)", DefaultValueFactory = _ => "float64" };
+
+    public void AddTo(Command c) { c.Options.Add(Model); c.Options.Add(Text); c.Options.Add(TokenIds); c.Options.Add(DType); }
+
+    public bool IsFloat64(ParseResult p) => p.GetValue(DType) switch
+    {
+        "float64" => true,
+        "float32" => false,
+        var s => throw new LinearLensException($"--dtype '{s}' is not a precision LinearLens computes in; use float64 or float32"),
+    };
+
+    /// <summary>The input ids: --token-ids as given, or --text through the tokenizer. Exactly one of the two.</summary>
+    public int[] Ids(ParseResult p, Checkpoint ckpt)
+    {
+        string? text = p.GetValue(Text), ids = p.GetValue(TokenIds);
+        if (text is not null && ids is not null) throw new LinearLensException("give either --text or --token-ids, not both");
+        if (ids is not null) return ParseIds(ids);
+        if (text is null) throw new LinearLensException("no input: give --text \"…\" or --token-ids 1,2,3");
+        if (text.Length == 0) throw new LinearLensException("--text is empty; give some text to analyse");
+        var result = ckpt.RequireTokenizer().Encode(text);
+        if (result.Length == 0) throw new LinearLensException("--text encodes to no tokens; give some text to analyse");
+        return result;
+    }
+
+    public static int[] ParseIds(string s)
+    {
+        var parts = s.Split(',', StringSplitOptions.TrimEntries);
+        if (parts.Length == 0 || parts.All(x => x.Length == 0)) throw new LinearLensException("--token-ids is empty; give ids like 1,403,407");
+        var ids = new int[parts.Length];
+        for (int i = 0; i < parts.Length; i++)
+            if (!int.TryParse(parts[i], System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out ids[i]))
+                throw new LinearLensException($"--token-ids: '{parts[i]}' (item {i + 1}) is not a non-negative integer; give ids like 1,403,407");
+        return ids;
+    }
+
+    /// <summary>Readable strings of ids, or "&lt;id&gt;" when the folder has no tokenizer.</summary>
+    public static string[] TokenStrings(Checkpoint ckpt, IEnumerable<int> ids) =>
+        ids.Select(i => ckpt.Tokenizer?.TokenString(i) ?? $"<{i}>").ToArray();
+}

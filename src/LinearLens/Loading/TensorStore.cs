@@ -1,0 +1,87 @@
+using System.Text.Json;
+
+namespace LinearLens.Loading;
+
+/// <summary>
+/// All tensors of a checkpoint: `model.safetensors`, or the shards named by `model.safetensors.index.json`.
+/// Names are canonicalised to the text-only layout (`model.…`, `lm_head.weight`): multimodal Gemma 3 prefixes
+/// (`language_model.model.`, `model.language_model.`) are mapped, vision tensors and rotary buffers ignored.
+/// </summary>
+public sealed class TensorStore : IDisposable
+{
+    readonly List<SafetensorsFile> _files = [];
+    readonly Dictionary<string, StoredTensor> _tensors = new();
+    public string Folder { get; }
+
+    TensorStore(string folder) => Folder = folder;
+
+    public static TensorStore Open(string folder)
+    {
+        var store = new TensorStore(folder);
+        try
+        {
+            string single = Path.Combine(folder, "model.safetensors"), index = Path.Combine(folder, "model.safetensors.index.json");
+            IEnumerable<string> files;
+            if (File.Exists(single)) files = [single];
+            else if (File.Exists(index)) files = ShardsOf(index);
+            else throw new LinearLensException($"no model.safetensors or model.safetensors.index.json in {folder} (LinearLens reads safetensors checkpoints in Hugging Face layout)");
+            foreach (var f in files)
+            {
+                var file = SafetensorsFile.Open(f);
+                store._files.Add(file);
+                foreach (var (name, t) in file.Tensors)
+                    if (Canonical(name) is { } canon) store._tensors[canon] = t with { Name = canon };
+            }
+            return store;
+        }
+        catch { store.Dispose(); throw; }
+    }
+
+    static IEnumerable<string> ShardsOf(string index)
+    {
+        string folder = Path.GetDirectoryName(index)!;
+        try
+        {
+            using var doc = JsonDocument.Parse(File.ReadAllText(index));
+            if (!doc.RootElement.TryGetProperty("weight_map", out var map) || map.ValueKind != JsonValueKind.Object)
+                throw new LinearLensException($"{index} has no weight_map object; the index file is corrupt");
+            var names = map.EnumerateObject().Select(p => p.Value.GetString() ?? "").Distinct().ToList();
+            foreach (var n in names)
+                if (n.Length == 0 || n.Contains('/') || n.Contains('\\') || n.Contains(".."))
+                    throw new LinearLensException($"{index}: shard name '{n}' is not a plain file name");
+            return names.Select(n => Path.Combine(folder, n)).ToList();
+        }
+        catch (JsonException e) { throw new LinearLensException($"{index} is not valid JSON: {e.Message}"); }
+    }
+
+    static string? Canonical(string name)
+    {
+        if (name.StartsWith("vision_tower.") || name.StartsWith("multi_modal_projector.") || name.Contains("rotary_emb.inv_freq")
+            || name.StartsWith("model.vision_tower.") || name.StartsWith("model.multi_modal_projector."))
+            return null;
+        if (name.StartsWith("language_model.model.")) return "model." + name["language_model.model.".Length..];
+        if (name.StartsWith("model.language_model.")) return "model." + name["model.language_model.".Length..];
+        if (name.StartsWith("language_model.lm_head.")) return "lm_head." + name["language_model.lm_head.".Length..];
+        return name;
+    }
+
+    public bool Contains(string name) => _tensors.ContainsKey(name);
+
+    /// <summary>The tensor, checked against the shape the config implies.</summary>
+    public StoredTensor Get(string name, params long[] shape)
+    {
+        if (!_tensors.TryGetValue(name, out var t))
+            throw new LinearLensException($"tensor '{name}' is missing from the checkpoint in {Folder} (does config.json match the weights?)");
+        if (!t.Shape.SequenceEqual(shape))
+            throw new LinearLensException($"tensor '{name}' in {Path.GetFileName(t.File)} has shape [{string.Join(", ", t.Shape)}] but config.json implies [{string.Join(", ", shape)}] (config and weights do not match)");
+        return t;
+    }
+
+    public IEnumerable<StoredTensor> All => _tensors.Values;
+
+    public void Dispose()
+    {
+        foreach (var f in _files) f.Dispose();
+        _files.Clear();
+    }
+}

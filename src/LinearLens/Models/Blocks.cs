@@ -1,0 +1,180 @@
+using System.Numerics;
+using System.Numerics.Tensors;
+using LinearLens.Loading;
+using LinearLens.Numerics;
+
+namespace LinearLens.Models;
+
+/// <summary>
+/// The shared building blocks of every family (architectures.md §1), in the compute type T: float64 does every
+/// step in double; float32 follows Hugging Face's float32 order of operations.
+/// </summary>
+public static class Blocks<T> where T : unmanaged, IFloatingPointIeee754<T>
+{
+    /// <summary>
+    /// RMSNorm of each row of length m: out = gain ⊙ (x · ρ), ρ = (mean x² + ε)^(−1/2), ε inside the root.
+    /// The per-row ρ is written to <paramref name="scale"/> (the frozen factor). Gemma's 1+w is folded into gain.
+    /// In place is allowed (out == x).
+    /// </summary>
+    public static void RmsNorm(ReadOnlySpan<T> x, int rows, int m, ReadOnlySpan<T> gain, T eps, Span<T> output, Span<T> scale)
+    {
+        T invM = T.One / T.CreateChecked(m);
+        for (int r = 0; r < rows; r++)
+        {
+            var row = x.Slice(r * m, m);
+            var dst = output.Slice(r * m, m);
+            T rho = T.One / T.Sqrt(TensorPrimitives.SumOfSquares(row) * invM + eps);
+            if (!scale.IsEmpty) scale[r] = rho;
+            TensorPrimitives.Multiply(row, rho, dst);
+            TensorPrimitives.Multiply(dst, gain, dst);
+        }
+    }
+
+    /// <summary>Applies a frozen row scale and a gain: out = gain ⊙ (x · ρ_row) — the linear map a norm becomes.</summary>
+    public static void ScaleRows(ReadOnlySpan<T> x, int rows, int m, ReadOnlySpan<T> gain, ReadOnlySpan<T> scale, Span<T> output)
+    {
+        for (int r = 0; r < rows; r++)
+        {
+            var dst = output.Slice(r * m, m);
+            TensorPrimitives.Multiply(x.Slice(r * m, m), scale[r], dst);
+            TensorPrimitives.Multiply(dst, gain, dst);
+        }
+    }
+
+    /// <summary>
+    /// "rotate_half" RoPE on `heads` head vectors per row, row r at position startPos + r: dimension k pairs with
+    /// k + R/2 (architectures.md §1.3); dimensions ≥ R pass through.
+    /// </summary>
+    public static void Rope(Span<T> x, int rows, int heads, int headDim, RopeTable<T> table, int startPos)
+    {
+        int half = table.Half;
+        for (int r = 0; r < rows; r++)
+        {
+            var cos = table.Cos(startPos + r);
+            var sin = table.Sin(startPos + r);
+            for (int h = 0; h < heads; h++)
+            {
+                var u = x.Slice((r * heads + h) * headDim, headDim);
+                for (int k = 0; k < half; k++)
+                {
+                    T a = u[k], b = u[k + half];
+                    u[k] = a * cos[k] - b * sin[k];
+                    u[k + half] = b * cos[k] + a * sin[k];
+                }
+            }
+        }
+    }
+
+    /// <summary>
+    /// Causal (optionally sliding-window) grouped-query attention for `rows` queries at positions startPos…,
+    /// over keys/values 0 … startPos+rows−1 held in the cache. Query head h reads kv head h / (H/K).
+    /// o[r, h·D…] = Σ_t P_h[r,t] v_t. Probabilities go to <paramref name="probs"/> [H][rows][keys] when given.
+    /// </summary>
+    public static void Attention(T[] q, int rows, int startPos, T[] kCache, T[] vCache, ModelConfig c, int? window,
+        T[] scores, T[] o, T[]? probs)
+    {
+        int H = c.NumHeads, D = c.HeadDim, G = c.NumHeads / c.NumKvHeads, keys = startPos + rows;
+        for (int h = 0; h < H; h++)
+        {
+            int j = h / G;
+            // scores[r, t] = c · ⟨q_{r,h}, k_{t,j}⟩
+            MatMul.Run(Pinned.View(q, rows, D, h * D, c.QDim), false, Pinned.View(kCache, keys, D, j * D, c.KvDim), true,
+                scores, 0, keys, alpha: c.AttentionScale);
+            for (int r = 0; r < rows; r++)
+            {
+                int s = startPos + r;
+                int first = window is int w ? Math.Max(0, s - w + 1) : 0;   // visible keys: 0 ≤ s − t ≤ W − 1
+                var row = scores.AsSpan(r * keys, keys);
+                var visible = row[first..(s + 1)];
+                T max = TensorPrimitives.Max<T>(visible);
+                T sum = T.Zero;
+                for (int t = 0; t < visible.Length; t++) { visible[t] = T.Exp(visible[t] - max); sum += visible[t]; }
+                TensorPrimitives.Divide(visible, sum, visible);
+                row[..first].Clear();
+                row[(s + 1)..].Clear();
+            }
+            if (probs is not null) scores.AsSpan(0, rows * keys).CopyTo(probs.AsSpan(h * rows * keys));
+            MatMul.Run(Pinned.View(scores, rows, keys), false, Pinned.View(vCache, keys, D, j * D, c.KvDim), false,
+                o, h * D, c.QDim);
+        }
+    }
+
+    /// <summary>Gated MLP: gate ← act(W_gate x) (the frozen factor), z = gate ⊙ (W_up x), out = W_down z.</summary>
+    public static void GatedMlp(T[] x, int rows, LayerWeights w, Activation act, T[] gate, T[] up, T[] output)
+    {
+        MatMul.Linear(x, rows, w.Gate, gate);
+        MatMul.Linear(x, rows, w.Up, up);
+        var g = gate.AsSpan(0, rows * w.Gate.Rows);
+        if (act == Activation.Silu)
+            for (int i = 0; i < g.Length; i++) g[i] = g[i] / (T.One + T.Exp(-g[i]));
+        else
+        {
+            // gelu_pytorch_tanh: ½·z·(1 + tanh(√(2/π)·(z + 0.044715·z³)))
+            T k0 = T.CreateChecked(0.7978845608028654), k1 = T.CreateChecked(0.044715), half = T.CreateChecked(0.5);
+            for (int i = 0; i < g.Length; i++) { T z = g[i]; g[i] = half * z * (T.One + T.Tanh(k0 * (z + k1 * z * z * z))); }
+        }
+        var u = up.AsSpan(0, g.Length);
+        TensorPrimitives.Multiply(u, g, u);
+        MatMul.Linear(up, rows, w.Down, output);
+    }
+}
+
+/// <summary>
+/// cos/sin of every rotary angle φ_{p,i} = p·ω_i for positions 0…capacity−1 (architectures.md §1.3), computed in T:
+/// double throughout in float64, float32 arithmetic (as Hugging Face) in float32.
+/// </summary>
+public sealed class RopeTable<T> where T : unmanaged, IFloatingPointIeee754<T>
+{
+    readonly T[] _cos, _sin;
+    public int Half { get; }
+    public int Capacity { get; }
+
+    public RopeTable(RopeSpec spec, int headDim, int capacity)
+    {
+        int R = (int)Math.Floor(headDim * spec.PartialRotaryFactor);
+        Half = R / 2; Capacity = capacity;
+        var omega = InverseFrequencies(spec, R);
+        _cos = new T[(long)capacity * Half];
+        _sin = new T[(long)capacity * Half];
+        for (int p = 0; p < capacity; p++)
+            for (int i = 0; i < Half; i++)
+            {
+                T phi = T.CreateChecked(p) * omega[i];
+                _cos[p * Half + i] = T.Cos(phi);
+                _sin[p * Half + i] = T.Sin(phi);
+            }
+    }
+
+    public ReadOnlySpan<T> Cos(int pos) => _cos.AsSpan(pos * Half, Half);
+    public ReadOnlySpan<T> Sin(int pos) => _sin.AsSpan(pos * Half, Half);
+
+    /// <summary>ω_i = 1/θ^(2i/R), then the rope type's scaling, in the order Hugging Face applies it.</summary>
+    public static T[] InverseFrequencies(RopeSpec spec, int R)
+    {
+        T C(double v) => T.CreateChecked(v);
+        var omega = new T[R / 2];
+        for (int i = 0; i < R / 2; i++)
+            omega[i] = T.One / T.Pow(C(spec.Theta), C(2 * i) / C(R));
+        switch (spec.Type)
+        {
+            case "linear":
+                for (int i = 0; i < omega.Length; i++) omega[i] /= C(spec.Factor);
+                break;
+            case "llama3":
+                T f = C(spec.Factor), lo = C(spec.LowFreqFactor), hi = C(spec.HighFreqFactor), n0 = C(spec.OriginalMaxPositions);
+                T lowWavelen = n0 / lo, highWavelen = n0 / hi;
+                for (int i = 0; i < omega.Length; i++)
+                {
+                    T wavelen = C(2 * Math.PI) / omega[i];
+                    if (wavelen > lowWavelen) omega[i] /= f;                   // low frequency: divided by f
+                    else if (wavelen >= highWavelen)                            // medium: smooth blend (bounds inclusive)
+                    {
+                        T s = (n0 / wavelen - lo) / (hi - lo);
+                        omega[i] = (T.One - s) * omega[i] / f + s * omega[i];
+                    }
+                }
+                break;
+        }
+        return omega;
+    }
+}

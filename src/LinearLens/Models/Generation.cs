@@ -1,0 +1,58 @@
+using System.Numerics;
+using LinearLens.Numerics;
+
+namespace LinearLens.Models;
+
+/// <summary>Greedy continuation of a prompt: the new ids and, per step, the log-probability of the chosen id.</summary>
+public sealed record Generation(int[] PromptIds, int[] NewIds, double[] LogProbs, bool StoppedAtEos);
+
+public static class Generator
+{
+    /// <summary>
+    /// Greedy decoding with a KV cache: the prompt runs once, then each new token runs alone against the cache.
+    /// Ties go to the lowest id (as torch.argmax). Stops after maxNewTokens or at an end-of-sequence id.
+    /// The hook, when given, may shift the residual stream after any layer at every position (steering).
+    /// </summary>
+    public static Generation Greedy<T>(Transformer<T> model, ReadOnlySpan<int> prompt, int maxNewTokens,
+        bool stopAtEos = true, ResidualHook<T>? hook = null) where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        if (maxNewTokens < 0) throw new LinearLensException($"--max-new-tokens must be ≥ 0 (got {maxNewTokens})");
+        model.Validate(prompt, maxNewTokens);
+        var cache = new KvCache<T>(model.Config, prompt.Length + maxNewTokens);
+        var eos = new HashSet<int>(model.Config.EosTokenIds);
+        var newIds = new List<int>(maxNewTokens);
+        var logProbs = new List<double>(maxNewTokens);
+        var y = model.Run(model.Embed(prompt), prompt.Length, cache, null, hook);
+        int rows = prompt.Length;
+        bool stopped = false;
+        while (newIds.Count < maxNewTokens)
+        {
+            var logits = model.Logits(y, rows, rows - 1);
+            int next = ArgMax(logits);
+            newIds.Add(next);
+            logProbs.Add(LogSoftmaxAt(logits, next));
+            if (stopAtEos && eos.Contains(next)) { stopped = true; break; }
+            if (newIds.Count == maxNewTokens) break;
+            y = model.Run(model.Embed([next]), 1, cache, null, hook);
+            rows = 1;
+        }
+        return new Generation(prompt.ToArray(), newIds.ToArray(), logProbs.ToArray(), stopped);
+    }
+
+    public static int ArgMax<T>(ReadOnlySpan<T> v) where T : IFloatingPointIeee754<T>
+    {
+        int best = 0;
+        for (int i = 1; i < v.Length; i++) if (v[i] > v[best]) best = i;
+        return best;
+    }
+
+    /// <summary>log softmax(v)[i], computed in double.</summary>
+    public static double LogSoftmaxAt<T>(ReadOnlySpan<T> v, int i) where T : IFloatingPointIeee754<T>
+    {
+        double max = double.NegativeInfinity;
+        foreach (var x in v) max = Math.Max(max, double.CreateChecked(x));
+        double sum = 0;
+        foreach (var x in v) sum += Math.Exp(double.CreateChecked(x) - max);
+        return double.CreateChecked(v[i]) - max - Math.Log(sum);
+    }
+}
