@@ -14,7 +14,9 @@ public static class Cli
         var root = new RootCommand("LinearLens: an exactly equivalent linear system of a decoder LLM for one input text")
         {
             GenerateCommand.Create(stdout, stderr),
+            JacobianCommand.Create(stdout, stderr),
             BenchCommand.Create(stdout, stderr),
+            RandomCheckpointCommand.Create(stdout, stderr),
         };
         var parse = root.Parse(args);
         if (parse.Errors.Count > 0)

@@ -47,7 +47,7 @@ static class GenerateCommand
                 ["logprobs"] = new JsonArray(g.LogProbs.Select(v => (JsonNode)v).ToArray()),
                 ["stopped_at_eos"] = g.StoppedAtEos,
             };
-            stdout.WriteLine(o.ToJsonString());
+            stdout.WriteLine(Json.Write(o));
         }
         else stdout.WriteLine(text ?? string.Join(",", g.NewIds));
         return 0;

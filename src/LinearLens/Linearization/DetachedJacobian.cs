@@ -1,0 +1,95 @@
+using System.Diagnostics;
+using System.Numerics;
+using LinearLens.Numerics;
+
+namespace LinearLens.Linearization;
+
+/// <summary>
+/// The full detached Jacobian of one target and what it explains: J [d_out, n, d_in] with Jᵢ = ∂(output)/∂xᵢ of the
+/// frozen map, per-token contributions cᵢ = Jᵢxᵢ [n×d], their sum ŷ, and how well ŷ reproduces the real output y.
+/// </summary>
+public sealed record JacobianResult<T>(
+    JacobianTarget Target,
+    int Tokens,
+    int Hidden,
+    T[] J,
+    T[] Input,
+    T[] Output,
+    T[] Contributions,
+    T[] Reconstruction,
+    double RelativeError,
+    double MaxAbsError,
+    double Seconds) where T : unmanaged, IFloatingPointIeee754<T>
+{
+    /// <summary>Jᵢ as a d×d row-major view is not contiguous in J's [d, n, d] layout: element (k, j) = J[(k·n + i)·d + j].</summary>
+    public T At(int k, int i, int j) => J[((long)k * Tokens + i) * Hidden + j];
+}
+
+public static class DetachedJacobian
+{
+    /// <summary>Rows (positions × cotangents) one transpose pass carries: big enough for GEMM efficiency, small enough for memory.</summary>
+    const int RowsPerPass = 8192;
+
+    /// <summary>
+    /// J by reverse mode over the frozen map: d cotangents (the unit vectors of the output), carried in batches of
+    /// B through one batched transpose product each (architectures.md §3.5). Cost ≈ 2·d·n·P_lin flops.
+    /// </summary>
+    public static JacobianResult<T> Compute<T>(FrozenMap<T> map, JacobianTarget target, Action<double>? progress = null)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        var sw = Stopwatch.StartNew();
+        int n = map.Tokens, d = map.Hidden;
+        int batch = Math.Clamp(RowsPerPass / n, 1, d);
+        var J = Pinned.Array<T>((long)d * n * d);
+        var unit = new T[batch * d];
+        var gamma = Pinned.Array<T>((long)n * batch * d);
+        for (int k0 = 0; k0 < d; k0 += batch)
+        {
+            int B = Math.Min(batch, d - k0);
+            Array.Clear(unit);
+            for (int b = 0; b < B; b++) unit[b * d + k0 + b] = T.One;
+            map.Vjp(target, unit.AsSpan(0, B * d), B, gamma);
+            // row (i, b) of Γ is row k0+b of Jᵢ
+            Parallel.For(0, B, b =>
+            {
+                for (int i = 0; i < n; i++)
+                    gamma.AsSpan((i * B + b) * d, d).CopyTo(J.AsSpan((int)(((long)(k0 + b) * n + i) * d), d));
+            });
+            progress?.Invoke(Math.Min(1.0, (double)(k0 + B) / d));
+        }
+        return Explain(map, target, J, sw);
+    }
+
+    /// <summary>Contributions, reconstruction and its error for a computed J.</summary>
+    static JacobianResult<T> Explain<T>(FrozenMap<T> map, JacobianTarget target, T[] J, Stopwatch sw)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        int n = map.Tokens, d = map.Hidden;
+        var x = map.Input(target);
+        var y = map.Output(target);
+        var contrib = new T[n * d];
+        Parallel.For(0, d, k =>
+        {
+            for (int i = 0; i < n; i++)
+                contrib[i * d + k] = System.Numerics.Tensors.TensorPrimitives.Dot<T>(J.AsSpan((int)(((long)k * n + i) * d), d), x.AsSpan(i * d, d));
+        });
+        var yHat = new T[d];
+        for (int i = 0; i < n; i++)
+            for (int k = 0; k < d; k++) yHat[k] += contrib[i * d + k];
+        var (rel, maxAbs) = Errors(yHat, y);
+        return new JacobianResult<T>(target, n, d, J, x.AsSpan(0, n * d).ToArray(), y, contrib, yHat, rel, maxAbs, sw.Elapsed.TotalSeconds);
+    }
+
+    /// <summary>‖a − b‖/‖b‖ and max |a − b|, in double.</summary>
+    public static (double relative, double maxAbs) Errors<T>(ReadOnlySpan<T> a, ReadOnlySpan<T> b) where T : IFloatingPointIeee754<T>
+    {
+        double num = 0, den = 0, max = 0;
+        for (int i = 0; i < a.Length; i++)
+        {
+            double e = double.CreateChecked(a[i]) - double.CreateChecked(b[i]);
+            num += e * e; den += double.CreateChecked(b[i]) * double.CreateChecked(b[i]);
+            max = Math.Max(max, Math.Abs(e));
+        }
+        return (Math.Sqrt(num / den), max);
+    }
+}

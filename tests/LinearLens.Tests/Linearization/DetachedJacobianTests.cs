@@ -1,0 +1,165 @@
+using System.Numerics;
+using LinearLens.Linearization;
+using LinearLens.Loading;
+using LinearLens.Models;
+using LinearLens.Tests.Support;
+
+namespace LinearLens.Tests.Linearization;
+
+/// <summary>The detached Jacobian reconstructs the real output exactly, for the model output and every layer, key and mode.</summary>
+public class DetachedJacobianTests
+{
+    static IEnumerable<JacobianTarget> AllTargets(int layers)
+    {
+        foreach (var mode in new[] { JacobianMode.Cumulative, JacobianMode.Layerwise })
+            for (int l = 1; l <= layers; l++)
+                foreach (var key in new[] { OutputKey.Layer, OutputKey.Attn, OutputKey.Mlp })
+                    foreach (bool norm in new[] { true, false })
+                        yield return new JacobianTarget(l, key, mode, norm);
+    }
+
+    static void AssertReconstructs<T>(Checkpoint ckpt, int[] ids, double tolerance, bool allTargets = true)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        var model = new Transformer<T>(ckpt);
+        var run = model.Forward(ids, trace: true);
+        var map = new FrozenMap<T>(model, run.Trace!);
+        var targets = allTargets ? AllTargets(ckpt.Config.NumLayers) : [JacobianTarget.Output(ckpt.Config.NumLayers)];
+        foreach (var t in targets)
+        {
+            var r = DetachedJacobian.Compute(map, t);
+            Assert.True(r.RelativeError <= tolerance, $"{t.Describe()}: relative error {r.RelativeError:E2} > {tolerance:E0}");
+        }
+        // The default target's output is the real final-normed hidden state of the last position.
+        var y = map.Output(JacobianTarget.Output(ckpt.Config.NumLayers));
+        Assert.Equal(run.Final.AsSpan((ids.Length - 1) * model.Hidden, model.Hidden).ToArray(), y);
+    }
+
+    [SharedFact("models", "stories260K", "hf", "model.safetensors")]
+    public void Stories260KFloat64EveryTargetWithin1e13()
+    {
+        using var ckpt = Checkpoint.Open(SharedData.Stories260K);
+        AssertReconstructs<double>(ckpt, ckpt.RequireTokenizer().Encode("Lily went to the park. She saw a big"), 1e-13);
+    }
+
+    [SharedFact("models", "stories260K", "hf", "model.safetensors")]
+    public void Stories260KFloat32EveryTargetWithin1e5()
+    {
+        using var ckpt = Checkpoint.Open(SharedData.Stories260K);
+        AssertReconstructs<float>(ckpt, ckpt.RequireTokenizer().Encode("Lily went to the park. She saw a big"), 1e-5);
+    }
+
+    [Theory]
+    [InlineData("tiny-llama")]
+    [InlineData("tiny-qwen3")]
+    [InlineData("tiny-gemma3")]
+    public void TinyRandomFloat64EveryTargetWithin1e13(string preset)
+    {
+        using var tmp = new TempCheckpoint(preset);
+        AssertReconstructs<double>(tmp.Checkpoint, [1, 5, 9, 22, 7, 3, 50, 11], 1e-13);
+    }
+
+    [Theory]
+    [InlineData("tiny-llama")]
+    [InlineData("tiny-qwen3")]
+    [InlineData("tiny-gemma3")]
+    public void TinyRandomFloat32Within1e5(string preset)
+    {
+        using var tmp = new TempCheckpoint(preset);
+        AssertReconstructs<float>(tmp.Checkpoint, [1, 5, 9, 22, 7, 3, 50, 11], 1e-5);
+    }
+
+    [Theory]
+    [InlineData("tiny-llama")]
+    [InlineData("tiny-gemma3")]
+    public void AdjointIdentityHolds(string preset)
+    {
+        using var tmp = new TempCheckpoint(preset);
+        var model = new Transformer<double>(tmp.Checkpoint);
+        int[] ids = [1, 5, 9, 22, 7, 3, 50, 11];
+        var map = new FrozenMap<double>(model, model.Forward(ids, trace: true).Trace!);
+        int n = ids.Length, d = model.Hidden, B = 3;
+        var rng = new Random(5);
+        foreach (var t in AllTargets(model.Config.NumLayers).Where(t => t.FinalNorm))
+        {
+            var v = Enumerable.Range(0, n * B * d).Select(_ => rng.NextDouble() - 0.5).ToArray();
+            var u = Enumerable.Range(0, B * d).Select(_ => rng.NextDouble() - 0.5).ToArray();
+            var jv = new double[B * d];
+            var jtu = new double[n * B * d];
+            map.Jvp(t, v, B, jv);
+            map.Vjp(t, u, B, jtu);
+            for (int b = 0; b < B; b++)
+            {
+                double lhs = 0, rhs = 0;
+                for (int k = 0; k < d; k++) lhs += jv[b * d + k] * u[b * d + k];
+                for (int i = 0; i < n; i++)
+                    for (int j = 0; j < d; j++) rhs += v[(i * B + b) * d + j] * jtu[(i * B + b) * d + j];
+                Assert.True(Math.Abs(lhs - rhs) <= 1e-12 * Math.Max(1, Math.Abs(lhs)), $"{t.Describe()}: ⟨Jv,u⟩ = {lhs}, ⟨v,Jᵀu⟩ = {rhs}");
+            }
+        }
+    }
+
+    [Theory]
+    [InlineData("tiny-qwen3")]
+    [InlineData("tiny-gemma3")]
+    public void FrozenMapAtTheRealInputReproducesTheForwardPass(string preset)
+    {
+        using var tmp = new TempCheckpoint(preset);
+        var model = new Transformer<double>(tmp.Checkpoint);
+        int[] ids = [1, 5, 9, 22, 7, 3, 50, 11];
+        var map = new FrozenMap<double>(model, model.Forward(ids, trace: true).Trace!);
+        foreach (var t in AllTargets(model.Config.NumLayers))
+        {
+            var x = map.Input(t);
+            var y = new double[model.Hidden];
+            map.Jvp(t, x, 1, y);    // B = 1: position-major [n][1][d] is x itself
+            var (rel, _) = DetachedJacobian.Errors<double>(y, map.Output(t));
+            Assert.True(rel <= 1e-13, $"{t.Describe()}: frozen map at x* differs from the forward pass by {rel:E2}");
+        }
+    }
+
+    [Fact]
+    public void DetachedJacobianEqualsCentralFiniteDifferencesOfTheFrozenMap()
+    {
+        using var tmp = new TempCheckpoint("tiny-gemma3");
+        var model = new Transformer<double>(tmp.Checkpoint);
+        int[] ids = [1, 5, 9, 22, 7, 3, 50, 11];
+        var map = new FrozenMap<double>(model, model.Forward(ids, trace: true).Trace!);
+        var t = new JacobianTarget(2, OutputKey.Mlp);
+        var r = DetachedJacobian.Compute(map, t);
+        int n = ids.Length, d = model.Hidden;
+        var x = map.Input(t);
+        foreach (var (i, j) in new[] { (0, 0), (3, 17), (7, 63), (5, 40) })
+        {
+            const double eps = 1e-3;
+            var plus = (double[])x.Clone(); plus[i * d + j] += eps;
+            var minus = (double[])x.Clone(); minus[i * d + j] -= eps;
+            var fp = new double[d]; var fm = new double[d];
+            map.Jvp(t, plus, 1, fp); map.Jvp(t, minus, 1, fm);
+            for (int k = 0; k < d; k++)
+            {
+                double fd = (fp[k] - fm[k]) / (2 * eps);
+                Assert.True(Math.Abs(fd - r.At(k, i, j)) <= 1e-9 * Math.Max(1, Math.Abs(fd)), $"J[{k},{i},{j}] = {r.At(k, i, j)}, FD {fd}");
+            }
+        }
+    }
+}
+
+/// <summary>A random checkpoint of a named preset in a temporary folder, opened; deleted on dispose.</summary>
+public sealed class TempCheckpoint : IDisposable
+{
+    public string Folder { get; } = Directory.CreateTempSubdirectory("ll-ckpt").FullName;
+    public Checkpoint Checkpoint { get; }
+
+    public TempCheckpoint(string preset, int seed = 11)
+    {
+        RandomCheckpoint.Write(Folder, RandomCheckpointSpec.Preset(preset), seed, keepValues: false);
+        Checkpoint = Checkpoint.Open(Folder);
+    }
+
+    public void Dispose()
+    {
+        Checkpoint.Dispose();
+        Directory.Delete(Folder, true);
+    }
+}
