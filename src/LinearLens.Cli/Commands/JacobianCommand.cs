@@ -17,10 +17,11 @@ static class JacobianCommand
         var target = new TargetOptions();
         var outDir = new Option<string>("--out") { Description = "Write jacobian.npy, embeddings.npy, output.npy, contributions.npy here" };
         var json = new Option<bool>("--json") { Description = "Print one JSON object on stdout" };
+        var nonlinear = new Option<bool>("--nonlinear") { Description = "The ordinary (non-frozen) Jacobian instead, by exact derivatives through every nonlinearity; Σ Jᵢxᵢ does not reconstruct y there" };
         var cmd = new Command("jacobian", "The detached Jacobian J [d, n, d] of the last position's output and its exact reconstruction y = Σ Jᵢxᵢ");
         input.AddTo(cmd);
         target.AddTo(cmd);
-        cmd.Options.Add(outDir); cmd.Options.Add(json);
+        cmd.Options.Add(outDir); cmd.Options.Add(json); cmd.Options.Add(nonlinear);
         cmd.SetAction(p =>
         {
             using var ckpt = Checkpoint.Open(p.GetValue(input.Model)!);
@@ -28,20 +29,22 @@ static class JacobianCommand
             var t = target.Parse(p, ckpt.Config.NumLayers);
             string? dir = p.GetValue(outDir);
             return input.IsFloat64(p)
-                ? Run<double>(ckpt, ids, t, dir, p.GetValue(json), stdout, stderr)
-                : Run<float>(ckpt, ids, t, dir, p.GetValue(json), stdout, stderr);
+                ? Run<double>(ckpt, ids, t, p.GetValue(nonlinear), dir, p.GetValue(json), stdout, stderr)
+                : Run<float>(ckpt, ids, t, p.GetValue(nonlinear), dir, p.GetValue(json), stdout, stderr);
         });
         return cmd;
     }
 
-    static int Run<T>(Checkpoint ckpt, int[] ids, JacobianTarget target, string? outDir, bool json, TextWriter stdout, TextWriter stderr)
+    static int Run<T>(Checkpoint ckpt, int[] ids, JacobianTarget target, bool nonlinear, string? outDir, bool json, TextWriter stdout, TextWriter stderr)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
         var model = new Transformer<T>(ckpt);
-        var run = model.Forward(ids, trace: true);
+        var run = model.Forward(ids, trace: true, nonlinear: nonlinear);
         int predicted = Generator.ArgMax<T>(run.Logits);
-        var map = new FrozenMap<T>(model, run.Trace!);
-        var r = Progress.Run(stderr, "detached Jacobian", report => DetachedJacobian.Compute(map, target, report));
+        string kind = nonlinear ? "ordinary" : "detached";
+        var r = nonlinear
+            ? Progress.Run(stderr, "ordinary Jacobian", report => new OrdinaryJacobian<T>(model, run.Trace!).Compute(target, report))
+            : Progress.Run(stderr, "detached Jacobian", report => DetachedJacobian.Compute(new FrozenMap<T>(model, run.Trace!), target, report));
         int n = ids.Length, d = model.Hidden;
         if (outDir is not null)
         {
@@ -63,6 +66,7 @@ static class JacobianCommand
                 ["tokens"] = Json.Array(tokens),
                 ["predicted_id"] = predicted,
                 ["predicted_token"] = predictedToken,
+                ["jacobian"] = kind,
                 ["target"] = TargetOptions.ToJson(target),
                 ["shape"] = Json.Array([d, n, d]),
                 ["reconstruction"] = new JsonObject
@@ -80,7 +84,7 @@ static class JacobianCommand
         {
             stdout.WriteLine($"{ckpt.Config.ModelType}, {Transformer<T>.DTypeName}, {n} tokens; target: {target.Describe()}");
             stdout.WriteLine($"predicted next token: {Quote(predictedToken)} ({predicted})");
-            stdout.WriteLine($"J shape [{d}, {n}, {d}]; ‖Σ Jᵢxᵢ − y‖/‖y‖ = {r.RelativeError:E2} (max abs error {r.MaxAbsError:E2}); {r.Seconds:F2} s");
+            stdout.WriteLine($"{kind} J shape [{d}, {n}, {d}]; ‖Σ Jᵢxᵢ − y‖/‖y‖ = {r.RelativeError:E2} (max abs error {r.MaxAbsError:E2}); {r.Seconds:F2} s");
             for (int i = 0; i < n; i++)
                 stdout.WriteLine($"  token {i,3} {Quote(tokens[i]),-16} ‖Jᵢxᵢ‖ = {Norm(r.Contributions.AsSpan(i * d, d)):G4}");
             if (outDir is not null) stdout.WriteLine($"wrote jacobian.npy, embeddings.npy, output.npy, contributions.npy to {Path.GetFullPath(outDir)}");

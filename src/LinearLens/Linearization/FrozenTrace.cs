@@ -42,8 +42,16 @@ public sealed class FrozenTrace<T> where T : unmanaged, IFloatingPointIeee754<T>
     /// <summary>Final-normed hidden states y [n×d].</summary>
     public T[] Final { get; }
 
-    public FrozenTrace(int n, int layers, int d, int heads, int intermediate, bool sandwichNorms)
+    /// <summary>
+    /// What the ordinary (non-frozen) Jacobian also needs, recorded only on request: the pre-activations the
+    /// frozen map never looks at (q, k before and after their norms and RoPE, v, the gate before its activation,
+    /// the up projection, Gemma's branch outputs before their post-norms). Null when not recorded.
+    /// </summary>
+    public NonlinearTrace<T>? Nonlinear { get; }
+
+    public FrozenTrace(int n, int layers, int d, int heads, int intermediate, bool sandwichNorms, NonlinearTrace<T>? nonlinear = null)
     {
+        Nonlinear = nonlinear;
         Tokens = n; Layers = layers;
         Embeddings = Pinned.Array<T>((long)n * d);
         ResidPre = Enumerable.Range(0, layers + 1).Select(_ => Pinned.Array<T>((long)n * d)).ToArray();
@@ -58,5 +66,38 @@ public sealed class FrozenTrace<T> where T : unmanaged, IFloatingPointIeee754<T>
         MlpOutNormScale = sandwichNorms ? PerLayer(n) : new T[]?[layers];
         FinalScale = Pinned.Array<T>(n);
         Final = Pinned.Array<T>((long)n * d);
+    }
+}
+
+/// <summary>Per-layer pre-activations for exact derivatives through every nonlinearity (see <see cref="FrozenTrace{T}.Nonlinear"/>).</summary>
+public sealed class NonlinearTrace<T> where T : unmanaged, IFloatingPointIeee754<T>
+{
+    /// <summary>q = W_q x and k = W_k x before per-head norms and RoPE [n×H·D], [n×K·D].</summary>
+    public T[][] QRaw { get; }
+    public T[][] KRaw { get; }
+    /// <summary>ρ of each per-head q/k norm [n·H], [n·K] (Qwen 3, Gemma 3).</summary>
+    public T[][] QHeadScale { get; }
+    public T[][] KHeadScale { get; }
+    /// <summary>q and k as attention saw them: after norms and RoPE.</summary>
+    public T[][] QRot { get; }
+    public T[][] KRot { get; }
+    /// <summary>v = W_v x [n×K·D].</summary>
+    public T[][] V { get; }
+    /// <summary>The gate before its activation, W_gate x, and the up projection W_up x [n×I].</summary>
+    public T[][] GatePre { get; }
+    public T[][] Up { get; }
+    /// <summary>Gemma: W_o·o and W_down·z before their post-norms [n×d].</summary>
+    public T[]?[] AttnRaw { get; }
+    public T[]?[] MlpRaw { get; }
+
+    public NonlinearTrace(int n, int layers, int d, int qDim, int kvDim, int heads, int kvHeads, int intermediate, bool sandwichNorms)
+    {
+        T[][] PerLayer(long len) => Enumerable.Range(0, layers).Select(_ => Pinned.Array<T>(len)).ToArray();
+        QRaw = PerLayer((long)n * qDim); KRaw = PerLayer((long)n * kvDim);
+        QHeadScale = PerLayer((long)n * heads); KHeadScale = PerLayer((long)n * kvHeads);
+        QRot = PerLayer((long)n * qDim); KRot = PerLayer((long)n * kvDim); V = PerLayer((long)n * kvDim);
+        GatePre = PerLayer((long)n * intermediate); Up = PerLayer((long)n * intermediate);
+        AttnRaw = sandwichNorms ? PerLayer((long)n * d) : new T[]?[layers];
+        MlpRaw = sandwichNorms ? PerLayer((long)n * d) : new T[]?[layers];
     }
 }

@@ -99,20 +99,35 @@ public static class Blocks<T> where T : unmanaged, IFloatingPointIeee754<T>
         }
     }
 
+    static readonly T K0 = T.CreateChecked(0.7978845608028654), K1 = T.CreateChecked(0.044715), Half = T.CreateChecked(0.5);
+
+    /// <summary>silu(z) = z/(1+e^(−z)); gelu_pytorch_tanh(z) = ½·z·(1 + tanh(√(2/π)·(z + 0.044715·z³))).</summary>
+    public static T Activate(Activation act, T z) => act == Activation.Silu
+        ? z / (T.One + T.Exp(-z))
+        : Half * z * (T.One + T.Tanh(K0 * (z + K1 * z * z * z)));
+
+    /// <summary>The derivative of <see cref="Activate"/> at z.</summary>
+    public static T ActivationDerivative(Activation act, T z)
+    {
+        if (act == Activation.Silu)
+        {
+            T s = T.One / (T.One + T.Exp(-z));
+            return s * (T.One + z * (T.One - s));
+        }
+        T th = T.Tanh(K0 * (z + K1 * z * z * z));
+        return Half * (T.One + th) + Half * z * (T.One - th * th) * K0 * (T.One + T.CreateChecked(3) * K1 * z * z);
+    }
+
     /// <summary>Gated MLP: gate ← act(W_gate x) (the frozen factor), z = gate ⊙ (W_up x), out = W_down z.</summary>
-    public static void GatedMlp(T[] x, int rows, LayerWeights w, Activation act, T[] gate, T[] up, T[] output)
+    /// <param name="gatePre">When given, receives W_gate x before the activation; <paramref name="upOut"/> receives W_up x.</param>
+    public static void GatedMlp(T[] x, int rows, LayerWeights w, Activation act, T[] gate, T[] up, T[] output, T[]? gatePre = null, T[]? upOut = null)
     {
         MatMul.Linear(x, rows, w.Gate, gate);
         MatMul.Linear(x, rows, w.Up, up);
         var g = gate.AsSpan(0, rows * w.Gate.Rows);
-        if (act == Activation.Silu)
-            for (int i = 0; i < g.Length; i++) g[i] = g[i] / (T.One + T.Exp(-g[i]));
-        else
-        {
-            // gelu_pytorch_tanh: ½·z·(1 + tanh(√(2/π)·(z + 0.044715·z³)))
-            T k0 = T.CreateChecked(0.7978845608028654), k1 = T.CreateChecked(0.044715), half = T.CreateChecked(0.5);
-            for (int i = 0; i < g.Length; i++) { T z = g[i]; g[i] = half * z * (T.One + T.Tanh(k0 * (z + k1 * z * z * z))); }
-        }
+        if (gatePre is not null) g.CopyTo(gatePre);
+        if (upOut is not null) up.AsSpan(0, g.Length).CopyTo(upOut);
+        for (int i = 0; i < g.Length; i++) g[i] = Activate(act, g[i]);
         var u = up.AsSpan(0, g.Length);
         TensorPrimitives.Multiply(u, g, u);
         MatMul.Linear(up, rows, w.Down, output);

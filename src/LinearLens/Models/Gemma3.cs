@@ -18,16 +18,18 @@ public sealed partial class Transformer<T>
         var g = gains[l];
 
         Blocks<T>.RmsNorm(h, rows, Hidden, g.Input, eps, ws.X, Or(trace?.AttnNormScale[l], ws.Scale));
-        QkvRope(l, rows, startPos, cache, rope, ws);
+        QkvRope(l, rows, startPos, cache, rope, ws, trace?.Nonlinear);
         AttentionOut(l, rows, startPos, cache, ws, trace);
+        if (trace?.Nonlinear is { } nl) Keep(ws.A, nl.AttnRaw[l]!);
         Blocks<T>.RmsNorm(ws.A, rows, Hidden, g.PostAttention, eps, ws.A, Or(trace?.AttnOutNormScale[l], ws.Scale));
-        trace?.Let(t => ws.A.AsSpan(0, n).CopyTo(t.AttnOut[l]));
+        if (trace is not null) Keep(ws.A, trace.AttnOut[l]);
         AddInto(h, ws.A, n);
 
         Blocks<T>.RmsNorm(h, rows, Hidden, g.PreFeedforward!, eps, ws.X, Or(trace?.MlpNormScale[l], ws.Scale));
-        Blocks<T>.GatedMlp(ws.X, rows, w, Config.Activation, ws.Gate, ws.Up, ws.A);
+        Blocks<T>.GatedMlp(ws.X, rows, w, Config.Activation, ws.Gate, ws.Up, ws.A, trace?.Nonlinear?.GatePre[l], trace?.Nonlinear?.Up[l]);
+        if (trace?.Nonlinear is { } nl2) Keep(ws.A, nl2.MlpRaw[l]!);
         Blocks<T>.RmsNorm(ws.A, rows, Hidden, g.PostFeedforward!, eps, ws.A, Or(trace?.MlpOutNormScale[l], ws.Scale));
-        trace?.Let(t => { ws.Gate.AsSpan(0, rows * Config.IntermediateSize).CopyTo(t.Gate[l]); ws.A.AsSpan(0, n).CopyTo(t.MlpOut[l]); });
+        if (trace is not null) { Keep(ws.Gate, trace.Gate[l]); Keep(ws.A, trace.MlpOut[l]); }
         AddInto(h, ws.A, n);
     }
 }

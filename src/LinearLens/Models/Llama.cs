@@ -16,14 +16,14 @@ public sealed partial class Transformer<T>
         var g = gains[l];
 
         Blocks<T>.RmsNorm(h, rows, Hidden, g.Input, eps, ws.X, Or(trace?.AttnNormScale[l], ws.Scale));
-        QkvRope(l, rows, startPos, cache, rope, ws);
+        QkvRope(l, rows, startPos, cache, rope, ws, trace?.Nonlinear);
         AttentionOut(l, rows, startPos, cache, ws, trace);
-        trace?.Let(t => ws.A.AsSpan(0, n).CopyTo(t.AttnOut[l]));
+        if (trace is not null) Keep(ws.A, trace.AttnOut[l]);
         AddInto(h, ws.A, n);
 
         Blocks<T>.RmsNorm(h, rows, Hidden, g.PostAttention, eps, ws.X, Or(trace?.MlpNormScale[l], ws.Scale));
-        Blocks<T>.GatedMlp(ws.X, rows, w, Config.Activation, ws.Gate, ws.Up, ws.A);
-        trace?.Let(t => { ws.Gate.AsSpan(0, rows * Config.IntermediateSize).CopyTo(t.Gate[l]); ws.A.AsSpan(0, n).CopyTo(t.MlpOut[l]); });
+        Blocks<T>.GatedMlp(ws.X, rows, w, Config.Activation, ws.Gate, ws.Up, ws.A, trace?.Nonlinear?.GatePre[l], trace?.Nonlinear?.Up[l]);
+        if (trace is not null) { Keep(ws.Gate, trace.Gate[l]); Keep(ws.A, trace.MlpOut[l]); }
         AddInto(h, ws.A, n);
     }
 }

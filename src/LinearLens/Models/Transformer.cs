@@ -108,17 +108,20 @@ public sealed partial class Transformer<T> where T : unmanaged, IFloatingPointIe
     }
 
     /// <summary>Forward pass over a prompt from position 0, optionally recording the frozen trace.</summary>
-    public ForwardResult<T> Forward(ReadOnlySpan<int> ids, bool allLogits = false, bool trace = false)
+    public ForwardResult<T> Forward(ReadOnlySpan<int> ids, bool allLogits = false, bool trace = false, bool nonlinear = false)
     {
         Validate(ids);
-        return ForwardEmbeddings(Embed(ids), ids.Length, allLogits, trace);
+        return ForwardEmbeddings(Embed(ids), ids.Length, allLogits, trace, nonlinear);
     }
 
     /// <summary>Forward pass from given input embeddings x [n×d] (Gemma: already scaled), no cache kept.</summary>
-    public ForwardResult<T> ForwardEmbeddings(T[] x, int n, bool allLogits = false, bool trace = false)
+    /// <param name="nonlinear">Also record what the ordinary (non-frozen) Jacobian needs (implies trace).</param>
+    public ForwardResult<T> ForwardEmbeddings(T[] x, int n, bool allLogits = false, bool trace = false, bool nonlinear = false)
     {
         var cache = new KvCache<T>(Config, n);
-        var tr = trace ? new FrozenTrace<T>(n, Config.NumLayers, Hidden, Config.NumHeads, Config.IntermediateSize, Config.IsGemma) : null;
+        var c = Config;
+        var nl = nonlinear ? new NonlinearTrace<T>(n, c.NumLayers, Hidden, c.QDim, c.KvDim, c.NumHeads, c.NumKvHeads, c.IntermediateSize, c.IsGemma) : null;
+        var tr = trace || nonlinear ? new FrozenTrace<T>(n, c.NumLayers, Hidden, c.NumHeads, c.IntermediateSize, c.IsGemma, nl) : null;
         var final = Run(x, n, cache, tr);
         var logits = Logits(final, n, allLogits ? 0 : n - 1);
         return new ForwardResult<T>(n, final, logits, allLogits, tr);
@@ -182,20 +185,22 @@ public sealed partial class Transformer<T> where T : unmanaged, IFloatingPointIe
     // ---- pieces the family recipes share -------------------------------------------------------------------
 
     /// <summary>q, k, v projections of the normed input ws.X; per-head q/k norms when given; RoPE; k, v into the cache.</summary>
-    void QkvRope(int l, int rows, int startPos, KvCache<T> cache, RopeTable<T> rope, Workspace ws)
+    void QkvRope(int l, int rows, int startPos, KvCache<T> cache, RopeTable<T> rope, Workspace ws, NonlinearTrace<T>? nl)
     {
         var w = Checkpoint.Layers[l];
         var c = Config;
         MatMul.Linear(ws.X, rows, w.Q, ws.Q);
         MatMul.Linear(ws.X, rows, w.K, ws.K);
         MatMul.Linear(ws.X, rows, w.V, ws.V);
+        if (nl is not null) { Keep(ws.Q, nl.QRaw[l]); Keep(ws.K, nl.KRaw[l]); Keep(ws.V, nl.V[l]); }
         if (gains[l].Q is { } qg)   // per-head RMSNorm over D (Qwen3, Gemma 3)
         {
-            Blocks<T>.RmsNorm(ws.Q, rows * c.NumHeads, c.HeadDim, qg, eps, ws.Q, ws.HeadScale);
-            Blocks<T>.RmsNorm(ws.K, rows * c.NumKvHeads, c.HeadDim, gains[l].K!, eps, ws.K, ws.HeadScale);
+            Blocks<T>.RmsNorm(ws.Q, rows * c.NumHeads, c.HeadDim, qg, eps, ws.Q, Or(nl?.QHeadScale[l], ws.HeadScale));
+            Blocks<T>.RmsNorm(ws.K, rows * c.NumKvHeads, c.HeadDim, gains[l].K!, eps, ws.K, Or(nl?.KHeadScale[l], ws.HeadScale));
         }
         Blocks<T>.Rope(ws.Q, rows, c.NumHeads, c.HeadDim, rope, startPos);
         Blocks<T>.Rope(ws.K, rows, c.NumKvHeads, c.HeadDim, rope, startPos);
+        if (nl is not null) { Keep(ws.Q, nl.QRot[l]); Keep(ws.K, nl.KRot[l]); }
         ws.K.AsSpan(0, rows * c.KvDim).CopyTo(cache.Keys[l].AsSpan(startPos * c.KvDim));
         ws.V.AsSpan(0, rows * c.KvDim).CopyTo(cache.Values[l].AsSpan(startPos * c.KvDim));
     }
@@ -212,6 +217,12 @@ public sealed partial class Transformer<T> where T : unmanaged, IFloatingPointIe
         System.Numerics.Tensors.TensorPrimitives.Add(h.AsSpan(0, count), branch.AsSpan(0, count), h.AsSpan(0, count));
 
     static Span<T> Or(T[]? traceArray, T[] scratch) => traceArray is null ? scratch : traceArray;
+
+    /// <summary>Copies the leading part of a workspace buffer into a trace array of the exact size.</summary>
+    static void Keep(T[] workspace, T[] traceArray) => workspace.AsSpan(0, traceArray.Length).CopyTo(traceArray);
+
+    /// <summary>The RoPE table layer l uses, with room for at least `capacity` positions.</summary>
+    public RopeTable<T> RopeFor(int layer, int capacity) => Rope(layer, capacity);
 }
 
 /// <summary>Called after each layer with the residual stream (rows×d) of the positions just run; may change it in place.</summary>
