@@ -216,14 +216,23 @@ public static class SafetensorsWriter
                 System.Runtime.InteropServices.MemoryMarshal.AsBytes(values).CopyTo(dest);
                 break;
             case DType.F32:
-                for (int i = 0; i < values.Length; i++) BitConverter.TryWriteBytes(dest.Slice(4 * i, 4), (float)values[i]);
+            {
+                var f = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(dest);
+                for (int i = 0; i < values.Length; i++) f[i] = (float)values[i];
                 break;
+            }
             case DType.BF16:
-                for (int i = 0; i < values.Length; i++) BitConverter.TryWriteBytes(dest.Slice(2 * i, 2), DTypes.FloatToBf16((float)values[i]));
+            {
+                var u = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, ushort>(dest);
+                for (int i = 0; i < values.Length; i++) u[i] = DTypes.FloatToBf16((float)values[i]);
                 break;
+            }
             default:
-                for (int i = 0; i < values.Length; i++) BitConverter.TryWriteBytes(dest.Slice(2 * i, 2), BitConverter.HalfToUInt16Bits((Half)values[i]));
+            {
+                var u = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, ushort>(dest);
+                for (int i = 0; i < values.Length; i++) u[i] = BitConverter.HalfToUInt16Bits((Half)values[i]);
                 break;
+            }
         }
     }
 }
