@@ -15,8 +15,10 @@ public static class Cli
         {
             GenerateCommand.Create(stdout, stderr),
             JacobianCommand.Create(stdout, stderr),
+            AnalyzeCommand.Create(stdout, stderr),
             BenchCommand.Create(stdout, stderr),
             RandomCheckpointCommand.Create(stdout, stderr),
+            SteerCommand.Create(stdout, stderr),
         };
         var parse = root.Parse(args);
         if (parse.Errors.Count > 0)

@@ -85,6 +85,15 @@ public sealed class TextTokenizer : IDisposable
         return result;
     }
 
+    /// <summary>Token ids of a text without any special tokens (HF `add_special_tokens=False`).</summary>
+    public int[] EncodeWithoutSpecialTokens(string text)
+    {
+        var ids = _tok.Encode(text).Select(x => (int)x).ToList();
+        if (_templateAddsBos && ids.Count > 0 && ids[0] == _bosId) ids.RemoveAt(0);
+        if (_templateAddsEos && ids.Count > 0 && ids[^1] == _eosId) ids.RemoveAt(ids.Count - 1);
+        return ids.ToArray();
+    }
+
     /// <summary>Token ids of a text with the default special tokens (HF `add_special_tokens=True`).</summary>
     public int[] Encode(string text)
     {
