@@ -38,8 +38,18 @@ public static class DetachedJacobian
         where T : unmanaged, IFloatingPointIeee754<T>
     {
         var sw = Stopwatch.StartNew();
-        int n = map.Tokens, d = map.Hidden;
-        int batch = Math.Clamp(RowsPerPass / n, 1, d);
+        var J = Assemble<T>(map.Tokens, map.Hidden, RowsPerPass, (u, b, g) => map.Vjp(target, u, b, g), progress);
+        return Explain(target, map.Tokens, map.Hidden, J, map.Input(target), map.Output(target), sw);
+    }
+
+    /// <summary>
+    /// J [d, n, d] from a batched transpose product: the d unit cotangents of the output in batches of B, each
+    /// giving rows k0 … k0+B−1 of every Jᵢ (Γ row (i, b) is row k0+b of Jᵢ).
+    /// </summary>
+    internal static T[] Assemble<T>(int n, int d, int rowsPerPass, Action<ReadOnlySpan<T>, int, T[]> vjp, Action<double>? progress)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        int batch = Math.Clamp(rowsPerPass / n, 1, d);
         var J = Pinned.Array<T>((long)d * n * d);
         var unit = new T[batch * d];
         var gamma = Pinned.Array<T>((long)n * batch * d);
@@ -48,8 +58,7 @@ public static class DetachedJacobian
             int B = Math.Min(batch, d - k0);
             Array.Clear(unit);
             for (int b = 0; b < B; b++) unit[b * d + k0 + b] = T.One;
-            map.Vjp(target, unit.AsSpan(0, B * d), B, gamma);
-            // row (i, b) of Γ is row k0+b of Jᵢ
+            vjp(unit.AsSpan(0, B * d), B, gamma);
             Parallel.For(0, B, b =>
             {
                 for (int i = 0; i < n; i++)
@@ -57,16 +66,13 @@ public static class DetachedJacobian
             });
             progress?.Invoke(Math.Min(1.0, (double)(k0 + B) / d));
         }
-        return Explain(map, target, J, sw);
+        return J;
     }
 
-    /// <summary>Contributions, reconstruction and its error for a computed J.</summary>
-    static JacobianResult<T> Explain<T>(FrozenMap<T> map, JacobianTarget target, T[] J, Stopwatch sw)
+    /// <summary>Contributions cᵢ = Jᵢxᵢ, their sum ŷ and its error against the real output y.</summary>
+    internal static JacobianResult<T> Explain<T>(JacobianTarget target, int n, int d, T[] J, T[] x, T[] y, Stopwatch sw)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
-        int n = map.Tokens, d = map.Hidden;
-        var x = map.Input(target);
-        var y = map.Output(target);
         var contrib = new T[n * d];
         Parallel.For(0, d, k =>
         {
@@ -76,7 +82,7 @@ public static class DetachedJacobian
         var yHat = new T[d];
         for (int i = 0; i < n; i++)
             for (int k = 0; k < d; k++) yHat[k] += contrib[i * d + k];
-        var (rel, maxAbs) = Errors(yHat, y);
+        var (rel, maxAbs) = Errors<T>(yHat, y);
         return new JacobianResult<T>(target, n, d, J, x.AsSpan(0, n * d).ToArray(), y, contrib, yHat, rel, maxAbs, sw.Elapsed.TotalSeconds);
     }
 

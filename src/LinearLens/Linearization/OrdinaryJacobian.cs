@@ -36,34 +36,8 @@ public sealed class OrdinaryJacobian<T> where T : unmanaged, IFloatingPointIeee7
     public JacobianResult<T> Compute(JacobianTarget target, Action<double>? progress = null)
     {
         var sw = Stopwatch.StartNew();
-        int batch = Math.Clamp(4096 / n, 1, d);
-        var J = Pinned.Array<T>((long)d * n * d);
-        var unit = new T[batch * d];
-        var gamma = Pinned.Array<T>((long)n * batch * d);
-        for (int k0 = 0; k0 < d; k0 += batch)
-        {
-            int B = Math.Min(batch, d - k0);
-            Array.Clear(unit);
-            for (int b = 0; b < B; b++) unit[b * d + k0 + b] = T.One;
-            Vjp(target, unit, B, gamma);
-            for (int b = 0; b < B; b++)
-                for (int i = 0; i < n; i++)
-                    gamma.AsSpan((i * B + b) * d, d).CopyTo(J.AsSpan((int)(((long)(k0 + b) * n + i) * d), d));
-            progress?.Invoke(Math.Min(1.0, (double)(k0 + B) / d));
-        }
-        var x = frozen.Input(target);
-        var y = frozen.Output(target);
-        var contrib = new T[n * d];
-        var yHat = new T[d];
-        for (int k = 0; k < d; k++)
-            for (int i = 0; i < n; i++)
-            {
-                T v = TensorPrimitives.Dot<T>(J.AsSpan((int)(((long)k * n + i) * d), d), x.AsSpan(i * d, d));
-                contrib[i * d + k] = v;
-                yHat[k] += v;
-            }
-        var (rel, max) = DetachedJacobian.Errors<T>(yHat, y);
-        return new JacobianResult<T>(target, n, d, J, x.AsSpan(0, n * d).ToArray(), y, contrib, yHat, rel, max, sw.Elapsed.TotalSeconds);
+        var J = DetachedJacobian.Assemble<T>(n, d, 4096, (u, b, g) => Vjp(target, u, b, g), progress);
+        return DetachedJacobian.Explain(target, n, d, J, frozen.Input(target), frozen.Output(target), sw);
     }
 
     /// <summary>uᵀ·∂(output)/∂(input) for B cotangents [B][d] → [n][B][d] position-major.</summary>
