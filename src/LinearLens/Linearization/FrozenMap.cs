@@ -78,9 +78,12 @@ public sealed class FrozenMap<T> where T : unmanaged, IFloatingPointIeee754<T>
         t.Validate(c.NumLayers);
         var ws = Workspace(batch);
         tangents.AsSpan(0, ws.Rows * d).CopyTo(ws.H);
+        // Causality: positions before the first non-zero tangent stay zero through every layer, so skip them.
+        int p0 = 0;
+        while (p0 < n - 1 && !tangents.AsSpan(p0 * batch * d, batch * d).ContainsAnyExcept(T.Zero)) p0++;
         T[]? tap = null;
         for (int l = t.FirstLayer; l < t.Layer; l++)
-            tap = ForwardLayer(l, ws, l == t.Layer - 1 ? t.Key : OutputKey.Layer);
+            tap = ForwardLayer(l, ws, l == t.Layer - 1 ? t.Key : OutputKey.Layer, p0);
         var last = tap!.AsSpan((n - 1) * batch * d, batch * d);
         if (t.FinalNorm)
         {
@@ -91,27 +94,34 @@ public sealed class FrozenMap<T> where T : unmanaged, IFloatingPointIeee754<T>
         else last.CopyTo(outputs);
     }
 
-    /// <summary>One layer of the frozen map on ws.H; returns the array holding the requested tap (H for Layer).</summary>
-    T[] ForwardLayer(int l, Batch ws, OutputKey tap)
+    /// <summary>
+    /// One layer of the frozen map on ws.H for positions p0 … n−1 (earlier rows are zero and stay zero); returns
+    /// the array holding the requested tap (H for Layer).
+    /// </summary>
+    T[] ForwardLayer(int l, Batch ws, OutputKey tap, int p0)
     {
         var w = Model.Checkpoint.Layers[l];
-        int R = ws.Rows;
+        int B = ws.B, r0 = p0 * B, rows = ws.Rows - r0;
+        void Linear(T[] x, MatrixView weight, T[] y) =>
+            MatMul.Run(Pinned.View(x, rows, weight.Cols, (long)r0 * weight.Cols), false, weight, true, y, (long)r0 * weight.Rows, weight.Rows);
+        var h = ws.H.AsSpan(r0 * d, rows * d);
+        var a = ws.A.AsSpan(r0 * d, rows * d);
         // attention branch: a = ρ_in·w_in ⊙ h;  v = W_v a;  o_s = Σ_t P[s,t] v_t;  attn = W_o o
-        ScaleRows(ws.H, d, AttnInGain(l), Trace.AttnNormScale[l], ws.B, ws.A);
-        MatMul.Linear(ws.A, R, w.V, ws.Kv);
-        MixForward(Trace.AttnProbs[l], ws.Kv, ws.B, ws.Q);
-        MatMul.Linear(ws.Q, R, w.O, ws.A);
-        if (AttnOutGain(l) is { } ga) ScaleRows(ws.A, d, ga, Trace.AttnOutNormScale[l]!, ws.B, ws.A);
+        ScaleRows(ws.H, d, AttnInGain(l), Trace.AttnNormScale[l], B, ws.A, p0);
+        Linear(ws.A, w.V, ws.Kv);
+        MixForward(Trace.AttnProbs[l], ws.Kv, B, ws.Q, p0);
+        Linear(ws.Q, w.O, ws.A);
+        if (AttnOutGain(l) is { } ga) ScaleRows(ws.A, d, ga, Trace.AttnOutNormScale[l]!, B, ws.A, p0);
         if (tap == OutputKey.Attn) return ws.A;
-        TensorPrimitives.Add(ws.H.AsSpan(0, R * d), ws.A.AsSpan(0, R * d), ws.H.AsSpan(0, R * d));
+        TensorPrimitives.Add(h, a, h);
         // MLP branch: b = ρ·w ⊙ h';  z = γ ⊙ W_up b;  m = W_down z
-        ScaleRows(ws.H, d, MlpInGain(l), Trace.MlpNormScale[l], ws.B, ws.A);
-        MatMul.Linear(ws.A, R, w.Up, ws.I);
-        ScaleByGate(ws.I, Trace.Gate[l], ws.B, 0);
-        MatMul.Linear(ws.I, R, w.Down, ws.A);
-        if (MlpOutGain(l) is { } gm) ScaleRows(ws.A, d, gm, Trace.MlpOutNormScale[l]!, ws.B, ws.A);
+        ScaleRows(ws.H, d, MlpInGain(l), Trace.MlpNormScale[l], B, ws.A, p0);
+        Linear(ws.A, w.Up, ws.I);
+        ScaleByGate(ws.I, Trace.Gate[l], B, p0);
+        Linear(ws.I, w.Down, ws.A);
+        if (MlpOutGain(l) is { } gm) ScaleRows(ws.A, d, gm, Trace.MlpOutNormScale[l]!, B, ws.A, p0);
         if (tap == OutputKey.Mlp) return ws.A;
-        TensorPrimitives.Add(ws.H.AsSpan(0, R * d), ws.A.AsSpan(0, R * d), ws.H.AsSpan(0, R * d));
+        TensorPrimitives.Add(h, a, h);
         return ws.H;
     }
 
@@ -249,17 +259,17 @@ public sealed class FrozenMap<T> where T : unmanaged, IFloatingPointIeee754<T>
         });
     }
 
-    /// <summary>o[s, b, head h] = Σ_{t≤s} P_h[s,t] · v[t, b, kv head of h].</summary>
-    void MixForward(T[] probs, T[] v, int B, T[] o)
+    /// <summary>o[s, b, head h] = Σ_{p0≤t≤s} P_h[s,t] · v[t, b, kv head of h] for s ≥ p0 (v is zero before p0).</summary>
+    void MixForward(T[] probs, T[] v, int B, T[] o, int p0)
     {
         int H = c.NumHeads, D = c.HeadDim, G = H / c.NumKvHeads, q = c.QDim, kv = c.KvDim;
-        Parallel.For(0, n, s =>
+        Parallel.For(p0, n, s =>
         {
             o.AsSpan(s * B * q, B * q).Clear();
             for (int h = 0; h < H; h++)
             {
                 int j = h / G;
-                for (int t = 0; t <= s; t++)
+                for (int t = p0; t <= s; t++)
                 {
                     T p = probs[(h * n + s) * n + t];
                     if (p == T.Zero) continue;

@@ -118,6 +118,37 @@ public class DetachedJacobianTests
         }
     }
 
+    [Theory]
+    [InlineData("tiny-llama", 0)]
+    [InlineData("tiny-gemma3", 5)]
+    [InlineData("tiny-qwen3", 7)]
+    public void JvpWithATangentAtOnePositionIsThatTokensJacobianTimesTheTangent(string preset, int token)
+    {
+        // The JVP skips the positions before the first non-zero tangent (causality); the result must not change.
+        using var tmp = new TempCheckpoint(preset);
+        var model = new Transformer<double>(tmp.Checkpoint);
+        int[] ids = [1, 5, 9, 22, 7, 3, 50, 11];
+        var map = new FrozenMap<double>(model, model.Forward(ids, trace: true).Trace!);
+        int n = ids.Length, d = model.Hidden, B = 2;
+        var rng = new Random(token);
+        foreach (var t in new[] { JacobianTarget.Output(model.Config.NumLayers), new JacobianTarget(1, OutputKey.Attn), new JacobianTarget(2, OutputKey.Mlp, JacobianMode.Layerwise) })
+        {
+            var J = DetachedJacobian.Compute(map, t);
+            var tangents = new double[n * B * d];
+            var v = Enumerable.Range(0, B * d).Select(_ => rng.NextDouble() - 0.5).ToArray();
+            v.CopyTo(tangents, token * B * d);
+            var y = new double[B * d];
+            map.Jvp(t, tangents, B, y);
+            for (int b = 0; b < B; b++)
+                for (int k = 0; k < d; k++)
+                {
+                    double expected = 0;
+                    for (int j = 0; j < d; j++) expected += J.At(k, token, j) * v[b * d + j];
+                    Assert.True(Math.Abs(expected - y[b * d + k]) <= 1e-12 * Math.Max(1, Math.Abs(expected)), $"{t.Describe()} token {token}: {y[b * d + k]} vs {expected}");
+                }
+        }
+    }
+
     [Fact]
     public void DetachedJacobianEqualsCentralFiniteDifferencesOfTheFrozenMap()
     {
