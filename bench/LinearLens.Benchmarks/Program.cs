@@ -1,1 +1,4 @@
-System.Console.WriteLine("bench");
+using BenchmarkDotNet.Running;
+
+// Runs any benchmark class of this assembly, e.g. `dotnet run -c Release -- --filter '*Gemm*'`.
+BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args);

@@ -19,8 +19,9 @@ static class AnalyzeCommand
         var noOrdinary = new Option<bool>("--no-ordinary") { Description = "Skip the ordinary (non-frozen) Jacobian used for the reconstruction comparison" };
         var outDir = new Option<string>("--out") { Description = "Write analysis.json and the PNG figures here" };
         var json = new Option<bool>("--json") { Description = "Print the analysis JSON on stdout" };
+        var method = new Option<string>("--method") { Description = "full (form every Jacobian), matrix-free (Lanczos over JVP/VJP products; ‖J‖_F² estimated; no column/row norms or ordinary Jacobian) or auto (by estimated cost)", DefaultValueFactory = _ => "auto" };
         var cmd = new Command("analyze", "Per-token and combined SVD decoded to tokens, layer sweep with stable rank and path, exact logit attribution, figures")
-        { components, layers, attribute, noOrdinary, outDir, json };
+        { components, layers, attribute, noOrdinary, outDir, json, method };
         input.AddTo(cmd);
         cmd.SetAction(p =>
         {
@@ -32,6 +33,11 @@ static class AnalyzeCommand
                 Layers = p.GetValue(layers) is { } s ? ParseLayers(s) : null,
                 AttributeTokens = (p.GetValue(attribute) ?? []).Select(a => AttributeId(ckpt, a)).ToArray(),
                 Ordinary = !p.GetValue(noOrdinary),
+                Method = p.GetValue(method) switch
+                {
+                    "full" => SvdMethod.Full, "matrix-free" => SvdMethod.MatrixFree, "auto" => SvdMethod.Auto,
+                    var other => throw new LinearLensException($"--method '{other}' is not a method; use full, matrix-free or auto"),
+                },
             };
             return input.IsFloat64(p)
                 ? Run<double>(ckpt, ids, options, p.GetValue(outDir), p.GetValue(json), stdout, stderr)
@@ -60,6 +66,7 @@ static class AnalyzeCommand
     {
         var model = new Transformer<T>(ckpt);
         var report = Progress.Run(stderr, "analysis", f => Analyzer.Run(model, ids, options, (stage, x) => f(x)));
+        stderr.WriteLine($"method: {report.Method} ({report.MethodReason})");
         string text = AnalysisJson.Write(report);
         if (outDir is not null)
         {
@@ -77,6 +84,7 @@ static class AnalyzeCommand
         string Q(string s) => JacobianCommand.Quote(s);
         string Toks(IEnumerable<ScoredToken> t) => string.Join(" ", t.Select(x => Q(x.Text)));
         o.WriteLine($"{r.ModelType}, {r.DType}, {r.InputIds.Length} tokens → predicted {Q(r.PredictedToken)} ({r.PredictedId})");
+        o.WriteLine($"method: {r.Method} ({r.MethodReason})");
         o.WriteLine($"detached reconstruction ‖Σ Jᵢxᵢ − y‖/‖y‖ = {r.RelativeError:E2}" + (r.OrdinaryRelativeError is double e ? $"; ordinary Jacobian {e:E2}" : ""));
         o.WriteLine("per-token SVD (σ₀, U₀ by logit | V₀ by input-embedding cosine):");
         for (int i = 0; i < r.PerToken.Length; i++)

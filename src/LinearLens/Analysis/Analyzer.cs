@@ -18,6 +18,28 @@ public sealed record AnalysisOptions
     public bool Ordinary { get; init; } = true;
     /// <summary>Components decoded per matrix (top tokens of U₀, U₁, …).</summary>
     public int Decoded { get; init; } = 3;
+    /// <summary>
+    /// Full: form every Jacobian (exact SVDs, column/row norms, ordinary Jacobian). MatrixFree: never form J — Lanczos
+    /// over batched JVP/VJP products, ‖J‖_F² by a Hutchinson estimate, no column/row norms and no ordinary Jacobian.
+    /// Auto: by the estimated cost of forming all the Jacobians.
+    /// </summary>
+    public SvdMethod Method { get; init; } = SvdMethod.Auto;
+    /// <summary>Residual tolerance ‖Jv − σu‖ ≤ tol·σ₁ of the matrix-free triplets.</summary>
+    public double Tolerance { get; init; } = 1e-8;
+    /// <summary>Rademacher probes of the Hutchinson estimate of ‖J‖_F² (matrix-free).</summary>
+    public int FrobeniusProbes { get; init; } = 64;
+
+    /// <summary>Auto's rule: full when forming every Jacobian of the analysis costs under ~1 TFLOP and J fits in 1 GB.</summary>
+    public static (SvdMethod method, string reason) Decide(Loading.ModelConfig c, int n, int sweepLayers, SvdMethod requested)
+    {
+        if (requested != SvdMethod.Auto) return (requested, "requested");
+        int d = c.HiddenSize;
+        double lin = (double)c.KvDim * d + (double)d * c.QDim + 2.0 * c.IntermediateSize * d;
+        double flops = 2.0 * d * n * lin * c.NumLayers * (2 + 3 * sweepLayers);   // output J, ordinary J, 6 per sweep layer (~half the depth on average)
+        double bytes = 8.0 * d * n * d;
+        string cost = $"forming every Jacobian ≈ {flops / 1e12:F2} TFLOP, J {bytes / 1e6:F0} MB";
+        return flops < 1e12 && bytes < 1e9 ? (SvdMethod.Full, cost) : (SvdMethod.MatrixFree, cost);
+    }
 
     public static int[] DefaultLayers(int layers) =>
         layers <= 8 ? Enumerable.Range(1, layers).ToArray()
@@ -40,7 +62,12 @@ public sealed record AnalysisReport(
     LayerSpectrum[] LayerSweep, PathPoint[] Path,
     TokenAttribution[] Attributions,
     int HeatmapToken, double[] HeatmapMatrix,
-    IReadOnlyDictionary<string, double> Seconds);
+    IReadOnlyDictionary<string, double> Seconds)
+{
+    /// <summary>How the spectra were obtained ("full" or "matrix-free") and why.</summary>
+    public string Method { get; init; } = "full";
+    public string MethodReason { get; init; } = "";
+}
 
 /// <summary>
 /// The paper's analyses done properly (reference-implementation.md §1.6–1.13): per-token and tokens-combined SVD
@@ -64,6 +91,8 @@ public static class Analyzer
         foreach (int l in layers)
             if (l < 1 || l > L) throw new LinearLensException($"--layers: layer {l} is outside 1…{L}");
         var decoder = new TokenDecoder(ckpt);
+        var (method, reason) = AnalysisOptions.Decide(model.Config, n, layers.Length, options.Method);
+        if (method == SvdMethod.MatrixFree) return RunMatrixFree(model, ids, options, layers, reason, progress);
 
         var run = model.Forward(ids, trace: true, nonlinear: options.Ordinary);
         int predicted = Generator.ArgMax<T>(run.Logits);
@@ -124,10 +153,7 @@ public static class Analyzer
         Lap("layer_sweep");
 
         // Path: top-3 oriented left singular vectors of the cumulative residual-stream Jacobians, on the last layer's.
-        var last = pathVectors[^1].u;
-        var path = pathVectors.Select(v => new PathPoint(v.layer,
-            Enumerable.Range(0, kPath).Select(i => System.Numerics.Tensors.TensorPrimitives.Dot<double>(v.u.AsSpan(i * d, d), last.AsSpan(i * d, d))).ToArray(),
-            sweep.First(s => s.Layer == v.layer && s.Key == OutputKey.Layer && s.Mode == JacobianMode.Cumulative).Spectrum.Components[0].Left.Take(3).ToArray())).ToArray();
+        var path = PathFrom(pathVectors, sweep, kPath, d);
         Lap("path");
 
         // Exact attribution of the predicted token and any named ones.
@@ -144,6 +170,125 @@ public static class Analyzer
             d, L, y, TokenDecoder.ToDouble<T>(J.Reconstruction), J.RelativeError, J.MaxAbsError,
             ordinary is null ? null : TokenDecoder.ToDouble<T>(ordinary.Reconstruction), ordinary?.RelativeError,
             perToken, combined, colRows, sweep.ToArray(), path, attributions,
-            heatToken, Spectra.TokenMatrix(J, heatToken), seconds);
+            heatToken, Spectra.TokenMatrix(J, heatToken), seconds) { Method = "full", MethodReason = reason };
+    }
+
+    /// <summary>
+    /// The same analyses without forming any Jacobian: Lanczos over batched products for every spectrum, Hutchinson
+    /// estimates of ‖J‖_F², contributions and attribution from one JVP, the heat map's Jᵢ from JVPs at its position only.
+    /// </summary>
+    static AnalysisReport RunMatrixFree<T>(Transformer<T> model, int[] ids, AnalysisOptions options, int[] layers, string reason, Action<string, double>? progress)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        var seconds = new Dictionary<string, double>();
+        var sw = Stopwatch.StartNew();
+        void Lap(string what) { seconds[what] = sw.Elapsed.TotalSeconds; sw.Restart(); }
+        var ckpt = model.Checkpoint;
+        int L = model.Config.NumLayers, n = ids.Length, d = model.Hidden, K = Math.Min(options.Components, d);
+        var decoder = new TokenDecoder(ckpt);
+
+        var run = model.Forward(ids, trace: true);
+        int predicted = Generator.ArgMax<T>(run.Logits);
+        var map = new FrozenMap<T>(model, run.Trace!);
+        var final = JacobianTarget.Output(L);
+        Lap("forward");
+
+        // Contributions cᵢ = Jᵢxᵢ in one JVP: reconstruction and attribution.
+        var contributions = Attribution.Contributions(map, final);
+        var y = TokenDecoder.ToDouble<T>(map.Output(final));
+        var yHat = new double[d];
+        for (int i = 0; i < n; i++) for (int k = 0; k < d; k++) yHat[k] += contributions[i * d + k];
+        var (rel, maxAbs) = DetachedJacobian.Errors<double>(yHat, y);
+        var lastLogits = TokenDecoder.ToDouble<T>(run.Logits);
+        var attributions = new[] { predicted }.Concat(options.AttributeTokens.Where(t => t != predicted))
+            .Select(t => Attribution.ForToken(ckpt, contributions, n, (uint)t < (uint)lastLogits.Length ? t : throw new LinearLensException($"--attribute: token id {t} is outside the vocabulary 0…{lastLogits.Length - 1}"), lastLogits[t], decoder))
+            .ToArray();
+        Lap("attribution");
+
+        // Per-token spectra (all tokens' Lanczos runs in lockstep) and the combined spectrum.
+        var frob = FrobeniusEstimate(map, final, options.FrobeniusProbes);
+        var perTokenTriplets = JacobianOperators.PerTokenTopK(map, final, Enumerable.Range(0, n).ToArray(), K, options.Tolerance,
+            progress: f => progress?.Invoke("per-token SVD", f));
+        var perToken = perTokenTriplets.Select((t, i) => Spectra.Decode($"token {i}", t, frob.perToken[i], y, decoder, options.Decoded, decodeRight: true)
+            with { FrobeniusEstimated = true }).ToArray();
+        var combined = Spectra.Decode("combined", Svd.Lanczos(JacobianOperators.Combined(map, final), K, options.Tolerance), frob.combined,
+            y, decoder, options.Decoded, decodeRight: false) with { FrobeniusEstimated = true };
+        Lap("svd");
+
+        var sweep = new List<LayerSpectrum>();
+        var pathVectors = new List<(int layer, double[] u)>();
+        int kPath = Math.Min(3, K), done = 0, total = layers.Length * 6;
+        foreach (var mode in new[] { JacobianMode.Cumulative, JacobianMode.Layerwise })
+            foreach (var key in new[] { OutputKey.Layer, OutputKey.Attn, OutputKey.Mlp })
+                foreach (int l in layers)
+                {
+                    var target = new JacobianTarget(l, key, mode);
+                    var triplets = Svd.Lanczos(JacobianOperators.Combined(map, target), K, options.Tolerance);
+                    var output = TokenDecoder.ToDouble<T>(map.Output(target));
+                    var spec = Spectra.Decode($"{key} {l} {mode}".ToLowerInvariant(), triplets, FrobeniusEstimate(map, target, options.FrobeniusProbes).combined,
+                        output, decoder, options.Decoded, decodeRight: false) with { FrobeniusEstimated = true };
+                    var jx = new T[d];
+                    map.Jvp(target, map.Input(target), 1, jx);   // Σᵢ Jᵢxᵢ: the frozen map at the real input
+                    sweep.Add(new LayerSpectrum(l, key, mode, spec, DetachedJacobian.Errors<double>(TokenDecoder.ToDouble<T>(jx), output).relative));
+                    if (mode == JacobianMode.Cumulative && key == OutputKey.Layer)
+                    {
+                        var u = new double[kPath * d];
+                        for (int i = 0; i < kPath; i++) triplets.Left(i).CopyTo(u.AsSpan(i * d, d));
+                        TokenDecoder.Orient(u, kPath, d, output);
+                        pathVectors.Add((l, u));
+                    }
+                    progress?.Invoke("layer sweep", ++done / (double)total);
+                }
+        Lap("layer_sweep");
+        var path = PathFrom(pathVectors, sweep, kPath, d);
+
+        // The heat map's J_{n−1}: d JVPs with the tangent at the last position only (cheap by causality).
+        int heatToken = n - 1;
+        var heat = new double[d * d];
+        int batch = Math.Clamp(JacobianOperators.RowsPerPass / n, 1, d);
+        for (int j0 = 0; j0 < d; j0 += batch)
+        {
+            int B = Math.Min(batch, d - j0);
+            var tangents = Numerics.Pinned.Array<T>((long)n * B * d);
+            for (int b = 0; b < B; b++) tangents[((long)heatToken * B + b) * d + j0 + b] = T.One;
+            var cols = new T[B * d];
+            map.Jvp(final, tangents, B, cols);
+            for (int b = 0; b < B; b++)
+                for (int k = 0; k < d; k++) heat[k * d + j0 + b] = double.CreateChecked(cols[b * d + k]);
+        }
+        Lap("heatmap");
+
+        return new AnalysisReport(
+            model.Config.ModelType, Transformer<T>.DTypeName, ids, ids.Select(decoder.Text).ToArray(), predicted, decoder.Text(predicted),
+            d, L, y, yHat, rel, maxAbs, null, null,
+            perToken, combined, [], sweep.ToArray(), path, attributions, heatToken, heat, seconds)
+        { Method = "matrix-free", MethodReason = reason };
+    }
+
+    static PathPoint[] PathFrom(List<(int layer, double[] u)> vectors, List<LayerSpectrum> sweep, int k, int d)
+    {
+        var last = vectors[^1].u;
+        return vectors.Select(v => new PathPoint(v.layer,
+            Enumerable.Range(0, k).Select(i => System.Numerics.Tensors.TensorPrimitives.Dot<double>(v.u.AsSpan(i * d, d), last.AsSpan(i * d, d))).ToArray(),
+            sweep.First(s => s.Layer == v.layer && s.Key == OutputKey.Layer && s.Mode == JacobianMode.Cumulative).Spectrum.Components[0].Left.Take(3).ToArray())).ToArray();
+    }
+
+    /// <summary>
+    /// Hutchinson estimates of ‖J‖_F² = E‖Jᵀz‖² over Rademacher z on the output side: one batched VJP of `probes`
+    /// cotangents yields the estimate for every Jᵢ and for the combined matrix at once. Fixed seed.
+    /// </summary>
+    static (double combined, double[] perToken) FrobeniusEstimate<T>(FrozenMap<T> map, JacobianTarget target, int probes)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        int n = map.Tokens, d = map.Hidden;
+        var rng = new Random(12345);
+        var z = new T[probes * d];
+        for (int i = 0; i < z.Length; i++) z[i] = rng.Next(2) == 0 ? T.One : -T.One;
+        var g = Numerics.Pinned.Array<T>((long)n * probes * d);
+        map.Vjp(target, z, probes, g);
+        var per = new double[n];
+        for (int i = 0; i < n; i++)
+            per[i] = System.Numerics.Tensors.TensorPrimitives.SumOfSquares<T>(g.AsSpan(i * probes * d, probes * d)) is var s ? double.CreateChecked(s) / probes : 0;
+        return (per.Sum(), per);
     }
 }

@@ -14,6 +14,9 @@ public sealed record DecodedComponent(int Index, double Sigma, double Sign, Scor
 public sealed record Spectrum(
     string Name, double[] SingularValues, DecodedComponent[] Components, double FrobeniusSquared, string Method, double[]? Residuals)
 {
+    /// <summary>True when ‖J‖_F² is a Hutchinson estimate (matrix-free runs) rather than exact.</summary>
+    public bool FrobeniusEstimated { get; init; }
+
     public double StableRank => SingularValues.Length == 0 || SingularValues[0] == 0 ? 0 : FrobeniusSquared / (SingularValues[0] * SingularValues[0]);
 }
 

@@ -19,6 +19,8 @@ public static class AnalysisJson
         ["predicted_id"] = r.PredictedId,
         ["predicted_token"] = r.PredictedToken,
         ["hidden_size"] = r.Hidden,
+        ["method"] = r.Method,
+        ["method_reason"] = r.MethodReason,
         ["num_layers"] = r.NumLayers,
         ["reconstruction"] = new JsonObject
         {
@@ -73,6 +75,7 @@ public static class AnalysisJson
         ["singular_values"] = Arr(s.SingularValues),
         ["residuals"] = s.Residuals is null ? null : Arr(s.Residuals),
         ["frobenius_squared"] = s.FrobeniusSquared,
+        ["frobenius_squared_estimated"] = s.FrobeniusEstimated,
         ["stable_rank"] = s.StableRank,
         ["components"] = new JsonArray(s.Components.Select(c => (JsonNode)new JsonObject
         {

@@ -24,7 +24,7 @@ public static class Figures
         Save("jacobian_heatmap.png", p => Heatmap(r, p));
         Save("reconstruction.png", p => Reconstruction(r, p));
         Save("singular_values.png", p => TokenSpectra(r, p));
-        Save("column_norms.png", p => ColumnNorms(r, p));
+        if (r.ColumnsAndRows.Length > 0) Save("column_norms.png", p => ColumnNorms(r, p));
         foreach (var mode in new[] { JacobianMode.Cumulative, JacobianMode.Layerwise })
             foreach (var key in new[] { OutputKey.Layer, OutputKey.Attn, OutputKey.Mlp })
                 if (r.LayerSweep.Any(s => s.Key == key && s.Mode == mode))

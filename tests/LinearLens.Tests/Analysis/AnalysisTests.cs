@@ -125,6 +125,35 @@ public class AnalysisTests
         for (int k = 0; k < 8; k++) Assert.True(Math.Abs(top.Values[k] - all.Values[k]) <= 1e-10 * all.Values[k]);
     }
 
+    [Fact]
+    public void MatrixFreeAnalysisAgreesWithTheFullOne()
+    {
+        using var tmp = new TempCheckpoint("tiny-gemma3");
+        var model = new Transformer<double>(tmp.Checkpoint);
+        var full = Analyzer.Run(model, Ids, new AnalysisOptions { Components = 3, Method = SvdMethod.Full });
+        var free = Analyzer.Run(model, Ids, new AnalysisOptions { Components = 3, Method = SvdMethod.MatrixFree, Tolerance = 1e-10 });
+        Assert.Equal("full", full.Method);
+        Assert.Equal("matrix-free", free.Method);
+        Assert.True(free.RelativeError < 1e-13);
+        void Same(Spectrum a, Spectrum b)
+        {
+            for (int k = 0; k < a.SingularValues.Length; k++)
+                Assert.True(Math.Abs(a.SingularValues[k] - b.SingularValues[k]) <= 1e-8 * a.SingularValues[0], $"{a.Name} σ{k}: {a.SingularValues[k]} vs {b.SingularValues[k]}");
+            Assert.InRange(b.FrobeniusSquared / a.FrobeniusSquared, 0.6, 1.4);   // Hutchinson estimate
+        }
+        Same(full.Combined, free.Combined);
+        for (int i = 0; i < Ids.Length; i++) Same(full.PerToken[i], free.PerToken[i]);
+        Assert.Equal(full.LayerSweep.Length, free.LayerSweep.Length);
+        for (int j = 0; j < full.LayerSweep.Length; j++)
+        {
+            Same(full.LayerSweep[j].Spectrum, free.LayerSweep[j].Spectrum);
+            Assert.True(free.LayerSweep[j].RelativeError < 1e-13);
+        }
+        var (heatErr, _) = DetachedJacobian.Errors<double>(free.HeatmapMatrix, full.HeatmapMatrix);
+        Assert.True(heatErr < 1e-13, $"heat-map Jᵢ by JVPs differs from the full J by {heatErr:E2}");
+        Assert.Equal(full.Attributions[0].Sum, free.Attributions[0].Sum, 12);
+    }
+
     [SharedFact("models", "stories260K", "hf", "model.safetensors")]
     public void AnalyzeWritesTheJsonAndEveryFigure()
     {

@@ -1,0 +1,112 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Runtime.InteropServices;
+
+namespace LinearLens.Numerics;
+
+/// <summary>One timed GEMM case: C[m×n] = op(A)[m×k]·op(B)[k×n] in the compute type <see cref="Name"/> ("float64"/"float32").</summary>
+/// <param name="Seconds">Best time of the repetitions.</param>
+/// <param name="GFlops">2·m·n·k / <see cref="Seconds"/> / 1e9.</param>
+/// <param name="BStorage">Stored type of B when it differs from the compute type (e.g. "bf16", B given as an [n×k] weight), else null.</param>
+/// <param name="MedianSeconds">Median time of the repetitions.</param>
+public sealed record GemmBenchResult(string Name, int M, int N, int K, double Seconds, double GFlops, string? BStorage = null, double MedianSeconds = 0)
+{
+    public override string ToString()
+        => string.Create(CultureInfo.InvariantCulture,
+            $"{Name} {M}x{N}x{K}{(BStorage is null ? "" : $" (B {BStorage})")}: {GFlops:F1} GFLOP/s");
+}
+
+/// <summary>Times <see cref="Gemm"/> on fixed shapes (what <c>linearlens bench gemm</c> prints).</summary>
+public static unsafe class GemmBenchmark
+{
+    /// <summary>
+    /// Default cases: 2048³ with operands of the compute type, and the engine's projection shapes
+    /// 7168×3072×1024 and 7168×1024×3072 (m×n×k) with B a BF16 weight [n×k] (transB). Given any of m/n/k, only that shape
+    /// (missing sizes default to 2048) is timed, with native operands and with a BF16 weight.
+    /// </summary>
+    public static IReadOnlyList<GemmBenchResult> Run(DType computeType, int? m, int? n, int? k, Action<string>? progress = null)
+    {
+        if (computeType is not (DType.F64 or DType.F32)) throw new ArgumentException("compute type must be F64 or F32", nameof(computeType));
+        var cases = new List<(int m, int n, int k, bool bf16)>();
+        if (m is null && n is null && k is null)
+        {
+            cases.Add((2048, 2048, 2048, false));
+            cases.Add((7 * 1024, 3072, 1024, true));
+            cases.Add((7 * 1024, 1024, 3072, true));
+        }
+        else
+        {
+            int mm = m ?? 2048, nn = n ?? 2048, kk = k ?? 2048;
+            if (mm <= 0 || nn <= 0 || kk <= 0) throw new ArgumentOutOfRangeException(nameof(m), "sizes must be positive");
+            cases.Add((mm, nn, kk, false));
+            cases.Add((mm, nn, kk, true));
+        }
+        var results = new List<GemmBenchResult>();
+        foreach (var (cm, cn, ck, bf16) in cases)
+        {
+            var r = Time(computeType, cm, cn, ck, bf16);
+            results.Add(r);
+            progress?.Invoke(r.ToString());
+        }
+        return results;
+    }
+
+    /// <summary>Times one case: a warm-up call, then repetitions until ~2 s or 10 runs (at least 3).</summary>
+    public static GemmBenchResult Time(DType computeType, int m, int n, int k, bool bBf16)
+    {
+        bool f64 = computeType == DType.F64;
+        int es = f64 ? 8 : 4;
+        DType bType = bBf16 ? DType.BF16 : computeType;
+        long aBytes = (long)m * k * es, bBytes = (long)k * n * bType.Size(), cBytes = (long)m * n * es;
+        byte* a = (byte*)NativeMemory.AlignedAlloc((nuint)aBytes, 64);
+        byte* b = (byte*)NativeMemory.AlignedAlloc((nuint)bBytes, 64);
+        byte* c = (byte*)NativeMemory.AlignedAlloc((nuint)cBytes, 64);
+        try
+        {
+            var rng = new Random(1234);
+            Fill(a, computeType, (long)m * k, rng);
+            Fill(b, bType, (long)k * n, rng);
+            new Span<byte>(c, checked((int)Math.Min(cBytes, int.MaxValue))).Clear();
+            var av = new MatrixView(a, computeType, m, k);
+            // Native B is k×n (no transpose); a BF16 weight is stored [n×k] and used transposed, as the engine does.
+            var bv = bBf16 ? new MatrixView(b, DType.BF16, n, k) : new MatrixView(b, computeType, k, n);
+            void Once()
+            {
+                if (f64) Gemm.Multiply(av, false, bv, bBf16, (double*)c, n);
+                else Gemm.Multiply(av, false, bv, bBf16, (float*)c, n);
+            }
+            Once();
+            var times = new List<double>();
+            var total = Stopwatch.StartNew();
+            while (times.Count < 3 || (times.Count < 10 && total.Elapsed.TotalSeconds < 2))
+            {
+                long t0 = Stopwatch.GetTimestamp();
+                Once();
+                times.Add(Stopwatch.GetElapsedTime(t0).TotalSeconds);
+            }
+            times.Sort();
+            double best = times[0], median = times[times.Count / 2];
+            return new GemmBenchResult(f64 ? "float64" : "float32", m, n, k, best, 2.0 * m * n * k / best / 1e9,
+                bBf16 ? "bf16" : null, median);
+        }
+        finally
+        {
+            NativeMemory.AlignedFree(a); NativeMemory.AlignedFree(b); NativeMemory.AlignedFree(c);
+        }
+    }
+
+    static void Fill(byte* p, DType t, long count, Random rng)
+    {
+        for (long i = 0; i < count; i++)
+        {
+            float v = (float)(rng.NextDouble() * 2 - 1);
+            switch (t)
+            {
+                case DType.F64: ((double*)p)[i] = v; break;
+                case DType.F32: ((float*)p)[i] = v; break;
+                case DType.BF16: ((ushort*)p)[i] = DTypes.FloatToBf16(v); break;
+                default: ((ushort*)p)[i] = BitConverter.HalfToUInt16Bits((Half)v); break;
+            }
+        }
+    }
+}

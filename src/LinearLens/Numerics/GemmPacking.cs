@@ -1,0 +1,257 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace LinearLens.Numerics;
+
+/// <summary>Per-thread scratch memory for <see cref="Gemm"/>: one 64-byte aligned native block, grown on demand, freed with its thread.</summary>
+internal sealed unsafe class GemmScratch
+{
+    [ThreadStatic] static GemmScratch? t_current;
+
+    /// <summary>Slot for the packing/work buffers of one task.</summary>
+    public const int Work = 0;
+    /// <summary>Slot for operands converted once by the calling thread and read by every task.</summary>
+    public const int Shared = 1;
+
+    readonly byte*[] _ptr = new byte*[2];
+    readonly nuint[] _size = new nuint[2];
+
+    public static GemmScratch Current => t_current ??= new GemmScratch();
+
+    /// <summary>A block of at least <paramref name="bytes"/> bytes in <paramref name="slot"/>; contents undefined; valid until the next Get of that slot on this thread.</summary>
+    public byte* Get(int slot, long bytes)
+    {
+        if ((nuint)bytes > _size[slot])
+        {
+            nuint size = Math.Max((nuint)bytes, _size[slot] * 3 / 2);
+            size = (size + 4095) & ~(nuint)4095;
+            if (_ptr[slot] != null) NativeMemory.AlignedFree(_ptr[slot]);
+            _ptr[slot] = null; _size[slot] = 0;
+            bool huge = size >= HugePage && UseHugePages;
+            if (huge) size = (size + HugePage - 1) & ~(nuint)(HugePage - 1);
+            _ptr[slot] = (byte*)NativeMemory.AlignedAlloc(size, huge ? HugePage : 64);
+            _size[slot] = size;
+            if (huge) AdviseHuge(_ptr[slot], size);
+        }
+        return _ptr[slot];
+    }
+
+    const nuint HugePage = 2 << 20;
+    static readonly bool UseHugePages = OperatingSystem.IsLinux();
+    static bool s_adviseFailed;
+
+    [DllImport("libc", EntryPoint = "madvise")]
+    static extern int Madvise(void* addr, nuint length, int advice);
+
+    /// <summary>Asks Linux for transparent huge pages (MADV_HUGEPAGE) on a pack buffer: fewer TLB misses while panels stream.</summary>
+    static void AdviseHuge(void* p, nuint size)
+    {
+        if (s_adviseFailed) return;
+        try { Madvise(p, size, 14); }
+        catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException) { s_adviseFailed = true; }
+    }
+
+    ~GemmScratch()
+    {
+        for (int i = 0; i < _ptr.Length; i++)
+            if (_ptr[i] != null) NativeMemory.AlignedFree(_ptr[i]);
+    }
+}
+
+/// <summary>Widening of stored elements (F64/F32/BF16/F16) to the compute type, vectorized where the hardware allows.</summary>
+internal static unsafe class GemmConvert
+{
+    /// <summary>2^112: rescales a float whose bits are a half's exponent/mantissa shifted left by 13 (exact for normals and subnormals).</summary>
+    static readonly float HalfScale = BitConverter.Int32BitsToSingle(0x77800000);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void Row<T>(void* src, DType t, T* dst, int n) where T : unmanaged
+    {
+        if (typeof(T) == typeof(double)) ToDouble(src, t, (double*)dst, n);
+        else ToFloat(src, t, (float*)dst, n);
+    }
+
+    /// <summary>True when elements of type <paramref name="t"/> already are <typeparamref name="T"/> (no conversion needed).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static bool IsNative<T>(DType t) where T : unmanaged
+        => typeof(T) == typeof(double) ? t == DType.F64 : t == DType.F32;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static Vector256<float> Bf16x8(ushort* p)
+        => Avx2.ShiftLeftLogical(Avx2.ConvertToVector256Int32(p), 16).AsSingle();
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static Vector256<float> F16x8(ushort* p)
+    {
+        var h = Avx2.ConvertToVector256Int32(p);
+        var sign = Avx2.ShiftLeftLogical(h & Vector256.Create(0x8000), 16);
+        var em = Avx2.ShiftLeftLogical(h & Vector256.Create(0x7FFF), 13);
+        var f = em.AsSingle() * Vector256.Create(HalfScale);
+        var infNan = Avx2.CompareGreaterThan(em, Vector256.Create(0x0F7FFFFF));
+        f = Avx.BlendVariable(f, (em | Vector256.Create(0x7F800000)).AsSingle(), infNan.AsSingle());
+        return f | sign.AsSingle();
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void ToFloat(void* src, DType t, float* dst, int n)
+    {
+        int i = 0;
+        switch (t)
+        {
+            case DType.F32:
+                Buffer.MemoryCopy(src, dst, (long)n * 4, (long)n * 4);
+                return;
+            case DType.F64:
+            {
+                double* s = (double*)src;
+                if (Avx.IsSupported)
+                    for (; i + 8 <= n; i += 8)
+                    {
+                        var lo = Avx.ConvertToVector128Single(Avx.LoadVector256(s + i));
+                        var hi = Avx.ConvertToVector128Single(Avx.LoadVector256(s + i + 4));
+                        Avx.Store(dst + i, Vector256.Create(lo, hi));
+                    }
+                for (; i < n; i++) dst[i] = (float)s[i];
+                return;
+            }
+            case DType.BF16:
+            {
+                ushort* s = (ushort*)src;
+                if (Avx2.IsSupported)
+                {
+                    for (; i + 16 <= n; i += 16)
+                    {
+                        Avx.Store(dst + i, Bf16x8(s + i));
+                        Avx.Store(dst + i + 8, Bf16x8(s + i + 8));
+                    }
+                    for (; i + 8 <= n; i += 8) Avx.Store(dst + i, Bf16x8(s + i));
+                }
+                for (; i < n; i++) dst[i] = BitConverter.Int32BitsToSingle(s[i] << 16);
+                return;
+            }
+            default:
+            {
+                ushort* s = (ushort*)src;
+                if (Avx2.IsSupported)
+                    for (; i + 8 <= n; i += 8) Avx.Store(dst + i, F16x8(s + i));
+                for (; i < n; i++) dst[i] = (float)BitConverter.UInt16BitsToHalf(s[i]);
+                return;
+            }
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void ToDouble(void* src, DType t, double* dst, int n)
+    {
+        int i = 0;
+        switch (t)
+        {
+            case DType.F64:
+                Buffer.MemoryCopy(src, dst, (long)n * 8, (long)n * 8);
+                return;
+            case DType.F32:
+            {
+                float* s = (float*)src;
+                if (Avx.IsSupported)
+                    for (; i + 4 <= n; i += 4) Avx.Store(dst + i, Avx.ConvertToVector256Double(Sse.LoadVector128(s + i)));
+                for (; i < n; i++) dst[i] = s[i];
+                return;
+            }
+            case DType.BF16:
+            {
+                ushort* s = (ushort*)src;
+                if (Avx2.IsSupported)
+                    for (; i + 8 <= n; i += 8)
+                    {
+                        var f = Bf16x8(s + i);
+                        Avx.Store(dst + i, Avx.ConvertToVector256Double(f.GetLower()));
+                        Avx.Store(dst + i + 4, Avx.ConvertToVector256Double(f.GetUpper()));
+                    }
+                for (; i < n; i++) dst[i] = BitConverter.Int32BitsToSingle(s[i] << 16);
+                return;
+            }
+            default:
+            {
+                ushort* s = (ushort*)src;
+                if (Avx2.IsSupported)
+                    for (; i + 8 <= n; i += 8)
+                    {
+                        var f = F16x8(s + i);
+                        Avx.Store(dst + i, Avx.ConvertToVector256Double(f.GetLower()));
+                        Avx.Store(dst + i + 4, Avx.ConvertToVector256Double(f.GetUpper()));
+                    }
+                for (; i < n; i++) dst[i] = (float)BitConverter.UInt16BitsToHalf(s[i]);
+                return;
+            }
+        }
+    }
+}
+
+/// <summary>
+/// Packing of operand blocks into the micro-kernel's layout: panels of R (= MR for A, NR for B) rows/columns,
+/// element (p, r) of a panel at panel[p·R + r], zero-padded to a full R. Conversion to T happens here.
+/// </summary>
+internal static unsafe class GemmPack
+{
+    /// <summary>
+    /// Packs a kc×cnt slice in which the panel's inner index r is contiguous in memory:
+    /// element (p, r) at src + (p·stride + r)·size. (A transposed, B not transposed.)
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void Contiguous<T>(byte* src, DType t, long stride, int kc, int cnt, int R, T* dst) where T : unmanaged
+    {
+        long rowBytes = stride * t.Size();
+        if (IsNativeFull<T>(t, cnt, R))
+        {
+            int bytes = R * sizeof(T);
+            for (int p = 0; p < kc; p++, src += rowBytes, dst += R)
+                Buffer.MemoryCopy(src, dst, bytes, bytes);
+            return;
+        }
+        for (int p = 0; p < kc; p++, src += rowBytes, dst += R)
+        {
+            GemmConvert.Row(src, t, dst, cnt);
+            for (int r = cnt; r < R; r++) dst[r] = default;
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static bool IsNativeFull<T>(DType t, int cnt, int R) where T : unmanaged => cnt == R && GemmConvert.IsNative<T>(t);
+
+    /// <summary>
+    /// Packs a kc×cnt slice in which p is contiguous: element (p, r) at src + (r·stride + p)·size
+    /// (A not transposed, B transposed). Each source row is widened once into <paramref name="tmp"/> (cnt·kc elements), then interleaved.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void Gather<T>(byte* src, DType t, long stride, int kc, int cnt, int R, T* dst, T* tmp) where T : unmanaged
+    {
+        long rowBytes = stride * t.Size();
+        T* rows = tmp;
+        long ld = kc;
+        if (GemmConvert.IsNative<T>(t)) { rows = (T*)src; ld = stride; }
+        else
+            for (int r = 0; r < cnt; r++) GemmConvert.Row(src + r * rowBytes, t, tmp + (long)r * kc, kc);
+
+        if (cnt == R && R % 4 == 0)
+        {
+            for (int r0 = 0; r0 < R; r0 += 4)
+            {
+                T* s0 = rows + r0 * ld, s1 = s0 + ld, s2 = s1 + ld, s3 = s2 + ld;
+                T* d = dst + r0;
+                for (int p = 0; p < kc; p++, d += R)
+                {
+                    d[0] = s0[p]; d[1] = s1[p]; d[2] = s2[p]; d[3] = s3[p];
+                }
+            }
+            return;
+        }
+        for (int p = 0; p < kc; p++, dst += R)
+        {
+            int r = 0;
+            for (; r < cnt; r++) dst[r] = rows[r * ld + p];
+            for (; r < R; r++) dst[r] = default;
+        }
+    }
+}

@@ -1,0 +1,351 @@
+using System.Numerics;
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace LinearLens.Numerics;
+
+/// <summary>
+/// Reads a run of stored elements as a vector of the compute type T (Vector256&lt;T&gt;.Count elements), widening on the fly.
+/// One struct per (compute type, stored type) so the generic loops below are specialized by the JIT.
+/// </summary>
+internal unsafe interface IGemmLoader<T> where T : unmanaged
+{
+    static abstract Vector256<T> Load(byte* row, int i);
+    static abstract T Scalar(byte* row, int i);
+}
+
+internal static unsafe class GemmLoad
+{
+    internal static readonly float HalfScale = BitConverter.Int32BitsToSingle(0x77800000);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static Vector128<float> Bf16x4(ushort* p) => Sse2.ShiftLeftLogical(Sse41.ConvertToVector128Int32(p), 16).AsSingle();
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static Vector256<float> Bf16x8(ushort* p) => Avx2.ShiftLeftLogical(Avx2.ConvertToVector256Int32(p), 16).AsSingle();
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static Vector128<float> F16x4(ushort* p)
+    {
+        var h = Sse41.ConvertToVector128Int32(p);
+        var sign = Sse2.ShiftLeftLogical(h & Vector128.Create(0x8000), 16);
+        var em = Sse2.ShiftLeftLogical(h & Vector128.Create(0x7FFF), 13);
+        var f = em.AsSingle() * Vector128.Create(HalfScale);
+        var infNan = Sse2.CompareGreaterThan(em, Vector128.Create(0x0F7FFFFF));
+        f = Sse41.BlendVariable(f, (em | Vector128.Create(0x7F800000)).AsSingle(), infNan.AsSingle());
+        return f | sign.AsSingle();
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static Vector256<float> F16x8(ushort* p)
+    {
+        var h = Avx2.ConvertToVector256Int32(p);
+        var sign = Avx2.ShiftLeftLogical(h & Vector256.Create(0x8000), 16);
+        var em = Avx2.ShiftLeftLogical(h & Vector256.Create(0x7FFF), 13);
+        var f = em.AsSingle() * Vector256.Create(HalfScale);
+        var infNan = Avx2.CompareGreaterThan(em, Vector256.Create(0x0F7FFFFF));
+        f = Avx.BlendVariable(f, (em | Vector256.Create(0x7F800000)).AsSingle(), infNan.AsSingle());
+        return f | sign.AsSingle();
+    }
+}
+
+internal readonly unsafe struct LoadF64AsF64 : IGemmLoader<double>
+{
+    public static Vector256<double> Load(byte* row, int i) => Vector256.Load((double*)row + i);
+    public static double Scalar(byte* row, int i) => ((double*)row)[i];
+}
+internal readonly unsafe struct LoadF32AsF64 : IGemmLoader<double>
+{
+    public static Vector256<double> Load(byte* row, int i) => Avx.ConvertToVector256Double(Sse.LoadVector128((float*)row + i));
+    public static double Scalar(byte* row, int i) => ((float*)row)[i];
+}
+internal readonly unsafe struct LoadBf16AsF64 : IGemmLoader<double>
+{
+    public static Vector256<double> Load(byte* row, int i) => Avx.ConvertToVector256Double(GemmLoad.Bf16x4((ushort*)row + i));
+    public static double Scalar(byte* row, int i) => DTypes.Bf16ToFloat(((ushort*)row)[i]);
+}
+internal readonly unsafe struct LoadF16AsF64 : IGemmLoader<double>
+{
+    public static Vector256<double> Load(byte* row, int i) => Avx.ConvertToVector256Double(GemmLoad.F16x4((ushort*)row + i));
+    public static double Scalar(byte* row, int i) => DTypes.F16ToFloat(((ushort*)row)[i]);
+}
+internal readonly unsafe struct LoadF64AsF32 : IGemmLoader<float>
+{
+    public static Vector256<float> Load(byte* row, int i)
+    {
+        double* s = (double*)row + i;
+        return Vector256.Create(Avx.ConvertToVector128Single(Vector256.Load(s)), Avx.ConvertToVector128Single(Vector256.Load(s + 4)));
+    }
+    public static float Scalar(byte* row, int i) => (float)((double*)row)[i];
+}
+internal readonly unsafe struct LoadF32AsF32 : IGemmLoader<float>
+{
+    public static Vector256<float> Load(byte* row, int i) => Vector256.Load((float*)row + i);
+    public static float Scalar(byte* row, int i) => ((float*)row)[i];
+}
+internal readonly unsafe struct LoadBf16AsF32 : IGemmLoader<float>
+{
+    public static Vector256<float> Load(byte* row, int i) => GemmLoad.Bf16x8((ushort*)row + i);
+    public static float Scalar(byte* row, int i) => DTypes.Bf16ToFloat(((ushort*)row)[i]);
+}
+internal readonly unsafe struct LoadF16AsF32 : IGemmLoader<float>
+{
+    public static Vector256<float> Load(byte* row, int i) => GemmLoad.F16x8((ushort*)row + i);
+    public static float Scalar(byte* row, int i) => DTypes.F16ToFloat(((ushort*)row)[i]);
+}
+
+/// <summary>
+/// Streaming paths for products with a thin side: op(A) with ≤ <see cref="MaxRows"/> rows (single-token decode, lm_head), or
+/// op(B) with ≤ MaxRows columns and A not transposed. The thin operand is widened once into a small buffer; the big one is
+/// read once, straight from its storage, and converted in registers — nothing of its size is ever allocated.
+/// </summary>
+internal static unsafe class GemmSmall
+{
+    public const int MaxRows = 4;
+
+    static bool Simd => Avx2.IsSupported && Fma.IsSupported;
+
+    /// <summary>op(A) has at most MaxRows rows.</summary>
+    public static void FewRows<T>(in Problem<T> p) where T : unmanaged, IBinaryFloatingPointIeee754<T>
+    {
+        int m = p.M, k = p.K;
+        T* x = (T*)GemmScratch.Current.Get(GemmScratch.Shared, (long)m * k * sizeof(T) + 64);
+        for (int i = 0; i < m; i++) RowOf(p.A, p.TransA, i, k, x + (long)i * k);
+        if (p.TransB) Dots(p, x, m, p.B, p.N, p.Ldc, 1);
+        else Axpys(p, x, m);
+    }
+
+    /// <summary>op(B) has at most MaxRows columns and A is not transposed: C[i, j] = dot(A row i, op(B) column j).</summary>
+    public static void FewCols<T>(in Problem<T> p) where T : unmanaged, IBinaryFloatingPointIeee754<T>
+    {
+        int n = p.N, k = p.K;
+        T* x = (T*)GemmScratch.Current.Get(GemmScratch.Shared, (long)n * k * sizeof(T) + 64);
+        for (int j = 0; j < n; j++) RowOf(p.B, !p.TransB, j, k, x + (long)j * k);
+        Dots(p, x, n, p.A, p.M, 1, p.Ldc);
+    }
+
+    /// <summary>Row r of op(X) (op = transpose when <paramref name="trans"/>), widened to T.</summary>
+    static void RowOf<T>(MatrixView v, bool trans, int r, int len, T* dst) where T : unmanaged, IBinaryFloatingPointIeee754<T>
+    {
+        if (!trans) { GemmConvert.Row((byte*)v.Data + r * v.RowStride * v.Type.Size(), v.Type, dst, len); return; }
+        for (int i = 0; i < len; i++) dst[i] = T.CreateTruncating(DTypes.Read(v.Data, v.Type, i * v.RowStride + r));
+    }
+
+    // ---- dot path: C[x·sx + y·sy] = α·dot(X row x, Y row y) (+ β·C) for x < nx, y < ny; Y rows are streamed from storage ----
+
+    static void Dots<T>(in Problem<T> p, T* x, int nx, MatrixView y, int ny, long sx, long sy) where T : unmanaged, IBinaryFloatingPointIeee754<T>
+    {
+        if (!Simd) { DotsOf<T, NoLoader<T>>(p, x, nx, y, ny, sx, sy); return; }
+        if (typeof(T) == typeof(double))
+        {
+            ref readonly var pd = ref Unsafe.As<Problem<T>, Problem<double>>(ref Unsafe.AsRef(in p));
+            double* xd = (double*)x;
+            switch (y.Type)
+            {
+                case DType.F64: DotsOf<double, LoadF64AsF64>(pd, xd, nx, y, ny, sx, sy); break;
+                case DType.F32: DotsOf<double, LoadF32AsF64>(pd, xd, nx, y, ny, sx, sy); break;
+                case DType.BF16: DotsOf<double, LoadBf16AsF64>(pd, xd, nx, y, ny, sx, sy); break;
+                default: DotsOf<double, LoadF16AsF64>(pd, xd, nx, y, ny, sx, sy); break;
+            }
+        }
+        else
+        {
+            ref readonly var pf = ref Unsafe.As<Problem<T>, Problem<float>>(ref Unsafe.AsRef(in p));
+            float* xf = (float*)x;
+            switch (y.Type)
+            {
+                case DType.F64: DotsOf<float, LoadF64AsF32>(pf, xf, nx, y, ny, sx, sy); break;
+                case DType.F32: DotsOf<float, LoadF32AsF32>(pf, xf, nx, y, ny, sx, sy); break;
+                case DType.BF16: DotsOf<float, LoadBf16AsF32>(pf, xf, nx, y, ny, sx, sy); break;
+                default: DotsOf<float, LoadF16AsF32>(pf, xf, nx, y, ny, sx, sy); break;
+            }
+        }
+    }
+
+    static void DotsOf<T, L>(in Problem<T> p, T* x, int nx, MatrixView y, int ny, long sx, long sy)
+        where T : unmanaged, IBinaryFloatingPointIeee754<T> where L : IGemmLoader<T>
+    {
+        int tasks = Gemm.TaskCount((long)nx * ny * p.K, (ny + 3) / 4);
+        T* c = p.C; int k = p.K; T alpha = p.Alpha, beta = p.Beta;
+        if (tasks == 1) { DotRange<T, L>(x, nx, k, y, 0, ny, c, sx, sy, alpha, beta); return; }
+        GemmParallel.For(tasks, t =>
+        {
+            var (y0, y1) = Gemm.Split(ny, tasks, t, 4);
+            DotRange<T, L>(x, nx, k, y, y0, y1, c, sx, sy, alpha, beta);
+        });
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static void DotRange<T, L>(T* x, int nx, int k, MatrixView y, int y0, int y1, T* c, long sx, long sy, T alpha, T beta)
+        where T : unmanaged, IBinaryFloatingPointIeee754<T> where L : IGemmLoader<T>
+    {
+        long rowBytes = y.RowStride * y.Type.Size();
+        byte* data = (byte*)y.Data;
+        bool simd = typeof(L) != typeof(NoLoader<T>);
+        int W = Vector256<T>.Count;
+        for (int j = y0; j < y1; j += 4)
+        {
+            int cnt = Math.Min(4, y1 - j);
+            // Missing rows of a short group repeat row j (computed and discarded).
+            byte* r0 = data + j * rowBytes;
+            byte* r1 = cnt > 1 ? r0 + rowBytes : r0, r2 = cnt > 2 ? r0 + 2 * rowBytes : r0, r3 = cnt > 3 ? r0 + 3 * rowBytes : r0;
+            for (int i = 0; i < nx; i++)
+            {
+                T* xi = x + (long)i * k;
+                T s0 = T.Zero, s1 = T.Zero, s2 = T.Zero, s3 = T.Zero;
+                int q = 0;
+                if (simd)
+                {
+                    Vector256<T> a0 = Vector256<T>.Zero, a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+                    for (; q + 2 * W <= k; q += 2 * W)
+                    {
+                        var xv = Vector256.Load(xi + q);
+                        a0 = FmaV(xv, L.Load(r0, q), a0); a1 = FmaV(xv, L.Load(r1, q), a1);
+                        a2 = FmaV(xv, L.Load(r2, q), a2); a3 = FmaV(xv, L.Load(r3, q), a3);
+                        var xw = Vector256.Load(xi + q + W);
+                        b0 = FmaV(xw, L.Load(r0, q + W), b0); b1 = FmaV(xw, L.Load(r1, q + W), b1);
+                        b2 = FmaV(xw, L.Load(r2, q + W), b2); b3 = FmaV(xw, L.Load(r3, q + W), b3);
+                    }
+                    for (; q + W <= k; q += W)
+                    {
+                        var xv = Vector256.Load(xi + q);
+                        a0 = FmaV(xv, L.Load(r0, q), a0); a1 = FmaV(xv, L.Load(r1, q), a1);
+                        a2 = FmaV(xv, L.Load(r2, q), a2); a3 = FmaV(xv, L.Load(r3, q), a3);
+                    }
+                    s0 = Vector256.Sum(a0 + b0); s1 = Vector256.Sum(a1 + b1); s2 = Vector256.Sum(a2 + b2); s3 = Vector256.Sum(a3 + b3);
+                }
+                for (; q < k; q++)
+                {
+                    T xq = xi[q];
+                    s0 = T.FusedMultiplyAdd(xq, L.Scalar(r0, q), s0); s1 = T.FusedMultiplyAdd(xq, L.Scalar(r1, q), s1);
+                    s2 = T.FusedMultiplyAdd(xq, L.Scalar(r2, q), s2); s3 = T.FusedMultiplyAdd(xq, L.Scalar(r3, q), s3);
+                }
+                T* cij = c + i * sx + j * sy;
+                Put(cij, s0, alpha, beta);
+                if (cnt > 1) Put(cij + sy, s1, alpha, beta);
+                if (cnt > 2) Put(cij + 2 * sy, s2, alpha, beta);
+                if (cnt > 3) Put(cij + 3 * sy, s3, alpha, beta);
+            }
+        }
+    }
+
+    // ---- axpy path (B not transposed): C[i, :] = α·Σ_p X[i, p]·B[p, :] (+ β·C), B rows streamed ----
+
+    const int AxpyCols = 512;
+
+    static void Axpys<T>(in Problem<T> p, T* x, int m) where T : unmanaged, IBinaryFloatingPointIeee754<T>
+    {
+        if (!Simd) { AxpysOf<T, NoLoader<T>>(p, x, m); return; }
+        if (typeof(T) == typeof(double))
+        {
+            ref readonly var pd = ref Unsafe.As<Problem<T>, Problem<double>>(ref Unsafe.AsRef(in p));
+            double* xd = (double*)x;
+            switch (p.B.Type)
+            {
+                case DType.F64: AxpysOf<double, LoadF64AsF64>(pd, xd, m); break;
+                case DType.F32: AxpysOf<double, LoadF32AsF64>(pd, xd, m); break;
+                case DType.BF16: AxpysOf<double, LoadBf16AsF64>(pd, xd, m); break;
+                default: AxpysOf<double, LoadF16AsF64>(pd, xd, m); break;
+            }
+        }
+        else
+        {
+            ref readonly var pf = ref Unsafe.As<Problem<T>, Problem<float>>(ref Unsafe.AsRef(in p));
+            float* xf = (float*)x;
+            switch (p.B.Type)
+            {
+                case DType.F64: AxpysOf<float, LoadF64AsF32>(pf, xf, m); break;
+                case DType.F32: AxpysOf<float, LoadF32AsF32>(pf, xf, m); break;
+                case DType.BF16: AxpysOf<float, LoadBf16AsF32>(pf, xf, m); break;
+                default: AxpysOf<float, LoadF16AsF32>(pf, xf, m); break;
+            }
+        }
+    }
+
+    static void AxpysOf<T, L>(in Problem<T> p, T* x, int m) where T : unmanaged, IBinaryFloatingPointIeee754<T> where L : IGemmLoader<T>
+    {
+        int n = p.N;
+        int tasks = Gemm.TaskCount((long)m * n * p.K, (n + 63) / 64);
+        var q = p;
+        if (tasks == 1) { AxpyRange<T, L>(q, x, m, 0, n); return; }
+        GemmParallel.For(tasks, t =>
+        {
+            var (j0, j1) = Gemm.Split(q.N, tasks, t, 64);
+            AxpyRange<T, L>(q, x, m, j0, j1);
+        });
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static void AxpyRange<T, L>(in Problem<T> p, T* x, int m, int j0, int j1)
+        where T : unmanaged, IBinaryFloatingPointIeee754<T> where L : IGemmLoader<T>
+    {
+        if (j0 >= j1) return;
+        int k = p.K;
+        T* acc = (T*)GemmScratch.Current.Get(GemmScratch.Work, (long)m * AxpyCols * sizeof(T));
+        long rowBytes = p.B.RowStride * p.B.Type.Size();
+        int eb = p.B.Type.Size();
+        bool simd = typeof(L) != typeof(NoLoader<T>);
+        int W = Vector256<T>.Count;
+        for (int jb = j0; jb < j1; jb += AxpyCols)
+        {
+            int w = Math.Min(AxpyCols, j1 - jb);
+            new Span<T>(acc, m * AxpyCols).Clear();
+            byte* brow = (byte*)p.B.Data + (long)jb * eb;
+            for (int q = 0; q < k; q++, brow += rowBytes)
+            {
+                int j = 0;
+                if (simd)
+                {
+                    if (m == 1)
+                    {
+                        var x0 = Vector256.Create(x[q]);
+                        for (; j + W <= w; j += W)
+                            Vector256.Store(FmaV(x0, L.Load(brow, j), Vector256.Load(acc + j)), acc + j);
+                    }
+                    else
+                        for (; j + W <= w; j += W)
+                        {
+                            var bv = L.Load(brow, j);
+                            for (int i = 0; i < m; i++)
+                            {
+                                T* ai = acc + i * AxpyCols + j;
+                                Vector256.Store(FmaV(Vector256.Create(x[(long)i * k + q]), bv, Vector256.Load(ai)), ai);
+                            }
+                        }
+                }
+                for (; j < w; j++)
+                {
+                    T bq = L.Scalar(brow, j);
+                    for (int i = 0; i < m; i++) acc[i * AxpyCols + j] = T.FusedMultiplyAdd(x[(long)i * k + q], bq, acc[i * AxpyCols + j]);
+                }
+            }
+            for (int i = 0; i < m; i++)
+            {
+                T* ci = p.C + i * p.Ldc + jb;
+                for (int j = 0; j < w; j++) Put(ci + j, acc[i * AxpyCols + j], p.Alpha, p.Beta);
+            }
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void Put<T>(T* c, T s, T alpha, T beta) where T : unmanaged, IBinaryFloatingPointIeee754<T>
+    {
+        T t = alpha * s;
+        *c = beta == T.Zero ? t : T.FusedMultiplyAdd(*c, beta, t);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static Vector256<T> FmaV<T>(Vector256<T> a, Vector256<T> b, Vector256<T> c) where T : unmanaged
+    {
+        if (typeof(T) == typeof(double)) return Vector256.FusedMultiplyAdd(a.AsDouble(), b.AsDouble(), c.AsDouble()).As<double, T>();
+        return Vector256.FusedMultiplyAdd(a.AsSingle(), b.AsSingle(), c.AsSingle()).As<float, T>();
+    }
+
+    /// <summary>Scalar-only stand-in used without AVX2/FMA: reads any stored type element by element.</summary>
+    readonly struct NoLoader<T> : IGemmLoader<T> where T : unmanaged, IBinaryFloatingPointIeee754<T>
+    {
+        public static Vector256<T> Load(byte* row, int i) => throw new NotSupportedException();
+        public static T Scalar(byte* row, int i) => throw new NotSupportedException();
+    }
+}
