@@ -22,11 +22,12 @@ static class JacobianCommand
         var method = new Option<string>("--method") { Description = "full (form J by reverse mode), matrix-free (top-k singular triplets by Lanczos over JVP/VJP products, J never formed) or auto (by estimated memory and time)", DefaultValueFactory = _ => "auto" };
         var components = new Option<int?>("--components") { Description = "Singular triplets to compute (default 8; with --method full only when given)" };
         var perToken = new Option<bool>("--per-token") { Description = "Top-k of every Jᵢ (d×d) instead of the combined [J₀|…|J_{n−1}]" };
+        var tolerance = new Option<double>("--tolerance") { Description = "Matrix-free: stop when every residual ‖J v − σ u‖ ≤ tolerance·σ₁", DefaultValueFactory = _ => 1e-8 };
         var cmd = new Command("jacobian", "The detached Jacobian J [d, n, d] of the last position's output and its exact reconstruction y = Σ Jᵢxᵢ");
         input.AddTo(cmd);
         target.AddTo(cmd);
         cmd.Options.Add(outDir); cmd.Options.Add(json); cmd.Options.Add(nonlinear);
-        cmd.Options.Add(method); cmd.Options.Add(components); cmd.Options.Add(perToken);
+        cmd.Options.Add(method); cmd.Options.Add(components); cmd.Options.Add(perToken); cmd.Options.Add(tolerance);
         cmd.SetAction(p =>
         {
             var m = p.GetValue(method) switch
@@ -43,7 +44,9 @@ static class JacobianCommand
             using var ckpt = Checkpoint.Open(p.GetValue(input.Model)!);
             var ids = input.Ids(p, ckpt);
             var t = target.Parse(p, ckpt.Config.NumLayers);
-            var svd = new SvdRequest(m, k, p.GetValue(perToken));
+            double tol = p.GetValue(tolerance);
+            if (!(tol > 0 && tol < 1)) throw new LinearLensException($"--tolerance {tol} must lie between 0 and 1 (e.g. 1e-8)");
+            var svd = new SvdRequest(m, k, p.GetValue(perToken), tol);
             return input.IsFloat64(p)
                 ? Run<double>(ckpt, ids, t, nl, dir, p.GetValue(json), svd, stdout, stderr)
                 : Run<float>(ckpt, ids, t, nl, dir, p.GetValue(json), svd, stdout, stderr);
@@ -52,7 +55,7 @@ static class JacobianCommand
     }
 
     /// <summary>--method, --components, --per-token.</summary>
-    sealed record SvdRequest(SvdMethod Method, int? Components, bool PerToken)
+    sealed record SvdRequest(SvdMethod Method, int? Components, bool PerToken, double Tolerance = 1e-8)
     {
         public int K => Components ?? 8;
         /// <summary>Whether the full path also reports singular triplets (only when asked for).</summary>
@@ -203,12 +206,12 @@ static class JacobianCommand
         double reconSeconds = sw.Elapsed.TotalSeconds;
         sw.Restart();
         SingularTriplets[] res = req.PerToken
-            ? Progress.Run(stderr, "per-token Lanczos", report => JacobianOperators.PerTokenTopK(map, target, Enumerable.Range(0, n).ToArray(), req.K, progress: report))
-            : [Svd.Lanczos(JacobianOperators.Combined(map, target), req.K)];
+            ? Progress.Run(stderr, "per-token Lanczos", report => JacobianOperators.PerTokenTopK(map, target, Enumerable.Range(0, n).ToArray(), req.K, req.Tolerance, progress: report))
+            : [Svd.Lanczos(JacobianOperators.Combined(map, target), req.K, req.Tolerance)];
         double svdSeconds = sw.Elapsed.TotalSeconds;
         var tokens = ModelInput.TokenStrings(ckpt, ids);
         string predictedToken = ModelInput.TokenStrings(ckpt, [predicted])[0];
-        var (svdJson, svdLines) = SvdReport(res, req, tokens, svdSeconds, 1e-10);
+        var (svdJson, svdLines) = SvdReport(res, req, tokens, svdSeconds, req.Tolerance);
         if (json)
         {
             var o = new JsonObject
