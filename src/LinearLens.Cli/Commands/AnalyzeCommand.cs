@@ -65,7 +65,7 @@ static class AnalyzeCommand
         where T : unmanaged, IFloatingPointIeee754<T>
     {
         var model = new Transformer<T>(ckpt);
-        var report = Progress.Run(stderr, "analysis", f => Analyzer.Run(model, ids, options, (stage, x) => f(x)));
+        var report = Progress.RunStages(stderr, "analysis", progress => Analyzer.Run(model, ids, options, progress));
         stderr.WriteLine($"method: {report.Method} ({report.MethodReason})");
         string text = AnalysisJson.Write(report);
         if (outDir is not null)
