@@ -107,6 +107,10 @@ public class MatrixFreeTests
         AssertMatrixFreeMatchesDense(ckpt, ckpt.RequireTokenizer().Encode("Lily went to the park. She saw a big"));
     }
 
+    /// <summary>float32 products agree with the float32 J to rounding: a tolerance, never digit rounding (which flips at ties).</summary>
+    static void Close(double expected, double actual) =>
+        Assert.True(Math.Abs(expected - actual) <= 1e-4 * Math.Max(1, Math.Abs(expected)), $"{actual} vs {expected}");
+
     [Fact]
     public void OperatorsAreJacobianProducts()
     {
@@ -129,14 +133,14 @@ public class MatrixFreeTests
             {
                 double s = 0;
                 for (int col = 0; col < n * d; col++) s += J[r * n * d + col] * x[c * n * d + col];
-                Assert.Equal(s, y[c * d + r], 4);
+                Close(s, y[c * d + r]);
             }
         for (int c = 0; c < k; c++)
             for (int col = 0; col < n * d; col++)
             {
                 double s = 0;
                 for (int r = 0; r < d; r++) s += J[r * n * d + col] * u[c * d + r];
-                Assert.Equal(s, g[c * n * d + col], 4);
+                Close(s, g[c * n * d + col]);
             }
         // per token: position 3's block
         var pt = JacobianOperators.PerToken(map, t, 3);
@@ -147,7 +151,7 @@ public class MatrixFreeTests
             {
                 double s = 0;
                 for (int j = 0; j < d; j++) s += J[(r * n + 3) * d + j] * x[c * d + j];
-                Assert.Equal(s, yi[c * d + r], 4);
+                Close(s, yi[c * d + r]);
             }
         Assert.Throws<LinearLensException>(() => JacobianOperators.PerToken(map, t, n));
     }
