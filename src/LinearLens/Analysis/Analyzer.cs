@@ -124,44 +124,17 @@ public static class Analyzer
         var combined = Spectra.Decode("combined", Svd.Dense(combinedMatrix, d, n * d, K), Spectra.FrobeniusSquared(combinedMatrix), y, decoder, options.Decoded, decodeRight: false);
         Lap("svd");
 
-        // Layer sweep: every listed layer, key and mode, tokens combined.
-        var sweep = new List<LayerSpectrum>();
-        var pathVectors = new List<(int layer, double[] u)>();
-        int kPath = Math.Min(3, K);
-        int done = 0, total = layers.Length * 6;
-        foreach (var mode in new[] { JacobianMode.Cumulative, JacobianMode.Layerwise })
-            foreach (var key in new[] { OutputKey.Layer, OutputKey.Attn, OutputKey.Mlp })
-                foreach (int l in layers)
-                {
-                    var target = new JacobianTarget(l, key, mode);
-                    var r = DetachedJacobian.Compute(map, target);
-                    var m = Spectra.CombinedMatrix(r);
-                    var triplets = Svd.Dense(m, d, n * d, K);
-                    var output = TokenDecoder.ToDouble<T>(r.Output);
-                    var spec = Spectra.Decode($"{key} {l} {mode}".ToLowerInvariant(), triplets, Spectra.FrobeniusSquared(m),
-                        output, decoder, options.Decoded, decodeRight: false);
-                    sweep.Add(new LayerSpectrum(l, key, mode, spec, r.RelativeError));
-                    if (mode == JacobianMode.Cumulative && key == OutputKey.Layer)
-                    {
-                        var u = new double[kPath * d];
-                        for (int i = 0; i < kPath; i++) triplets.Left(i).CopyTo(u.AsSpan(i * d, d));
-                        TokenDecoder.Orient(u, kPath, d, output);
-                        pathVectors.Add((l, u));
-                    }
-                    progress?.Invoke("layer sweep", ++done / (double)total);
-                }
+        // Layer sweep: every listed layer, key and mode, tokens combined; then the path of the top left vectors.
+        var (sweep, path) = Sweep(map, layers, options, decoder, progress, target =>
+        {
+            var r = DetachedJacobian.Compute(map, target);
+            var m = Spectra.CombinedMatrix(r);
+            return (Svd.Dense(m, d, n * d, K), Spectra.FrobeniusSquared(m), false, r.RelativeError);
+        });
         Lap("layer_sweep");
 
-        // Path: top-3 oriented left singular vectors of the cumulative residual-stream Jacobians, on the last layer's.
-        var path = PathFrom(pathVectors, sweep, kPath, d);
-        Lap("path");
-
         // Exact attribution of the predicted token and any named ones.
-        var contributions = Attribution.Contributions(map, final);
-        var lastLogits = TokenDecoder.ToDouble<T>(run.Logits);
-        var attributions = new[] { predicted }.Concat(options.AttributeTokens.Where(t => t != predicted))
-            .Select(t => Attribution.ForToken(ckpt, contributions, n, (uint)t < (uint)lastLogits.Length ? t : throw new LinearLensException($"--attribute: token id {t} is outside the vocabulary 0…{lastLogits.Length - 1}"), lastLogits[t], decoder))
-            .ToArray();
+        var attributions = Attribute(ckpt, Attribution.Contributions(map, final), n, predicted, options.AttributeTokens, run.Logits, decoder);
         Lap("attribution");
 
         int heatToken = n - 1;
@@ -169,7 +142,7 @@ public static class Analyzer
             model.Config.ModelType, Transformer<T>.DTypeName, ids, ids.Select(decoder.Text).ToArray(), predicted, decoder.Text(predicted),
             d, L, y, TokenDecoder.ToDouble<T>(J.Reconstruction), J.RelativeError, J.MaxAbsError,
             ordinary is null ? null : TokenDecoder.ToDouble<T>(ordinary.Reconstruction), ordinary?.RelativeError,
-            perToken, combined, colRows, sweep.ToArray(), path, attributions,
+            perToken, combined, colRows, sweep, path, attributions,
             heatToken, Spectra.TokenMatrix(J, heatToken), seconds) { Method = "full", MethodReason = reason };
     }
 
@@ -199,10 +172,7 @@ public static class Analyzer
         var yHat = new double[d];
         for (int i = 0; i < n; i++) for (int k = 0; k < d; k++) yHat[k] += contributions[i * d + k];
         var (rel, maxAbs) = DetachedJacobian.Errors<double>(yHat, y);
-        var lastLogits = TokenDecoder.ToDouble<T>(run.Logits);
-        var attributions = new[] { predicted }.Concat(options.AttributeTokens.Where(t => t != predicted))
-            .Select(t => Attribution.ForToken(ckpt, contributions, n, (uint)t < (uint)lastLogits.Length ? t : throw new LinearLensException($"--attribute: token id {t} is outside the vocabulary 0…{lastLogits.Length - 1}"), lastLogits[t], decoder))
-            .ToArray();
+        var attributions = Attribute(ckpt, contributions, n, predicted, options.AttributeTokens, run.Logits, decoder);
         Lap("attribution");
 
         // Per-token spectra (all tokens' Lanczos runs in lockstep) and the combined spectrum.
@@ -215,32 +185,15 @@ public static class Analyzer
             y, decoder, options.Decoded, decodeRight: false) with { FrobeniusEstimated = true };
         Lap("svd");
 
-        var sweep = new List<LayerSpectrum>();
-        var pathVectors = new List<(int layer, double[] u)>();
-        int kPath = Math.Min(3, K), done = 0, total = layers.Length * 6;
-        foreach (var mode in new[] { JacobianMode.Cumulative, JacobianMode.Layerwise })
-            foreach (var key in new[] { OutputKey.Layer, OutputKey.Attn, OutputKey.Mlp })
-                foreach (int l in layers)
-                {
-                    var target = new JacobianTarget(l, key, mode);
-                    var triplets = Svd.Lanczos(JacobianOperators.Combined(map, target), K, options.Tolerance);
-                    var output = TokenDecoder.ToDouble<T>(map.Output(target));
-                    var spec = Spectra.Decode($"{key} {l} {mode}".ToLowerInvariant(), triplets, FrobeniusEstimate(map, target, options.FrobeniusProbes).combined,
-                        output, decoder, options.Decoded, decodeRight: false) with { FrobeniusEstimated = true };
-                    var jx = new T[d];
-                    map.Jvp(target, map.Input(target), 1, jx);   // Σᵢ Jᵢxᵢ: the frozen map at the real input
-                    sweep.Add(new LayerSpectrum(l, key, mode, spec, DetachedJacobian.Errors<double>(TokenDecoder.ToDouble<T>(jx), output).relative));
-                    if (mode == JacobianMode.Cumulative && key == OutputKey.Layer)
-                    {
-                        var u = new double[kPath * d];
-                        for (int i = 0; i < kPath; i++) triplets.Left(i).CopyTo(u.AsSpan(i * d, d));
-                        TokenDecoder.Orient(u, kPath, d, output);
-                        pathVectors.Add((l, u));
-                    }
-                    progress?.Invoke("layer sweep", ++done / (double)total);
-                }
+        var (sweep, path) = Sweep(map, layers, options, decoder, progress, target =>
+        {
+            var jx = new T[d];
+            map.Jvp(target, map.Input(target), 1, jx);   // Σᵢ Jᵢxᵢ: the frozen map at the real input
+            return (Svd.Lanczos(JacobianOperators.Combined(map, target), K, options.Tolerance),
+                FrobeniusEstimate(map, target, options.FrobeniusProbes).combined, true,
+                DetachedJacobian.Errors<T>(jx, map.Output(target)).relative);
+        });
         Lap("layer_sweep");
-        var path = PathFrom(pathVectors, sweep, kPath, d);
 
         // The heat map's J_{n−1}: d JVPs with the tangent at the last position only (cheap by causality).
         int heatToken = n - 1;
@@ -261,17 +214,57 @@ public static class Analyzer
         return new AnalysisReport(
             model.Config.ModelType, Transformer<T>.DTypeName, ids, ids.Select(decoder.Text).ToArray(), predicted, decoder.Text(predicted),
             d, L, y, yHat, rel, maxAbs, null, null,
-            perToken, combined, [], sweep.ToArray(), path, attributions, heatToken, heat, seconds)
+            perToken, combined, [], sweep, path, attributions, heatToken, heat, seconds)
         { Method = "matrix-free", MethodReason = reason };
     }
 
-    static PathPoint[] PathFrom(List<(int layer, double[] u)> vectors, List<LayerSpectrum> sweep, int k, int d)
+    /// <summary>
+    /// The layer sweep — every listed layer × key (layer, attn, mlp) × mode (cumulative, layerwise), tokens combined —
+    /// with `spectrumOf` giving each target's triplets, ‖J‖_F² (and whether it is estimated) and reconstruction error;
+    /// then the path: the top-3 oriented left singular vectors of the cumulative residual-stream Jacobians projected
+    /// on the last listed layer's.
+    /// </summary>
+    static (LayerSpectrum[] sweep, PathPoint[] path) Sweep<T>(FrozenMap<T> map, int[] layers, AnalysisOptions options, TokenDecoder decoder,
+        Action<string, double>? progress, Func<JacobianTarget, (SingularTriplets triplets, double frobenius, bool estimated, double error)> spectrumOf)
+        where T : unmanaged, IFloatingPointIeee754<T>
     {
-        var last = vectors[^1].u;
-        return vectors.Select(v => new PathPoint(v.layer,
-            Enumerable.Range(0, k).Select(i => System.Numerics.Tensors.TensorPrimitives.Dot<double>(v.u.AsSpan(i * d, d), last.AsSpan(i * d, d))).ToArray(),
-            sweep.First(s => s.Layer == v.layer && s.Key == OutputKey.Layer && s.Mode == JacobianMode.Cumulative).Spectrum.Components[0].Left.Take(3).ToArray())).ToArray();
+        int d = map.Hidden, kPath = Math.Min(3, options.Components), done = 0, total = layers.Length * 6;
+        var sweep = new List<LayerSpectrum>();
+        var pathVectors = new List<(int layer, double[] u, ScoredToken[] top)>();
+        foreach (var mode in new[] { JacobianMode.Cumulative, JacobianMode.Layerwise })
+            foreach (var key in new[] { OutputKey.Layer, OutputKey.Attn, OutputKey.Mlp })
+                foreach (int l in layers)
+                {
+                    var target = new JacobianTarget(l, key, mode);
+                    var (triplets, frobenius, estimated, error) = spectrumOf(target);
+                    var output = TokenDecoder.ToDouble<T>(map.Output(target));
+                    var spec = Spectra.Decode($"{key} {l} {mode}".ToLowerInvariant(), triplets, frobenius, output, decoder, options.Decoded,
+                        decodeRight: false) with { FrobeniusEstimated = estimated };
+                    sweep.Add(new LayerSpectrum(l, key, mode, spec, error));
+                    if (mode == JacobianMode.Cumulative && key == OutputKey.Layer)
+                    {
+                        var u = new double[kPath * d];
+                        for (int i = 0; i < kPath; i++) triplets.Left(i).CopyTo(u.AsSpan(i * d, d));
+                        TokenDecoder.Orient(u, kPath, d, output);
+                        pathVectors.Add((l, u, spec.Components[0].Left.Take(3).ToArray()));
+                    }
+                    progress?.Invoke("layer sweep", ++done / (double)total);
+                }
+        var last = pathVectors[^1].u;
+        var path = pathVectors.Select(v => new PathPoint(v.layer,
+            Enumerable.Range(0, kPath).Select(i => System.Numerics.Tensors.TensorPrimitives.Dot<double>(v.u.AsSpan(i * d, d), last.AsSpan(i * d, d))).ToArray(),
+            v.top)).ToArray();
+        return (sweep.ToArray(), path);
     }
+
+    /// <summary>Exact attributions of the predicted token and the named ones, each checked against its real logit.</summary>
+    static TokenAttribution[] Attribute<T>(Loading.Checkpoint ckpt, double[] contributions, int n, int predicted, int[] named, T[] lastLogits, TokenDecoder decoder)
+        where T : unmanaged, IFloatingPointIeee754<T> =>
+        new[] { predicted }.Concat(named.Where(t => t != predicted))
+            .Select(t => (uint)t < (uint)lastLogits.Length
+                ? Attribution.ForToken(ckpt, contributions, n, t, double.CreateChecked(lastLogits[t]), decoder)
+                : throw new LinearLensException($"--attribute: token id {t} is outside the vocabulary 0…{lastLogits.Length - 1}"))
+            .ToArray();
 
     /// <summary>
     /// Hutchinson estimates of ‖J‖_F² = E‖Jᵀz‖² over Rademacher z on the output side: one batched VJP of `probes`
