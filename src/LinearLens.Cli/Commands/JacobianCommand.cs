@@ -129,35 +129,15 @@ static class JacobianCommand
         if (req.WantedWithFull)
         {
             var sw = System.Diagnostics.Stopwatch.StartNew();
-            var Jd = new double[r.J.Length];
-            for (long i = 0; i < Jd.Length; i++) Jd[i] = double.CreateTruncating(r.J[i]);
-            SingularTriplets[] res;
-            if (req.PerToken)
-            {
-                res = new SingularTriplets[n];
-                var ji = new double[d * d];
-                for (int i = 0; i < n; i++)
-                {
-                    for (int row = 0; row < d; row++) Jd.AsSpan((row * n + i) * d, d).CopyTo(ji.AsSpan(row * d));
-                    res[i] = Svd.Dense(ji, d, d, req.K);
-                }
-            }
-            else res = [Svd.Dense(Jd, d, n * d, req.K)];
+            SingularTriplets[] res = req.PerToken
+                ? Enumerable.Range(0, n).Select(i => Svd.Dense(Spectra.TokenMatrix(r, i), d, d, req.K)).ToArray()
+                : [Svd.Dense(Spectra.CombinedMatrix(r), d, n * d, req.K)];
             (svdJson, svdLines) = SvdReport(res, req, tokens, sw.Elapsed.TotalSeconds, 0);
         }
         if (json)
         {
-            var o = new JsonObject
+            var o = Json.Merge(Header<T>(ckpt, ids, tokens, predicted, predictedToken, kind, target, d), new JsonObject
             {
-                ["model_type"] = ckpt.Config.ModelType,
-                ["dtype"] = Transformer<T>.DTypeName,
-                ["input_ids"] = Json.Array(ids),
-                ["tokens"] = Json.Array(tokens),
-                ["predicted_id"] = predicted,
-                ["predicted_token"] = predictedToken,
-                ["jacobian"] = kind,
-                ["target"] = TargetOptions.ToJson(target),
-                ["shape"] = Json.Array([d, n, d]),
                 ["reconstruction"] = new JsonObject
                 {
                     ["relative_error"] = r.RelativeError,
@@ -168,7 +148,7 @@ static class JacobianCommand
                 ["out"] = outDir is null ? null : Path.GetFullPath(outDir),
                 ["method"] = "full",
                 ["method_reason"] = reason,
-            };
+            });
             if (svdJson is not null) o["svd"] = svdJson;
             stdout.WriteLine(Json.Write(o));
         }
@@ -214,17 +194,8 @@ static class JacobianCommand
         var (svdJson, svdLines) = SvdReport(res, req, tokens, svdSeconds, req.Tolerance);
         if (json)
         {
-            var o = new JsonObject
+            var o = Json.Merge(Header<T>(ckpt, ids, tokens, predicted, predictedToken, "detached", target, d), new JsonObject
             {
-                ["model_type"] = ckpt.Config.ModelType,
-                ["dtype"] = Transformer<T>.DTypeName,
-                ["input_ids"] = Json.Array(ids),
-                ["tokens"] = Json.Array(tokens),
-                ["predicted_id"] = predicted,
-                ["predicted_token"] = predictedToken,
-                ["jacobian"] = "detached",
-                ["target"] = TargetOptions.ToJson(target),
-                ["shape"] = Json.Array([d, n, d]),
                 ["method"] = "matrix-free",
                 ["method_reason"] = reason,
                 ["reconstruction"] = new JsonObject
@@ -235,7 +206,7 @@ static class JacobianCommand
                 },
                 ["svd"] = svdJson,
                 ["seconds"] = reconSeconds + svdSeconds,
-            };
+            });
             stdout.WriteLine(Json.Write(o));
         }
         else
@@ -290,6 +261,21 @@ static class JacobianCommand
         }
         return (o, lines);
     }
+
+    /// <summary>The fields every `jacobian --json` result starts with.</summary>
+    static JsonObject Header<T>(Checkpoint ckpt, int[] ids, string[] tokens, int predicted, string predictedToken, string kind, JacobianTarget target, int d)
+        where T : unmanaged, IFloatingPointIeee754<T> => new()
+    {
+        ["model_type"] = ckpt.Config.ModelType,
+        ["dtype"] = Transformer<T>.DTypeName,
+        ["input_ids"] = Json.Array(ids),
+        ["tokens"] = Json.Array(tokens),
+        ["predicted_id"] = predicted,
+        ["predicted_token"] = predictedToken,
+        ["jacobian"] = kind,
+        ["target"] = TargetOptions.ToJson(target),
+        ["shape"] = Json.Array([d, ids.Length, d]),
+    };
 
     static double Norm<T>(ReadOnlySpan<T> v) where T : IFloatingPointIeee754<T>
     {
@@ -348,4 +334,16 @@ static class Json
     public static JsonArray Array<TV>(IEnumerable<TV> values) => new(values.Select(v => JsonValue.Create(v)).ToArray<JsonNode?>());
 
     public static string Write(JsonNode node) => node.ToJsonString(Options);
+
+    /// <summary>Moves every field of <paramref name="extra"/> into <paramref name="target"/> (in order) and returns it.</summary>
+    public static JsonObject Merge(JsonObject target, JsonObject extra)
+    {
+        foreach (var key in extra.Select(p => p.Key).ToList())
+        {
+            var value = extra[key];
+            extra.Remove(key);
+            target[key] = value;
+        }
+        return target;
+    }
 }
