@@ -220,6 +220,24 @@ internal static unsafe class GemmPack
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     static bool IsNativeFull<T>(DType t, int cnt, int R) where T : unmanaged => cnt == R && GemmConvert.IsNative<T>(t);
 
+    /// <summary>Four rows' next four doubles, written as four columns of a panel with row length R (AVX 4×4 transpose).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void Transpose4x4(double* s0, double* s1, double* s2, double* s3, double* d, int R)
+    {
+        var a0 = Avx.LoadVector256(s0);
+        var a1 = Avx.LoadVector256(s1);
+        var a2 = Avx.LoadVector256(s2);
+        var a3 = Avx.LoadVector256(s3);
+        var t0 = Avx.UnpackLow(a0, a1);    // a0₀ a1₀ a0₂ a1₂
+        var t1 = Avx.UnpackHigh(a0, a1);   // a0₁ a1₁ a0₃ a1₃
+        var t2 = Avx.UnpackLow(a2, a3);
+        var t3 = Avx.UnpackHigh(a2, a3);
+        Avx.Store(d, Avx.Permute2x128(t0, t2, 0x20));
+        Avx.Store(d + R, Avx.Permute2x128(t1, t3, 0x20));
+        Avx.Store(d + 2 * R, Avx.Permute2x128(t0, t2, 0x31));
+        Avx.Store(d + 3 * R, Avx.Permute2x128(t1, t3, 0x31));
+    }
+
     /// <summary>
     /// Packs a kc×cnt slice in which p is contiguous: element (p, r) at src + (r·stride + p)·size
     /// (A not transposed, B transposed). Each source row is widened once into <paramref name="tmp"/> (cnt·kc elements), then interleaved.
@@ -240,7 +258,11 @@ internal static unsafe class GemmPack
             {
                 T* s0 = rows + r0 * ld, s1 = s0 + ld, s2 = s1 + ld, s3 = s2 + ld;
                 T* d = dst + r0;
-                for (int p = 0; p < kc; p++, d += R)
+                int p = 0;
+                if (typeof(T) == typeof(double) && Avx.IsSupported)
+                    for (; p + 4 <= kc; p += 4, d += 4 * R)
+                        Transpose4x4((double*)s0 + p, (double*)s1 + p, (double*)s2 + p, (double*)s3 + p, (double*)d, R);
+                for (; p < kc; p++, d += R)
                 {
                     d[0] = s0[p]; d[1] = s1[p]; d[2] = s2[p]; d[3] = s3[p];
                 }
