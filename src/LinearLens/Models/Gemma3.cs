@@ -16,18 +16,19 @@ public sealed partial class Transformer<T>
         int n = rows * Hidden;
         var w = Checkpoint.Layers[l];
         var g = gains[l];
+        var nl = trace?.Nonlinear;
 
         Blocks<T>.RmsNorm(h, rows, Hidden, g.Input, eps, ws.X, Or(trace?.AttnNormScale[l], ws.Scale));
-        QkvRope(l, rows, startPos, cache, rope, ws, trace?.Nonlinear);
+        QkvRope(l, rows, startPos, cache, rope, ws, nl);
         AttentionOut(l, rows, startPos, cache, ws, trace);
-        if (trace?.Nonlinear is { } nl) Keep(ws.A, nl.AttnRaw[l]!);
+        if (nl is not null) Keep(ws.A, nl.AttnRaw[l]!);   // before its post-norm, for the ordinary Jacobian
         Blocks<T>.RmsNorm(ws.A, rows, Hidden, g.PostAttention, eps, ws.A, Or(trace?.AttnOutNormScale[l], ws.Scale));
         if (trace is not null) Keep(ws.A, trace.AttnOut[l]);
         AddInto(h, ws.A, n);
 
         Blocks<T>.RmsNorm(h, rows, Hidden, g.PreFeedforward!, eps, ws.X, Or(trace?.MlpNormScale[l], ws.Scale));
-        Blocks<T>.GatedMlp(ws.X, rows, w, Config.Activation, ws.Gate, ws.Up, ws.A, trace?.Nonlinear?.GatePre[l], trace?.Nonlinear?.Up[l]);
-        if (trace?.Nonlinear is { } nl2) Keep(ws.A, nl2.MlpRaw[l]!);
+        Blocks<T>.GatedMlp(ws.X, rows, w, Config.Activation, ws.Gate, ws.Up, ws.A, nl?.GatePre[l], nl?.Up[l]);
+        if (nl is not null) Keep(ws.A, nl.MlpRaw[l]!);
         Blocks<T>.RmsNorm(ws.A, rows, Hidden, g.PostFeedforward!, eps, ws.A, Or(trace?.MlpOutNormScale[l], ws.Scale));
         if (trace is not null) { Keep(ws.Gate, trace.Gate[l]); Keep(ws.A, trace.MlpOut[l]); }
         AddInto(h, ws.A, n);
