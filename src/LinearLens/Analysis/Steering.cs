@@ -226,8 +226,8 @@ public static class Steering
     /// <summary>
     /// Greedy decoding with a KV cache in which, at every position i (prompt and generated tokens alike), the residual
     /// stream after <see cref="SteeringOperator{T}.InjectAfterLayers"/> layers is shifted by (λ/2)·‖hᵢ‖·aᵢ/‖aᵢ‖ with
-    /// aᵢ = Σ_{k≤i} J^c_{k mod T_c} e_k. Decoding matches <see cref="Generator.Greedy{T}"/> step for step (ties to
-    /// the lowest id, stop at EOS unless told otherwise); with λ = 0 nothing is added and the ids are Greedy's.
+    /// aᵢ = Σ_{k≤i} J^c_{k mod T_c} e_k. Decoding is <see cref="Generator.Greedy{T}"/> with the injector plugged in
+    /// (ties to the lowest id, stop at EOS unless told otherwise); with λ = 0 nothing is added and the ids are Greedy's.
     /// </summary>
     public static SteeringResult Generate<T>(Transformer<T> model, SteeringOperator<T> op, int[] ids, double lambda,
         int maxNewTokens, SteeringAlignment alignment = SteeringAlignment.Consistent, bool stopAtEos = true)
@@ -239,45 +239,20 @@ public static class Steering
         CheckLambda(lambda);
         if (op.Hidden != model.Hidden || op.NumLayers != model.Config.NumLayers)
             throw new LinearLensException($"the steering operator was built for another model (d = {op.Hidden}, {op.NumLayers} layers; this model has d = {model.Hidden}, {model.Config.NumLayers} layers)");
-        if (maxNewTokens < 0) throw new LinearLensException($"--max-new-tokens must be ≥ 0 (got {maxNewTokens})");
-        model.Validate(ids, maxNewTokens);
-
         var scored = ScoredConceptIds(model.Config, op.ConceptIds.AsSpan());
         var injector = lambda == 0 ? null : new SteeringInjector<T>(op, lambda, alignment);
-        var cache = new KvCache<T>(model.Config, ids.Length + maxNewTokens);
-        var eos = new HashSet<int>(model.Config.EosTokenIds);
-        var newIds = new List<int>(maxNewTokens);
-        var logProbs = new List<double>(maxNewTokens);
-        var conceptLp = new List<double>(maxNewTokens);
-        bool stopped = false;
-
-        T[] Step(int[] chunk)
-        {
-            var x = model.Embed(chunk);
-            int start = cache.Length;
-            if (injector is null) return model.Run(x, chunk.Length, cache);
-            injector.Prepare(x, chunk.Length, start);
-            injector.InjectIntoEmbeddings(x, chunk.Length, start);
-            return model.Run(x, chunk.Length, cache, null, injector.Hook);
-        }
-
-        var y = Step(ids);
-        int rows = ids.Length;
-        while (newIds.Count < maxNewTokens)
-        {
-            var logits = model.Logits(y, rows, rows - 1);
-            int next = Generator.ArgMax<T>(logits);
-            newIds.Add(next);
-            logProbs.Add(Generator.LogSoftmaxAt<T>(logits, next));
-            conceptLp.Add(MeanLogSoftmax<T>(logits, scored.AsSpan()));
-            if (stopAtEos && eos.Contains(next)) { stopped = true; break; }
-            if (newIds.Count == maxNewTokens) break;
-            y = Step([next]);
-            rows = 1;
-        }
+        var conceptLp = new List<double>(Math.Max(0, maxNewTokens));
+        var g = Generator.Greedy(model, ids, maxNewTokens, stopAtEos,
+            hook: injector?.Hook,
+            beforeRun: injector is null ? null : (x, rows, start) =>
+            {
+                injector.Prepare(x, rows, start);
+                injector.InjectIntoEmbeddings(x, rows, start);
+            },
+            onLogits: logits => conceptLp.Add(MeanLogSoftmax<T>(logits, scored.AsSpan())));
         double mean = conceptLp.Count == 0 || scored.IsEmpty ? double.NaN : conceptLp.Average();
-        return new SteeringResult(lambda, alignment, op.Layer, op.InjectAfterLayers(alignment), [.. ids], [.. newIds], [.. logProbs],
-            stopped, scored, [.. conceptLp], mean,
+        return new SteeringResult(lambda, alignment, op.Layer, op.InjectAfterLayers(alignment), [.. ids], [.. g.NewIds], [.. g.LogProbs],
+            g.StoppedAtEos, scored, [.. conceptLp], mean,
             injector is null ? [] : [.. injector.ResidualNorms], injector is null ? [] : [.. injector.InjectionNorms]);
     }
 
@@ -291,11 +266,7 @@ public static class Steering
     public static double MeanLogSoftmax<T>(ReadOnlySpan<T> v, ReadOnlySpan<int> ids) where T : IFloatingPointIeee754<T>
     {
         if (ids.IsEmpty) return double.NaN;
-        double max = double.NegativeInfinity;
-        foreach (var x in v) max = Math.Max(max, double.CreateChecked(x));
-        double sum = 0;
-        foreach (var x in v) sum += Math.Exp(double.CreateChecked(x) - max);
-        double lse = max + Math.Log(sum), total = 0;
+        double lse = Generator.LogSumExp(v), total = 0;
         foreach (int id in ids) total += double.CreateChecked(v[id]) - lse;
         return total / ids.Length;
     }

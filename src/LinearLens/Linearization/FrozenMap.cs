@@ -46,8 +46,7 @@ public sealed class FrozenMap<T> where T : unmanaged, IFloatingPointIeee754<T>
     public T OutputScale(JacobianTarget t)
     {
         if (t.Key == OutputKey.Layer && t.Layer == c.NumLayers) return Trace.FinalScale[n - 1];
-        var v = SiteValue(t);
-        return T.One / T.Sqrt(TensorPrimitives.SumOfSquares(v) / T.CreateChecked(d) + T.CreateChecked(c.RmsNormEps));
+        return Blocks<T>.RmsScale(SiteValue(t), T.CreateChecked(c.RmsNormEps));
     }
 
     /// <summary>The real output of the network at the target (what Σᵢ Jᵢ xᵢ must reconstruct) [d].</summary>

@@ -18,17 +18,20 @@ public static class Blocks<T> where T : unmanaged, IFloatingPointIeee754<T>
     /// </summary>
     public static void RmsNorm(ReadOnlySpan<T> x, int rows, int m, ReadOnlySpan<T> gain, T eps, Span<T> output, Span<T> scale)
     {
-        T invM = T.One / T.CreateChecked(m);
         for (int r = 0; r < rows; r++)
         {
             var row = x.Slice(r * m, m);
             var dst = output.Slice(r * m, m);
-            T rho = T.One / T.Sqrt(TensorPrimitives.SumOfSquares(row) * invM + eps);
+            T rho = RmsScale(row, eps);
             if (!scale.IsEmpty) scale[r] = rho;
             TensorPrimitives.Multiply(row, rho, dst);
             TensorPrimitives.Multiply(dst, gain, dst);
         }
     }
+
+    /// <summary>ρ = (mean x² + ε)^(−1/2) of one row: the factor the detached map freezes.</summary>
+    public static T RmsScale(ReadOnlySpan<T> row, T eps) =>
+        T.One / T.Sqrt(TensorPrimitives.SumOfSquares(row) * (T.One / T.CreateChecked(row.Length)) + eps);
 
     /// <summary>Applies a frozen row scale and a gain: out = gain ⊙ (x · ρ_row) — the linear map a norm becomes.</summary>
     public static void ScaleRows(ReadOnlySpan<T> x, int rows, int m, ReadOnlySpan<T> gain, ReadOnlySpan<T> scale, Span<T> output)

@@ -63,8 +63,6 @@ internal sealed unsafe class GemmScratch
 /// <summary>Widening of stored elements (F64/F32/BF16/F16) to the compute type, vectorized where the hardware allows.</summary>
 internal static unsafe class GemmConvert
 {
-    /// <summary>2^112: rescales a float whose bits are a half's exponent/mantissa shifted left by 13 (exact for normals and subnormals).</summary>
-    static readonly float HalfScale = BitConverter.Int32BitsToSingle(0x77800000);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void Row<T>(void* src, DType t, T* dst, int n) where T : unmanaged
@@ -77,22 +75,6 @@ internal static unsafe class GemmConvert
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static bool IsNative<T>(DType t) where T : unmanaged
         => typeof(T) == typeof(double) ? t == DType.F64 : t == DType.F32;
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static Vector256<float> Bf16x8(ushort* p)
-        => Avx2.ShiftLeftLogical(Avx2.ConvertToVector256Int32(p), 16).AsSingle();
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static Vector256<float> F16x8(ushort* p)
-    {
-        var h = Avx2.ConvertToVector256Int32(p);
-        var sign = Avx2.ShiftLeftLogical(h & Vector256.Create(0x8000), 16);
-        var em = Avx2.ShiftLeftLogical(h & Vector256.Create(0x7FFF), 13);
-        var f = em.AsSingle() * Vector256.Create(HalfScale);
-        var infNan = Avx2.CompareGreaterThan(em, Vector256.Create(0x0F7FFFFF));
-        f = Avx.BlendVariable(f, (em | Vector256.Create(0x7F800000)).AsSingle(), infNan.AsSingle());
-        return f | sign.AsSingle();
-    }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void ToFloat(void* src, DType t, float* dst, int n)
@@ -123,10 +105,10 @@ internal static unsafe class GemmConvert
                 {
                     for (; i + 16 <= n; i += 16)
                     {
-                        Avx.Store(dst + i, Bf16x8(s + i));
-                        Avx.Store(dst + i + 8, Bf16x8(s + i + 8));
+                        Avx.Store(dst + i, GemmLoad.Bf16x8(s + i));
+                        Avx.Store(dst + i + 8, GemmLoad.Bf16x8(s + i + 8));
                     }
-                    for (; i + 8 <= n; i += 8) Avx.Store(dst + i, Bf16x8(s + i));
+                    for (; i + 8 <= n; i += 8) Avx.Store(dst + i, GemmLoad.Bf16x8(s + i));
                 }
                 for (; i < n; i++) dst[i] = BitConverter.Int32BitsToSingle(s[i] << 16);
                 return;
@@ -135,7 +117,7 @@ internal static unsafe class GemmConvert
             {
                 ushort* s = (ushort*)src;
                 if (Avx2.IsSupported)
-                    for (; i + 8 <= n; i += 8) Avx.Store(dst + i, F16x8(s + i));
+                    for (; i + 8 <= n; i += 8) Avx.Store(dst + i, GemmLoad.F16x8(s + i));
                 for (; i < n; i++) dst[i] = (float)BitConverter.UInt16BitsToHalf(s[i]);
                 return;
             }
@@ -165,7 +147,7 @@ internal static unsafe class GemmConvert
                 if (Avx2.IsSupported)
                     for (; i + 8 <= n; i += 8)
                     {
-                        var f = Bf16x8(s + i);
+                        var f = GemmLoad.Bf16x8(s + i);
                         Avx.Store(dst + i, Avx.ConvertToVector256Double(f.GetLower()));
                         Avx.Store(dst + i + 4, Avx.ConvertToVector256Double(f.GetUpper()));
                     }
@@ -178,7 +160,7 @@ internal static unsafe class GemmConvert
                 if (Avx2.IsSupported)
                     for (; i + 8 <= n; i += 8)
                     {
-                        var f = F16x8(s + i);
+                        var f = GemmLoad.F16x8(s + i);
                         Avx.Store(dst + i, Avx.ConvertToVector256Double(f.GetLower()));
                         Avx.Store(dst + i + 4, Avx.ConvertToVector256Double(f.GetUpper()));
                     }

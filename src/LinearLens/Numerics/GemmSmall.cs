@@ -17,6 +17,7 @@ internal unsafe interface IGemmLoader<T> where T : unmanaged
 
 internal static unsafe class GemmLoad
 {
+    /// <summary>2^112: rescales a float whose bits are a half's exponent/mantissa shifted left by 13 (exact for normals and subnormals).</summary>
     internal static readonly float HalfScale = BitConverter.Int32BitsToSingle(0x77800000);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
