@@ -151,14 +151,17 @@ public static class JacobianOperators
             {
                 int B = Math.Min(maxB, cols.Length - c0);
                 Ensure(B);
+                // a per-token column is wanted only at its token's position, so it never runs below it (causality)
+                var firstPosition = new int[B];
                 for (int bcol = 0; bcol < B; bcol++)
                 {
                     var (bi, c) = cols[c0 + bcol];
                     var src = blocks[bi].u.AsSpan(c * d, d);
                     var dst = cot.AsSpan(bcol * d, d);
                     for (int j = 0; j < d; j++) dst[j] = T.CreateTruncating(src[j]);
+                    firstPosition[bcol] = Math.Max(blocks[bi].token, 0);
                 }
-                map.Vjp(target, cot.AsSpan(0, B * d), B, grads);
+                map.Vjp(target, cot.AsSpan(0, B * d), B, grads, firstPosition);
                 Parallel.For(0, B, bcol =>
                 {
                     var (bi, c) = cols[c0 + bcol];

@@ -12,9 +12,11 @@ namespace LinearLens.Linearization;
 /// stream entering a layer) to any traced output is linear. It uses only the linear path — W_v, W_o, W_up, W_down
 /// and the norm gains — never W_q, W_k or W_gate.
 ///
-/// Products are batched: B tangents (JVP, J·v) or B cotangents (VJP, Jᵀ·u) travel together as one matrix of
-/// n·B rows laid out position-major (row t·B + b), so every weight product is one GEMM over the whole batch and a
-/// frozen per-position factor scales a contiguous block of B rows.
+/// Products are batched: B tangents (JVP, J·v) or B cotangents (VJP, Jᵀ·u) travel together as one matrix laid out
+/// position-major, so every weight product is one GEMM over the whole batch and a frozen per-position factor scales a
+/// contiguous block of rows. Causality makes the batch ragged: a column whose tangent starts at position i (or whose
+/// cotangent is wanted only from position i on) never touches earlier positions, so position t holds only the columns
+/// active there (<see cref="RowLayout"/>) — a per-token product of token i costs (n − i)/n of a full one.
 /// </summary>
 public sealed class FrozenMap<T> where T : unmanaged, IFloatingPointIeee754<T>
 {
@@ -70,57 +72,66 @@ public sealed class FrozenMap<T> where T : unmanaged, IFloatingPointIeee754<T>
 
     /// <summary>
     /// J·v for B tangents at once: <paramref name="tangents"/> [n][B][d] (position-major, the perturbation of every
-    /// input row) → <paramref name="outputs"/> [B][d].
+    /// input row) → <paramref name="outputs"/> [B][d]. Each column runs only from its first non-zero position on.
     /// </summary>
     public void Jvp(JacobianTarget t, T[] tangents, int batch, T[] outputs)
     {
         t.Validate(c.NumLayers);
-        var ws = Workspace(batch);
-        tangents.AsSpan(0, ws.Rows * d).CopyTo(ws.H);
-        // Causality: positions before the first non-zero tangent stay zero through every layer, so skip them.
-        int p0 = 0;
-        while (p0 < n - 1 && !tangents.AsSpan(p0 * batch * d, batch * d).ContainsAnyExcept(T.Zero)) p0++;
+        var first = new int[batch];
+        for (int b = 0; b < batch; b++)
+        {
+            int p = 0;
+            while (p < n - 1 && !tangents.AsSpan((p * batch + b) * d, d).ContainsAnyExcept(T.Zero)) p++;
+            first[b] = p;
+        }
+        var ws = Workspace(batch, first);
+        var L = ws.Layout;
+        L.Pack(tangents, d, ws.H);
         T[]? tap = null;
         for (int l = t.FirstLayer; l < t.Layer; l++)
-            tap = ForwardLayer(l, ws, l == t.Layer - 1 ? t.Key : OutputKey.Layer, p0);
-        var last = tap!.AsSpan((n - 1) * batch * d, batch * d);
-        if (t.FinalNorm)
+            tap = ForwardLayer(l, ws, l == t.Layer - 1 ? t.Key : OutputKey.Layer, lastLayer: l == t.Layer - 1);
+        T rho = t.FinalNorm ? OutputScale(t) : T.One;
+        for (int r = 0; r < batch; r++)
         {
-            T rho = OutputScale(t);
-            for (int b = 0; b < batch; b++)
-                Blocks<T>.ScaleRows(last.Slice(b * d, d), 1, d, Model.FinalNormGain, [rho], outputs.AsSpan(b * d, d));
+            var row = tap!.AsSpan((L.Offset(n - 1) + r) * d, d);
+            var dst = outputs.AsSpan(L.Column(r) * d, d);
+            if (t.FinalNorm) Blocks<T>.ScaleRows(row, 1, d, Model.FinalNormGain, [rho], dst);
+            else row.CopyTo(dst);
         }
-        else last.CopyTo(outputs);
     }
 
     /// <summary>
-    /// One layer of the frozen map on ws.H for positions p0 … n−1 (earlier rows are zero and stay zero); returns
-    /// the array holding the requested tap (H for Layer).
+    /// One layer of the frozen map on ws.H (rows of the layout); returns the array holding the requested tap (H for Layer).
+    /// In the last layer only the last position is read, so after the values everything runs for that position alone.
     /// </summary>
-    T[] ForwardLayer(int l, Batch ws, OutputKey tap, int p0)
+    T[] ForwardLayer(int l, Batch ws, OutputKey tap, bool lastLayer)
     {
         var w = Model.Checkpoint.Layers[l];
-        int B = ws.B, r0 = p0 * B, rows = ws.Rows - r0;
-        void Linear(T[] x, MatrixView weight, T[] y) =>
+        var L = ws.Layout;
+        int q0 = lastLayer ? n - 1 : 0;
+        // rows from position p0 on: one GEMM y = x·Wᵀ
+        void Linear(T[] x, MatrixView weight, T[] y, int p0)
+        {
+            int r0 = L.Offset(p0), rows = L.Rows - r0;
             MatMul.Run(Pinned.View(x, rows, weight.Cols, (long)r0 * weight.Cols), false, weight, true, y, (long)r0 * weight.Rows, weight.Rows);
-        var h = ws.H.AsSpan(r0 * d, rows * d);
-        var a = ws.A.AsSpan(r0 * d, rows * d);
+        }
+        Span<T> From(T[] x, int p0) => x.AsSpan(L.Offset(p0) * d, (L.Rows - L.Offset(p0)) * d);
         // attention branch: a = ρ_in·w_in ⊙ h;  v = W_v a;  o_s = Σ_t P[s,t] v_t;  attn = W_o o
-        ScaleRows(ws.H, d, AttnInGain(l), Trace.AttnNormScale[l], B, ws.A, p0);
-        Linear(ws.A, w.V, ws.Kv);
-        MixForward(Trace.AttnProbs[l], ws.Kv, B, ws.Q, p0);
-        Linear(ws.Q, w.O, ws.A);
-        if (AttnOutGain(l) is { } ga) ScaleRows(ws.A, d, ga, Trace.AttnOutNormScale[l]!, B, ws.A, p0);
+        ScaleRows(ws.H, d, AttnInGain(l), Trace.AttnNormScale[l], L, ws.A, 0);
+        Linear(ws.A, w.V, ws.Kv, 0);
+        MixForward(Trace.AttnProbs[l], ws.Kv, L, ws.Q, q0);
+        Linear(ws.Q, w.O, ws.A, q0);
+        if (AttnOutGain(l) is { } ga) ScaleRows(ws.A, d, ga, Trace.AttnOutNormScale[l]!, L, ws.A, q0);
         if (tap == OutputKey.Attn) return ws.A;
-        TensorPrimitives.Add(h, a, h);
+        TensorPrimitives.Add(From(ws.H, q0), From(ws.A, q0), From(ws.H, q0));
         // MLP branch: b = ρ·w ⊙ h';  z = γ ⊙ W_up b;  m = W_down z
-        ScaleRows(ws.H, d, MlpInGain(l), Trace.MlpNormScale[l], B, ws.A, p0);
-        Linear(ws.A, w.Up, ws.I);
-        ScaleByGate(ws.I, Trace.Gate[l], B, p0);
-        Linear(ws.I, w.Down, ws.A);
-        if (MlpOutGain(l) is { } gm) ScaleRows(ws.A, d, gm, Trace.MlpOutNormScale[l]!, B, ws.A, p0);
+        ScaleRows(ws.H, d, MlpInGain(l), Trace.MlpNormScale[l], L, ws.A, q0);
+        Linear(ws.A, w.Up, ws.I, q0);
+        ScaleByGate(ws.I, Trace.Gate[l], L, q0);
+        Linear(ws.I, w.Down, ws.A, q0);
+        if (MlpOutGain(l) is { } gm) ScaleRows(ws.A, d, gm, Trace.MlpOutNormScale[l]!, L, ws.A, q0);
         if (tap == OutputKey.Mlp) return ws.A;
-        TensorPrimitives.Add(h, a, h);
+        TensorPrimitives.Add(From(ws.H, q0), From(ws.A, q0), From(ws.H, q0));
         return ws.H;
     }
 
@@ -128,23 +139,26 @@ public sealed class FrozenMap<T> where T : unmanaged, IFloatingPointIeee754<T>
 
     /// <summary>
     /// Jᵀ·u for B cotangents at once: <paramref name="cotangents"/> [B][d] on the output → <paramref name="inputCotangents"/>
-    /// [n][B][d] (position-major): row (i, b) is uᵦᵀ Jᵢ, i.e. for unit uᵦ = e_k it is row k of Jᵢ.
+    /// [n][B][d] (position-major): row (i, b) is uᵦᵀ Jᵢ, i.e. for unit uᵦ = e_k it is row k of Jᵢ. With
+    /// <paramref name="firstPosition"/>, column b is computed only for positions ≥ firstPosition[b] (earlier rows are
+    /// returned as zero): by causality they need no later work, so a per-token product is cheaper.
     /// </summary>
-    public void Vjp(JacobianTarget t, ReadOnlySpan<T> cotangents, int batch, T[] inputCotangents)
+    public void Vjp(JacobianTarget t, ReadOnlySpan<T> cotangents, int batch, T[] inputCotangents, ReadOnlySpan<int> firstPosition = default)
     {
         t.Validate(c.NumLayers);
-        var ws = Workspace(batch);
-        int R = ws.Rows, last = (n - 1) * batch * d;
-        Array.Clear(ws.H, 0, R * d);
+        var first = new int[batch];
+        for (int b = 0; b < batch && !firstPosition.IsEmpty; b++) first[b] = Math.Clamp(firstPosition[b], 0, n - 1);
+        var ws = Workspace(batch, first);
+        var L = ws.Layout;
+        Array.Clear(ws.H, 0, L.Rows * d);
         // the final norm with frozen scale: Γ = ρ·(w_f ⊙ u), at the last position only
-        var top = ws.H.AsSpan(last, batch * d);
-        cotangents[..(batch * d)].CopyTo(top);
-        if (t.FinalNorm)
+        T rho = OutputScale(t);
+        for (int r = 0; r < batch; r++)
         {
-            T rho = OutputScale(t);
-            for (int b = 0; b < batch; b++)
+            var row = ws.H.AsSpan((L.Offset(n - 1) + r) * d, d);
+            cotangents.Slice(L.Column(r) * d, d).CopyTo(row);
+            if (t.FinalNorm)
             {
-                var row = top.Slice(b * d, d);
                 TensorPrimitives.Multiply(row, Model.FinalNormGain, row);
                 TensorPrimitives.Multiply(row, rho, row);
             }
@@ -159,13 +173,13 @@ public sealed class FrozenMap<T> where T : unmanaged, IFloatingPointIeee754<T>
                 AttnBackward(l, ws, fromPos: n - 1);
                 break;
             case OutputKey.Attn:
-                ws.H.AsSpan(last, batch * d).CopyTo(ws.G.AsSpan(last));
-                Array.Clear(ws.H, 0, R * d);
+                ws.H.AsSpan(L.Offset(n - 1) * d, batch * d).CopyTo(ws.G.AsSpan(L.Offset(n - 1) * d));
+                Array.Clear(ws.H, 0, L.Rows * d);
                 AttnBackwardFrom(l, ws, ws.G, fromPos: n - 1);
                 break;
         }
         for (l = t.Layer - 2; l >= t.FirstLayer; l--) BackwardLayer(l, ws, fromPos: 0);
-        ws.H.AsSpan(0, R * d).CopyTo(inputCotangents);
+        L.Unpack(ws.H, d, inputCotangents);
     }
 
     /// <summary>Γ (ws.H, w.r.t. the residual after layer l) → Γ w.r.t. the residual entering layer l. Rows before fromPos are zero on entry.</summary>
@@ -179,153 +193,237 @@ public sealed class FrozenMap<T> where T : unmanaged, IFloatingPointIeee754<T>
     void MlpBackward(int l, Batch ws, int fromPos, bool addToH)
     {
         var w = Model.Checkpoint.Layers[l];
-        int B = ws.BatchSize, r0 = fromPos * B, rows = ws.Rows - r0;
-        long off = (long)r0 * d;
+        var L = ws.Layout;
+        int r0 = L.Offset(fromPos), rows = L.Rows - r0, I = c.IntermediateSize;
         T[] src = ws.H;
-        if (MlpOutGain(l) is { } gm) { ScaleRows(ws.H, d, gm, Trace.MlpOutNormScale[l]!, B, ws.G, fromPos); src = ws.G; }
+        if (MlpOutGain(l) is { } gm) { ScaleRows(ws.H, d, gm, Trace.MlpOutNormScale[l]!, L, ws.G, fromPos); src = ws.G; }
         // Γ_z = W_downᵀ Γ ⊙ γ;  Γ_b = W_upᵀ Γ_z;  Γ_h' += ρ·w ⊙ Γ_b
-        MatMul.Run(Pinned.View(src, rows, d, off), false, w.Down, false, ws.I, (long)r0 * c.IntermediateSize, c.IntermediateSize);
-        ScaleByGate(ws.I, Trace.Gate[l], B, fromPos);
-        MatMul.Run(Pinned.View(ws.I, rows, c.IntermediateSize, (long)r0 * c.IntermediateSize), false, w.Up, false, ws.A, off, d);
-        if (!addToH) Array.Clear(ws.H, 0, ws.Rows * d);
-        ScaleRowsAdd(ws.A, MlpInGain(l), Trace.MlpNormScale[l], B, ws.H, fromPos);
+        MatMul.Run(Pinned.View(src, rows, d, (long)r0 * d), false, w.Down, false, ws.I, (long)r0 * I, I);
+        ScaleByGate(ws.I, Trace.Gate[l], L, fromPos);
+        MatMul.Run(Pinned.View(ws.I, rows, I, (long)r0 * I), false, w.Up, false, ws.A, (long)r0 * d, d);
+        if (!addToH) Array.Clear(ws.H, 0, L.Rows * d);
+        ScaleRowsAdd(ws.A, MlpInGain(l), Trace.MlpNormScale[l], L, ws.H, fromPos);
     }
 
     /// <summary>ws.H ← ws.H + Attnᵀ ws.H (the residual h' = h + Attn(h) transposed).</summary>
     void AttnBackward(int l, Batch ws, int fromPos)
     {
-        int B = ws.BatchSize;
-        T[] src = ws.H;
-        if (AttnOutGain(l) is { } ga) { ScaleRows(ws.H, d, ga, Trace.AttnOutNormScale[l]!, B, ws.G, fromPos); src = ws.G; }
-        else { ws.H.AsSpan(fromPos * B * d, (ws.Rows - fromPos * B) * d).CopyTo(ws.G.AsSpan(fromPos * B * d)); src = ws.G; }
-        AttnBackwardFrom(l, ws, src, fromPos, preScaled: true);
+        var L = ws.Layout;
+        if (AttnOutGain(l) is { } ga) ScaleRows(ws.H, d, ga, Trace.AttnOutNormScale[l]!, L, ws.G, fromPos);
+        else ws.H.AsSpan(L.Offset(fromPos) * d, (L.Rows - L.Offset(fromPos)) * d).CopyTo(ws.G.AsSpan(L.Offset(fromPos) * d));
+        AttnBackwardFrom(l, ws, ws.G, fromPos, preScaled: true);
     }
 
     /// <summary>ws.H += Attnᵀ Γ where Γ = src rows from fromPos (post-attention norm already applied when preScaled).</summary>
     void AttnBackwardFrom(int l, Batch ws, T[] src, int fromPos, bool preScaled = false)
     {
         var w = Model.Checkpoint.Layers[l];
-        int B = ws.BatchSize, r0 = fromPos * B, rows = ws.Rows - r0;
-        if (!preScaled && AttnOutGain(l) is { } ga) { ScaleRows(src, d, ga, Trace.AttnOutNormScale[l]!, B, src, fromPos); }
+        var L = ws.Layout;
+        int r0 = L.Offset(fromPos), rows = L.Rows - r0;
+        if (!preScaled && AttnOutGain(l) is { } ga) { ScaleRows(src, d, ga, Trace.AttnOutNormScale[l]!, L, src, fromPos); }
         // Γ_o = W_oᵀ Γ;  Γ_v[t] = Σ_{s≥t} Σ_h P_h[s,t] Γ_o[s,h];  Γ_a = W_vᵀ Γ_v;  Γ_h += ρ_in·w_in ⊙ Γ_a
         MatMul.Run(Pinned.View(src, rows, d, (long)r0 * d), false, w.O, false, ws.Q, (long)r0 * c.QDim, c.QDim);
-        MixBackward(Trace.AttnProbs[l], ws.Q, B, ws.Kv, fromPos);
-        MatMul.Run(Pinned.View(ws.Kv, ws.Rows, c.KvDim), false, w.V, false, ws.A, 0, d);
-        ScaleRowsAdd(ws.A, AttnInGain(l), Trace.AttnNormScale[l], B, ws.H, 0);
+        MixBackward(Trace.AttnProbs[l], ws.Q, L, ws.Kv, fromPos);
+        MatMul.Run(Pinned.View(ws.Kv, L.Rows, c.KvDim), false, w.V, false, ws.A, 0, d);
+        ScaleRowsAdd(ws.A, AttnInGain(l), Trace.AttnNormScale[l], L, ws.H, 0);
     }
 
     // ---- the frozen elementwise pieces -----------------------------------------------------------------------
 
     /// <summary>dst rows (t, b) = gain ⊙ (src · ρ[t]) for positions from fromPos.</summary>
-    void ScaleRows(T[] src, int width, T[] gain, T[] rho, int B, T[] dst, int fromPos = 0) =>
+    void ScaleRows(T[] src, int width, T[] gain, T[] rho, RowLayout L, T[] dst, int fromPos) =>
         Parallel.For(fromPos, n, t =>
         {
-            for (int b = 0; b < B; b++)
+            for (int r = L.Offset(t); r < L.Offset(t + 1); r++)
             {
-                long o = ((long)t * B + b) * width;
-                var s = src.AsSpan((int)o, width);
-                var dd = dst.AsSpan((int)o, width);
+                var s = src.AsSpan(r * width, width);
+                var dd = dst.AsSpan(r * width, width);
                 TensorPrimitives.Multiply(s, rho[t], dd);
                 TensorPrimitives.Multiply(dd, gain, dd);
             }
         });
 
     /// <summary>dst rows (t, b) += gain ⊙ (src · ρ[t]) for positions from fromPos.</summary>
-    void ScaleRowsAdd(T[] src, T[] gain, T[] rho, int B, T[] dst, int fromPos) =>
+    void ScaleRowsAdd(T[] src, T[] gain, T[] rho, RowLayout L, T[] dst, int fromPos) =>
         Parallel.For(fromPos, n, t =>
         {
             Span<T> tmp = new T[d];
-            for (int b = 0; b < B; b++)
-            {
-                long o = ((long)t * B + b) * d;
-                TensorPrimitives.Multiply(gain, rho[t], tmp);
-                TensorPrimitives.MultiplyAdd(src.AsSpan((int)o, d), tmp, dst.AsSpan((int)o, d), dst.AsSpan((int)o, d));
-            }
+            TensorPrimitives.Multiply(gain, rho[t], tmp);
+            for (int r = L.Offset(t); r < L.Offset(t + 1); r++)
+                TensorPrimitives.MultiplyAdd(src.AsSpan(r * d, d), tmp, dst.AsSpan(r * d, d), dst.AsSpan(r * d, d));
         });
 
     /// <summary>rows (t, b) of the intermediate activation ⊙= γ_t, the frozen activated gate.</summary>
-    void ScaleByGate(T[] z, T[] gate, int B, int fromPos)
+    void ScaleByGate(T[] z, T[] gate, RowLayout L, int fromPos)
     {
         int I = c.IntermediateSize;
         Parallel.For(fromPos, n, t =>
         {
             var g = gate.AsSpan(t * I, I);
-            for (int b = 0; b < B; b++)
+            for (int r = L.Offset(t); r < L.Offset(t + 1); r++)
             {
-                var row = z.AsSpan((int)(((long)t * B + b) * I), I);
+                var row = z.AsSpan(r * I, I);
                 TensorPrimitives.Multiply(row, g, row);
             }
         });
     }
 
-    /// <summary>o[s, b, head h] = Σ_{p0≤t≤s} P_h[s,t] · v[t, b, kv head of h] for s ≥ p0 (v is zero before p0).</summary>
-    void MixForward(T[] probs, T[] v, int B, T[] o, int p0)
+    /// <summary>o[s, b, head h] = Σ_{t≤s} P_h[s,t] · v[t, b, kv head of h] for s ≥ q0 (column b's rows start at its first position).</summary>
+    unsafe void MixForward(T[] probs, T[] v, RowLayout L, T[] o, int q0)
     {
-        int H = c.NumHeads, D = c.HeadDim, G = H / c.NumKvHeads, q = c.QDim, kv = c.KvDim;
-        Parallel.For(p0, n, s =>
+        int H = c.NumHeads, D = c.HeadDim, G = H / c.NumKvHeads, q = c.QDim, kv = c.KvDim, B = L.Columns;
+        // One task per (head, batch column): its n×D values stay in cache while every query row sums over them.
+        Parallel.For(0, H * B, hb =>
         {
-            o.AsSpan(s * B * q, B * q).Clear();
-            for (int h = 0; h < H; h++)
-            {
-                int j = h / G;
-                for (int t = p0; t <= s; t++)
-                {
-                    T p = probs[(h * n + s) * n + t];
-                    if (p == T.Zero) continue;
-                    for (int b = 0; b < B; b++)
-                    {
-                        var dst = o.AsSpan((s * B + b) * q + h * D, D);
-                        TensorPrimitives.MultiplyAdd(v.AsSpan((t * B + b) * kv + j * D, D), p, dst, dst);
-                    }
-                }
-            }
+            int h = hb / B, r = hb % B, j = h / G, p0 = L.First(r);
+            fixed (T* pp = probs, pv = v, po = o)
+            fixed (int* offs = L.Offsets)
+                for (int s = Math.Max(p0, q0); s < n; s++)
+                    WeightedRows(pp + (long)(h * n + s) * n + p0, 1, s + 1 - p0, pv + (long)r * kv + j * D, offs + p0, kv,
+                        D, po + ((long)L.Offset(s) + r) * q + h * D, accumulate: false);
         });
     }
 
-    /// <summary>Γ_v[t, b, kv head j] = Σ_{s≥t, s≥fromPos} Σ_{h: j(h)=j} P_h[s,t] · Γ_o[s, b, h], for every t.</summary>
-    void MixBackward(T[] probs, T[] go, int B, T[] gv, int fromPos)
+    /// <summary>Γ_v[t, b, kv head j] = Σ_{s≥t, s≥fromPos} Σ_{h: j(h)=j} P_h[s,t] · Γ_o[s, b, h], for every row (t, b).</summary>
+    unsafe void MixBackward(T[] probs, T[] go, RowLayout L, T[] gv, int fromPos)
     {
-        int H = c.NumHeads, D = c.HeadDim, G = H / c.NumKvHeads, q = c.QDim, kv = c.KvDim;
-        Parallel.For(0, n, t =>
+        int H = c.NumHeads, D = c.HeadDim, G = H / c.NumKvHeads, q = c.QDim, kv = c.KvDim, B = L.Columns;
+        Parallel.For(0, c.NumKvHeads * B, jb =>
         {
-            gv.AsSpan(t * B * kv, B * kv).Clear();
-            for (int h = 0; h < H; h++)
-            {
-                int j = h / G;
-                for (int s = Math.Max(t, fromPos); s < n; s++)
+            int j = jb / B, r = jb % B;
+            fixed (T* pp = probs, pg = go, pv = gv)
+            fixed (int* offs = L.Offsets)
+                for (int t = L.First(r); t < n; t++)
                 {
-                    T p = probs[(h * n + s) * n + t];
-                    if (p == T.Zero) continue;
-                    for (int b = 0; b < B; b++)
+                    int s0 = Math.Max(t, fromPos);
+                    T* dst = pv + ((long)L.Offset(t) + r) * kv + j * D;
+                    // column t of P_h from row s0 down: stride n
+                    for (int g = 0; g < G; g++)
                     {
-                        var dst = gv.AsSpan((t * B + b) * kv + j * D, D);
-                        TensorPrimitives.MultiplyAdd(go.AsSpan((s * B + b) * q + h * D, D), p, dst, dst);
+                        int h = j * G + g;
+                        WeightedRows(pp + (long)(h * n + s0) * n + t, n, n - s0, pg + (long)r * q + h * D, offs + s0, q,
+                            D, dst, accumulate: g > 0);
                     }
                 }
-            }
         });
+    }
+
+    /// <summary>
+    /// dst[0…width) = (accumulate ? dst : 0) + Σ_{i&lt;count} w[i·wStride] · src[rowOffset[i]·rowWidth + 0…width): the
+    /// attention mixing of one head and batch column, with register accumulators so each source row is read once per
+    /// output row.
+    /// </summary>
+    static unsafe void WeightedRows(T* w, long wStride, int count, T* src, int* rowOffset, int rowWidth, int width, T* dst, bool accumulate)
+    {
+        int vc = Vector<T>.Count, c0 = 0;
+        for (; c0 + 4 * vc <= width; c0 += 4 * vc)
+        {
+            Vector<T> a0 = Vector<T>.Zero, a1 = Vector<T>.Zero, a2 = Vector<T>.Zero, a3 = Vector<T>.Zero;
+            for (int i = 0; i < count; i++)
+            {
+                T wi = w[i * wStride];
+                if (wi == T.Zero) continue;   // masked (sliding window) or underflowed probabilities
+                T* s = src + (long)rowOffset[i] * rowWidth + c0;
+                var p = new Vector<T>(wi);
+                a0 += p * Vector.Load(s); a1 += p * Vector.Load(s + vc); a2 += p * Vector.Load(s + 2 * vc); a3 += p * Vector.Load(s + 3 * vc);
+            }
+            T* dd = dst + c0;
+            if (accumulate) { a0 += Vector.Load(dd); a1 += Vector.Load(dd + vc); a2 += Vector.Load(dd + 2 * vc); a3 += Vector.Load(dd + 3 * vc); }
+            a0.Store(dd); a1.Store(dd + vc); a2.Store(dd + 2 * vc); a3.Store(dd + 3 * vc);
+        }
+        for (; c0 < width; c0++)
+        {
+            T acc = accumulate ? dst[c0] : T.Zero;
+            for (int i = 0; i < count; i++) acc += w[i * wStride] * src[(long)rowOffset[i] * rowWidth + c0];
+            dst[c0] = acc;
+        }
     }
 
     Batch? cached;
 
-    /// <summary>Buffers for a batch size, reused across calls (a FrozenMap is not for concurrent use).</summary>
-    Batch Workspace(int batch)
+    /// <summary>Buffers for a batch size, reused across calls (a FrozenMap is not for concurrent use), with this call's layout.</summary>
+    Batch Workspace(int batch, int[] first)
     {
         if (cached?.BatchSize != batch) { cached = null; cached = new Batch(c, n, batch); }
+        cached.Layout = new RowLayout(n, first);
         return cached;
     }
 
-    /// <summary>Buffers for one batched product: n·B rows of each width the layer needs.</summary>
+    /// <summary>Buffers for one batched product: up to n·B rows of each width the layer needs.</summary>
     sealed class Batch(ModelConfig c, int n, int batch)
     {
         public readonly int BatchSize = batch;
-        public readonly int Rows = n * batch;
+        public RowLayout Layout = null!;
         public readonly T[] H = Pinned.Array<T>((long)n * batch * c.HiddenSize);    // the state (residual stream or its cotangent)
         public readonly T[] A = Pinned.Array<T>((long)n * batch * c.HiddenSize);    // a branch output
         public readonly T[] G = Pinned.Array<T>((long)n * batch * c.HiddenSize);    // scaled copy of the state
         public readonly T[] Q = Pinned.Array<T>((long)n * batch * c.QDim);          // per-head attention output
         public readonly T[] Kv = Pinned.Array<T>((long)n * batch * c.KvDim);        // values
         public readonly T[] I = Pinned.Array<T>((long)n * batch * c.IntermediateSize);
-        public int B => BatchSize;
+    }
+}
+
+/// <summary>
+/// The ragged row layout of one batched product. Batch column b is active from position first[b] on; columns are
+/// ranked by first position (stable), so at position t the active ones are the ranks 0 … Count(t)−1 and sit in rows
+/// Offset(t) … Offset(t+1)−1. With every column starting at 0 this is the plain position-major layout t·B + b.
+/// </summary>
+public sealed class RowLayout
+{
+    readonly int n;
+    readonly int[] firstOfRank, columnOfRank;
+
+    /// <summary>Offsets[t] = first row of position t (length n + 1; Offsets[n] = Rows).</summary>
+    public int[] Offsets { get; }
+    public int Columns => firstOfRank.Length;
+    public int Rows => Offsets[n];
+
+    public RowLayout(int n, ReadOnlySpan<int> first)
+    {
+        this.n = n;
+        int B = first.Length;
+        columnOfRank = Enumerable.Range(0, B).ToArray();
+        var keys = first.ToArray();
+        Array.Sort(keys, columnOfRank);   // not stable on ties, so re-sort the ranks of equal first positions
+        firstOfRank = keys;
+        for (int r0 = 0; r0 < B;)
+        {
+            int r1 = r0;
+            while (r1 < B && keys[r1] == keys[r0]) r1++;
+            Array.Sort(columnOfRank, r0, r1 - r0);
+            r0 = r1;
+        }
+        Offsets = new int[n + 1];
+        int active = 0;
+        for (int t = 0; t < n; t++)
+        {
+            while (active < B && firstOfRank[active] <= t) active++;
+            Offsets[t + 1] = Offsets[t] + active;
+        }
+    }
+
+    public int Offset(int t) => Offsets[t];
+    /// <summary>The batch column held by rank r (rank r is row Offset(t) + r at every position where it is active).</summary>
+    public int Column(int rank) => columnOfRank[rank];
+    /// <summary>The first position of rank r.</summary>
+    public int First(int rank) => firstOfRank[rank];
+
+    /// <summary>dense [n][B][width] → packed rows (inactive entries dropped).</summary>
+    public void Pack<T>(ReadOnlySpan<T> dense, int width, Span<T> packed)
+    {
+        int B = Columns;
+        for (int t = 0; t < n; t++)
+            for (int r = 0; r < Offsets[t + 1] - Offsets[t]; r++)
+                dense.Slice((t * B + columnOfRank[r]) * width, width).CopyTo(packed.Slice((Offsets[t] + r) * width, width));
+    }
+
+    /// <summary>packed rows → dense [n][B][width], zero where a column is inactive.</summary>
+    public void Unpack<T>(ReadOnlySpan<T> packed, int width, Span<T> dense)
+    {
+        int B = Columns;
+        dense[..(n * B * width)].Clear();
+        for (int t = 0; t < n; t++)
+            for (int r = 0; r < Offsets[t + 1] - Offsets[t]; r++)
+                packed.Slice((Offsets[t] + r) * width, width).CopyTo(dense.Slice((t * B + columnOfRank[r]) * width, width));
     }
 }

@@ -149,6 +149,54 @@ public class DetachedJacobianTests
         }
     }
 
+    [Theory]
+    [InlineData("tiny-llama")]
+    [InlineData("tiny-gemma3")]
+    [InlineData("tiny-qwen3")]
+    public void RaggedBatchesGiveEachColumnItsOwnTokensJacobian(string preset)
+    {
+        // Columns that start at different positions (unsorted) share one ragged batch: the JVP of column b, whose
+        // tangent sits at token[b], is J_token·v; the VJP wanted from position token[b] on is exactly uᵀJᵢ for i ≥ token[b]
+        // and zero before.
+        using var tmp = new TempCheckpoint(preset);
+        var model = new Transformer<double>(tmp.Checkpoint);
+        int[] ids = [1, 5, 9, 22, 7, 3, 50, 11];
+        var map = new FrozenMap<double>(model, model.Forward(ids, trace: true).Trace!);
+        int n = ids.Length, d = model.Hidden;
+        int[] token = [5, 0, 7, 2, 5, 3];
+        int B = token.Length;
+        var rng = new Random(3);
+        foreach (var t in new[] { JacobianTarget.Output(model.Config.NumLayers), new JacobianTarget(2, OutputKey.Attn), new JacobianTarget(2, OutputKey.Mlp, JacobianMode.Layerwise, FinalNorm: false) })
+        {
+            var J = DetachedJacobian.Compute(map, t);
+            var v = Enumerable.Range(0, B * d).Select(_ => rng.NextDouble() - 0.5).ToArray();
+            var tangents = new double[n * B * d];
+            for (int b = 0; b < B; b++) v.AsSpan(b * d, d).CopyTo(tangents.AsSpan((token[b] * B + b) * d));
+            var y = new double[B * d];
+            map.Jvp(t, tangents, B, y);
+            var u = Enumerable.Range(0, B * d).Select(_ => rng.NextDouble() - 0.5).ToArray();
+            var g = Enumerable.Repeat(double.NaN, n * B * d).ToArray();
+            map.Vjp(t, u, B, g, token);
+            for (int b = 0; b < B; b++)
+            {
+                for (int k = 0; k < d; k++)
+                {
+                    double expected = 0;
+                    for (int j = 0; j < d; j++) expected += J.At(k, token[b], j) * v[b * d + j];
+                    Assert.True(Math.Abs(expected - y[b * d + k]) <= 1e-12 * Math.Max(1, Math.Abs(expected)), $"{t.Describe()} JVP column {b}: {y[b * d + k]} vs {expected}");
+                }
+                for (int i = 0; i < n; i++)
+                    for (int j = 0; j < d; j++)
+                    {
+                        double expected = 0;
+                        if (i >= token[b]) for (int k = 0; k < d; k++) expected += u[b * d + k] * J.At(k, i, j);
+                        double got = g[(i * B + b) * d + j];
+                        Assert.True(Math.Abs(expected - got) <= 1e-12 * Math.Max(1, Math.Abs(expected)), $"{t.Describe()} VJP column {b} position {i}: {got} vs {expected}");
+                    }
+            }
+        }
+    }
+
     [Fact]
     public void DetachedJacobianEqualsCentralFiniteDifferencesOfTheFrozenMap()
     {
