@@ -130,7 +130,7 @@ static class JacobianCommand
         {
             var sw = System.Diagnostics.Stopwatch.StartNew();
             SingularTriplets[] res = req.PerToken
-                ? Enumerable.Range(0, n).Select(i => Svd.Dense(Spectra.TokenMatrix(r, i), d, d, req.K)).ToArray()
+                ? Progress.Run(stderr, "per-token SVD", report => Spectra.PerTokenDense(r, req.K, report))
                 : [Svd.Dense(Spectra.CombinedMatrix(r), d, n * d, req.K)];
             (svdJson, svdLines) = SvdReport(res, req, tokens, sw.Elapsed.TotalSeconds, 0);
         }

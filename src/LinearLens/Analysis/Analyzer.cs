@@ -112,13 +112,12 @@ public static class Analyzer
         // Per-token and combined spectra of the model output's Jacobian.
         var perToken = new Spectrum[n];
         var colRows = new ColumnRowNorms[n];
+        var tokenSvd = Spectra.PerTokenDense(J, K, f => progress?.Invoke("per-token SVD", f));
         for (int i = 0; i < n; i++)
         {
             var ji = Spectra.TokenMatrix(J, i);
-            var t = Svd.Dense(ji, d, d, K);
-            perToken[i] = Spectra.Decode($"token {i}", t, Spectra.FrobeniusSquared(ji), y, decoder, options.Decoded, decodeRight: true);
+            perToken[i] = Spectra.Decode($"token {i}", tokenSvd[i], Spectra.FrobeniusSquared(ji), y, decoder, options.Decoded, decodeRight: true);
             colRows[i] = Spectra.ColumnsAndRows(ji, d, i, y, decoder);
-            progress?.Invoke("per-token SVD", (i + 1.0) / n);
         }
         var combinedMatrix = Spectra.CombinedMatrix(J);
         var combined = Spectra.Decode("combined", Svd.Dense(combinedMatrix, d, n * d, K), Spectra.FrobeniusSquared(combinedMatrix), y, decoder, options.Decoded, decodeRight: false);

@@ -36,6 +36,22 @@ public static class Spectra
     }
 
     /// <summary>[J₀|…|J_{n−1}] (d × n·d row-major) — J's own memory layout, widened to double.</summary>
+    /// <summary>
+    /// Exact top-k triplets of every Jᵢ of a formed J. Tokens run two at a time: the dense eigen-solver of one d×d matrix
+    /// is mostly serial, so a second token keeps the other core busy.
+    /// </summary>
+    public static SingularTriplets[] PerTokenDense<T>(JacobianResult<T> r, int k, Action<double>? progress = null) where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        int n = r.Tokens, d = r.Hidden, done = 0;
+        var res = new SingularTriplets[n];
+        Parallel.For(0, n, new ParallelOptions { MaxDegreeOfParallelism = Math.Max(1, Math.Min(2, Environment.ProcessorCount)) }, i =>
+        {
+            res[i] = Svd.Dense(TokenMatrix(r, i), d, d, k);
+            lock (res) progress?.Invoke((double)++done / n);   // callers' progress reporters are not thread-safe
+        });
+        return res;
+    }
+
     public static double[] CombinedMatrix<T>(JacobianResult<T> r) where T : unmanaged, IFloatingPointIeee754<T> =>
         typeof(T) == typeof(double) ? (double[])(object)r.J : TokenDecoder.ToDouble<T>(r.J);
 
