@@ -67,7 +67,8 @@ static class JacobianCommand
 
     /// <summary>
     /// `auto`: full when J fits the memory budget and its d transpose products cost less than the Lanczos estimate
-    /// (2 products per Krylov column, 10k + 100 columns at most, plus k for the residuals; per token for --per-token),
+    /// (2 products per Krylov column, 10k + 100 columns at most, plus k for the residuals; per token for --per-token,
+    /// where a product runs only from the token's position on),
     /// else matrix-free. Returns the choice and a one-line reason.
     /// </summary>
     static (SvdMethod method, string reason) Decide(ModelConfig c, int n, JacobianTarget target, SvdRequest req, bool nonlinear, string? outDir)
@@ -85,7 +86,8 @@ static class JacobianCommand
         int k = Math.Min(req.K, d);
         int krylov = Math.Min(d, 10 * k + 100);
         int lanes = req.PerToken ? n : 1;
-        double productsFree = lanes * (2.0 * krylov + k);
+        // a per-token product of token i runs positions i … n−1 only: (n + 1)/(2n) of a full one on average
+        double productsFree = lanes * (2.0 * krylov + k) * (req.PerToken ? (n + 1.0) / (2.0 * n) : 1.0);
         double productsFull = d;
         int freeBatch = Math.Min(JacobianOperators.MaxBatch(n), lanes * Math.Clamp(k, 1, 4));
         double memFree = n * (double)freeBatch * rowBytes + lanes * (double)krylov * (d + (req.PerToken ? d : (double)n * d)) * 8;
