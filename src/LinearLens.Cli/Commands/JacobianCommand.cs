@@ -86,8 +86,7 @@ static class JacobianCommand
         int k = Math.Min(req.K, d);
         int krylov = Math.Min(d, 10 * k + 100);
         int lanes = req.PerToken ? n : 1;
-        // a per-token product of token i runs positions i … n−1 only: (n + 1)/(2n) of a full one on average
-        double productsFree = lanes * (2.0 * krylov + k) * (req.PerToken ? (n + 1.0) / (2.0 * n) : 1.0);
+        double productsFree = JacobianOperators.LanczosProducts(d, n, k, req.PerToken);
         double productsFull = d;
         int freeBatch = Math.Min(JacobianOperators.MaxBatch(n), lanes * Math.Clamp(k, 1, 4));
         double memFree = n * (double)freeBatch * rowBytes + lanes * (double)krylov * (d + (req.PerToken ? d : (double)n * d)) * 8;

@@ -26,6 +26,11 @@ public sealed record AnalysisOptions
     public SvdMethod Method { get; init; } = SvdMethod.Auto;
     /// <summary>Residual tolerance ‖Jv − σu‖ ≤ tol·σ₁ of the matrix-free triplets.</summary>
     public double Tolerance { get; init; } = 1e-8;
+    /// <summary>
+    /// Matrix-free only: whether the output's J is formed anyway for the per-token/combined spectra (exact, with
+    /// column/row norms); null: when it fits in 1 GB and costs fewer products than the per-token Lanczos runs.
+    /// </summary>
+    public bool? FormOutputJacobian { get; init; }
     /// <summary>Rademacher probes of the Hutchinson estimate of ‖J‖_F² (matrix-free).</summary>
     public int FrobeniusProbes { get; init; } = 64;
 
@@ -110,17 +115,7 @@ public static class Analyzer
         Lap("ordinary_jacobian");
 
         // Per-token and combined spectra of the model output's Jacobian.
-        var perToken = new Spectrum[n];
-        var colRows = new ColumnRowNorms[n];
-        var tokenSvd = Spectra.PerTokenDense(J, K, f => progress?.Invoke("per-token SVD", f));
-        for (int i = 0; i < n; i++)
-        {
-            var ji = Spectra.TokenMatrix(J, i);
-            perToken[i] = Spectra.Decode($"token {i}", tokenSvd[i], Spectra.FrobeniusSquared(ji), y, decoder, options.Decoded, decodeRight: true);
-            colRows[i] = Spectra.ColumnsAndRows(ji, d, i, y, decoder);
-        }
-        var combinedMatrix = Spectra.CombinedMatrix(J);
-        var combined = Spectra.Decode("combined", Svd.Dense(combinedMatrix, d, n * d, K), Spectra.FrobeniusSquared(combinedMatrix), y, decoder, options.Decoded, decodeRight: false);
+        var (perToken, colRows, combined) = OutputSpectra(J, K, options, y, decoder, progress);
         Lap("svd");
 
         // Layer sweep: every listed layer, key and mode, tokens combined; then the path of the top left vectors.
@@ -174,14 +169,34 @@ public static class Analyzer
         var attributions = Attribute(ckpt, contributions, n, predicted, options.AttributeTokens, run.Logits, decoder);
         Lap("attribution");
 
-        // Per-token spectra (all tokens' Lanczos runs in lockstep) and the combined spectrum.
-        var frob = FrobeniusEstimate(map, final, options.FrobeniusProbes);
-        var perTokenTriplets = JacobianOperators.PerTokenTopK(map, final, Enumerable.Range(0, n).ToArray(), K, options.Tolerance,
-            progress: f => progress?.Invoke("per-token SVD", f));
-        var perToken = perTokenTriplets.Select((t, i) => Spectra.Decode($"token {i}", t, frob.perToken[i], y, decoder, options.Decoded, decodeRight: true)
-            with { FrobeniusEstimated = true }).ToArray();
-        var combined = Spectra.Decode("combined", Svd.Lanczos(JacobianOperators.Combined(map, final), K, options.Tolerance), frob.combined,
-            y, decoder, options.Decoded, decodeRight: false) with { FrobeniusEstimated = true };
+        // Per-token and combined spectra of the output. With many tokens, all tokens' Lanczos runs together cost more
+        // products than forming the output's J (d transpose products); when that J also fits in memory it is formed,
+        // and these spectra, ‖Jᵢ‖_F, the column/row norms and the heat map are exact. The layer sweep stays matrix-free.
+        Spectrum[] perToken;
+        Spectrum combined;
+        ColumnRowNorms[] colRows = [];
+        int heatToken = n - 1;
+        double[] heat;
+        if (options.FormOutputJacobian ?? FormOutputJacobian(d, n, K))
+        {
+            var J = DetachedJacobian.Compute(map, final, f => progress?.Invoke("detached Jacobian", f));
+            (perToken, colRows, combined) = OutputSpectra(J, K, options, y, decoder, progress);
+            heat = Spectra.TokenMatrix(J, heatToken);
+            reason += options.FormOutputJacobian is null
+                ? $"; the output's J ({8.0 * d * n * d / 1e6:F0} MB) is formed: its {d} products are fewer than the per-token Lanczos runs'"
+                : "; the output's J is formed (requested)";
+        }
+        else
+        {
+            var frob = FrobeniusEstimate(map, final, options.FrobeniusProbes);
+            var perTokenTriplets = JacobianOperators.PerTokenTopK(map, final, Enumerable.Range(0, n).ToArray(), K, options.Tolerance,
+                progress: f => progress?.Invoke("per-token SVD", f));
+            perToken = perTokenTriplets.Select((t, i) => Spectra.Decode($"token {i}", t, frob.perToken[i], y, decoder, options.Decoded, decodeRight: true)
+                with { FrobeniusEstimated = true }).ToArray();
+            combined = Spectra.Decode("combined", Svd.Lanczos(JacobianOperators.Combined(map, final), K, options.Tolerance), frob.combined,
+                y, decoder, options.Decoded, decodeRight: false) with { FrobeniusEstimated = true };
+            heat = HeatMap(map, final, heatToken);
+        }
         Lap("svd");
 
         var (sweep, path) = Sweep(map, layers, options, decoder, progress, target =>
@@ -194,27 +209,53 @@ public static class Analyzer
         });
         Lap("layer_sweep");
 
-        // The heat map's J_{n−1}: d JVPs with the tangent at the last position only (cheap by causality).
-        int heatToken = n - 1;
+        return new AnalysisReport(
+            model.Config.ModelType, Transformer<T>.DTypeName, ids, ids.Select(decoder.Text).ToArray(), predicted, decoder.Text(predicted),
+            d, L, y, yHat, rel, maxAbs, null, null,
+            perToken, combined, colRows, sweep, path, attributions, heatToken, heat, seconds)
+        { Method = "matrix-free", MethodReason = reason };
+    }
+
+    /// <summary>Whether the matrix-free analysis forms the output's J: it fits in 1 GB and costs fewer products than the per-token Lanczos runs.</summary>
+    internal static bool FormOutputJacobian(int d, int n, int k) =>
+        8.0 * d * n * d <= 1e9 && d < JacobianOperators.LanczosProducts(d, n, k, perToken: true);
+
+    /// <summary>Exact per-token spectra with column/row norms, and the combined spectrum, of a formed J.</summary>
+    static (Spectrum[] perToken, ColumnRowNorms[] colRows, Spectrum combined) OutputSpectra<T>(JacobianResult<T> J, int K, AnalysisOptions options,
+        double[] y, TokenDecoder decoder, Action<string, double>? progress) where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        int n = J.Tokens, d = J.Hidden;
+        var perToken = new Spectrum[n];
+        var colRows = new ColumnRowNorms[n];
+        var tokenSvd = Spectra.PerTokenDense(J, K, f => progress?.Invoke("per-token SVD", f));
+        for (int i = 0; i < n; i++)
+        {
+            var ji = Spectra.TokenMatrix(J, i);
+            perToken[i] = Spectra.Decode($"token {i}", tokenSvd[i], Spectra.FrobeniusSquared(ji), y, decoder, options.Decoded, decodeRight: true);
+            colRows[i] = Spectra.ColumnsAndRows(ji, d, i, y, decoder);
+        }
+        var combinedMatrix = Spectra.CombinedMatrix(J);
+        var combined = Spectra.Decode("combined", Svd.Dense(combinedMatrix, d, n * d, K), Spectra.FrobeniusSquared(combinedMatrix), y, decoder, options.Decoded, decodeRight: false);
+        return (perToken, colRows, combined);
+    }
+
+    /// <summary>The heat map's Jᵢ without forming J: d JVPs with the tangent at position i only (cheap by causality for the last token).</summary>
+    static double[] HeatMap<T>(FrozenMap<T> map, JacobianTarget target, int token) where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        int n = map.Tokens, d = map.Hidden;
         var heat = new double[d * d];
         int batch = Math.Clamp(JacobianOperators.RowsPerPass / n, 1, d);
         for (int j0 = 0; j0 < d; j0 += batch)
         {
             int B = Math.Min(batch, d - j0);
             var tangents = Numerics.Pinned.Array<T>((long)n * B * d);
-            for (int b = 0; b < B; b++) tangents[((long)heatToken * B + b) * d + j0 + b] = T.One;
+            for (int b = 0; b < B; b++) tangents[((long)token * B + b) * d + j0 + b] = T.One;
             var cols = new T[B * d];
-            map.Jvp(final, tangents, B, cols);
+            map.Jvp(target, tangents, B, cols);
             for (int b = 0; b < B; b++)
                 for (int k = 0; k < d; k++) heat[k * d + j0 + b] = double.CreateChecked(cols[b * d + k]);
         }
-        Lap("heatmap");
-
-        return new AnalysisReport(
-            model.Config.ModelType, Transformer<T>.DTypeName, ids, ids.Select(decoder.Text).ToArray(), predicted, decoder.Text(predicted),
-            d, L, y, yHat, rel, maxAbs, null, null,
-            perToken, combined, [], sweep, path, attributions, heatToken, heat, seconds)
-        { Method = "matrix-free", MethodReason = reason };
+        return heat;
     }
 
     /// <summary>

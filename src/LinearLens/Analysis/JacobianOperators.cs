@@ -17,6 +17,18 @@ public static class JacobianOperators
     public static int MaxBatch(int tokens) => Math.Max(1, RowsPerPass / Math.Max(tokens, 1));
 
     /// <summary>
+    /// Upper estimate of what a Lanczos run costs, in full products (one vector through every position): 2 products per
+    /// Krylov column, at most 10k + 100 columns (capped at d), plus k for the residuals; per token, n runs whose products
+    /// start at the token's position — (n + 1)/(2n) of a full product on average. Forming J instead costs d products.
+    /// </summary>
+    public static double LanczosProducts(int d, int n, int k, bool perToken)
+    {
+        int kk = Math.Clamp(k, 1, d), krylov = Math.Min(d, 10 * kk + 100);
+        double one = 2.0 * krylov + kk;
+        return perToken ? n * one * (n + 1.0) / (2.0 * n) : one;
+    }
+
+    /// <summary>
     /// Jᵢ (d×d) of a target: Multiply = batched FrozenMap.Jvp with the tangent only at position i; MultiplyTransposed =
     /// batched Vjp, position i's block.
     /// </summary>

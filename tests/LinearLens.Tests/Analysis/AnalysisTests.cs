@@ -131,7 +131,7 @@ public class AnalysisTests
         using var tmp = new TempCheckpoint("tiny-gemma3");
         var model = new Transformer<double>(tmp.Checkpoint);
         var full = Analyzer.Run(model, Ids, new AnalysisOptions { Components = 3, Method = SvdMethod.Full });
-        var free = Analyzer.Run(model, Ids, new AnalysisOptions { Components = 3, Method = SvdMethod.MatrixFree, Tolerance = 1e-10 });
+        var free = Analyzer.Run(model, Ids, new AnalysisOptions { Components = 3, Method = SvdMethod.MatrixFree, Tolerance = 1e-10, FormOutputJacobian = false });
         Assert.Equal("full", full.Method);
         Assert.Equal("matrix-free", free.Method);
         Assert.True(free.RelativeError < 1e-13);
@@ -152,6 +152,28 @@ public class AnalysisTests
         var (heatErr, _) = DetachedJacobian.Errors<double>(free.HeatmapMatrix, full.HeatmapMatrix);
         Assert.True(heatErr < 1e-13, $"heat-map Jᵢ by JVPs differs from the full J by {heatErr:E2}");
         Assert.Equal(full.Attributions[0].Sum, free.Attributions[0].Sum, 12);
+    }
+
+    [Fact]
+    public void MatrixFreeAnalysisFormsTheOutputJacobianWhenThatIsCheaper()
+    {
+        // tiny-gemma3 (d = 64): all tokens' Lanczos runs would cost more than the 64 transpose products of the output's J,
+        // so the matrix-free analysis forms it: exact per-token spectra, ‖Jᵢ‖_F and column/row norms; the sweep stays matrix-free.
+        using var tmp = new TempCheckpoint("tiny-gemma3");
+        var model = new Transformer<double>(tmp.Checkpoint);
+        var full = Analyzer.Run(model, Ids, new AnalysisOptions { Components = 3, Method = SvdMethod.Full });
+        var free = Analyzer.Run(model, Ids, new AnalysisOptions { Components = 3, Method = SvdMethod.MatrixFree });
+        Assert.Equal("matrix-free", free.Method);
+        Assert.Contains("output's J", free.MethodReason);
+        for (int i = 0; i < Ids.Length; i++)
+        {
+            Assert.False(free.PerToken[i].FrobeniusEstimated);
+            Assert.Equal(full.PerToken[i].FrobeniusSquared, free.PerToken[i].FrobeniusSquared, 12);
+            Assert.Equal(full.PerToken[i].SingularValues, free.PerToken[i].SingularValues);
+            Assert.Equal(full.ColumnsAndRows[i].TopColumns, free.ColumnsAndRows[i].TopColumns);
+        }
+        Assert.Equal(full.HeatmapMatrix, free.HeatmapMatrix);
+        Assert.True(free.LayerSweep.All(s => s.Spectrum.FrobeniusEstimated));
     }
 
     [SharedFact("models", "stories260K", "hf", "model.safetensors")]
