@@ -183,7 +183,7 @@ public static class Analyzer
             (perToken, colRows, combined) = OutputSpectra(J, K, options, y, decoder, progress);
             heat = Spectra.TokenMatrix(J, heatToken);
             reason += options.FormOutputJacobian is null
-                ? $"; the output's J ({8.0 * d * n * d / 1e6:F0} MB) is formed: its {d} products are fewer than the per-token Lanczos runs'"
+                ? $"; the output's J ({8.0 * d * n * d / 1e6:F0} MB) is formed: its {d} products are fewer than the per-token Lanczos runs"
                 : "; the output's J is formed (requested)";
         }
         else
