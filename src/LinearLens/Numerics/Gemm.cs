@@ -15,7 +15,8 @@ internal enum GemmIsa { Auto, Scalar, Avx2, Avx512 }
 /// </summary>
 /// <remarks>
 /// Large products use a GotoBLAS/BLIS-style packed algorithm (B packed in kc×nc blocks, A in mc×kc blocks, a
-/// register-blocked SIMD micro-kernel). op(A) with at most <see cref="GemmSmall.MaxRows"/> rows (decode) and thin
+/// register-blocked SIMD micro-kernel); when a task's rows fit one A block, each B micro-panel is packed right before
+/// its use instead (it stays in L1). op(A) with at most <see cref="GemmSmall.MaxRows"/> rows (decode) and thin
 /// products with few columns stream the big operand directly (dot / axpy kernels) without packing it.
 /// Work is split over rows/columns of C only, at fixed tile boundaries, so each element's k-summation order — and hence
 /// the result, bit for bit — does not depend on <see cref="Threads"/>.
@@ -132,7 +133,10 @@ public static unsafe class Gemm
         int kcMax = Math.Min(K.KC, p.K);
         int ncMax = Math.Min(K.NC, RoundUp(j1 - j0, NR));
         int mcMax = Math.Min(K.MC, RoundUp(i1 - i0, MR));
-        long bElems = RoundUp((long)kcMax * ncMax, 16), aElems = RoundUp((long)kcMax * mcMax, 16);
+        // Few rows (one A block): each B micro-panel is packed right before its only use and stays in L1, instead of
+        // the whole kc×nc block going out to L3 and back — products with few rows are bound by that traffic.
+        bool fused = i1 - i0 <= mcMax;
+        long bElems = RoundUp(fused ? (long)kcMax * NR : (long)kcMax * ncMax, 16), aElems = RoundUp((long)kcMax * mcMax, 16);
         long tmpElems = RoundUp((long)Math.Max(MR, NR) * kcMax, 16), tileElems = RoundUp(MR * NR, 16);
         T* bp = (T*)GemmScratch.Current.Get(GemmScratch.Work, (bElems + aElems + tmpElems + tileElems) * sizeof(T));
         T* ap = bp + bElems, tmp = ap + aElems, tile = tmp + tmpElems;
@@ -152,12 +156,15 @@ public static unsafe class Gemm
                 bool overwrite = pc == 0 && p.Beta == T.Zero;
                 T beta = pc == 0 ? p.Beta : T.One;
 
-                for (int jr = 0; jr < nc; jr += NR)
+                bool transB = p.TransB;
+                void PackB(int jr, T* panel)
                 {
                     int cnt = Math.Min(NR, nc - jr);
-                    if (!p.TransB) GemmPack.Contiguous(bData + (pc * ldb + jc + jr) * bSize, B.Type, ldb, kc, cnt, NR, bp + (long)jr * kc);
-                    else GemmPack.Gather(bData + ((long)(jc + jr) * ldb + pc) * bSize, B.Type, ldb, kc, cnt, NR, bp + (long)jr * kc, tmp);
+                    if (!transB) GemmPack.Contiguous(bData + (pc * ldb + jc + jr) * bSize, B.Type, ldb, kc, cnt, NR, panel);
+                    else GemmPack.Gather(bData + ((long)(jc + jr) * ldb + pc) * bSize, B.Type, ldb, kc, cnt, NR, panel, tmp);
                 }
+                if (!fused)
+                    for (int jr = 0; jr < nc; jr += NR) PackB(jr, bp + (long)jr * kc);
 
                 for (int ic = i0; ic < i1; ic += mcMax)
                 {
@@ -172,11 +179,12 @@ public static unsafe class Gemm
                     for (int jr = 0; jr < nc; jr += NR)
                     {
                         int nr = Math.Min(NR, nc - jr);
-                        T* bPanel = bp + (long)jr * kc;
+                        T* bPanel = fused ? bp : bp + (long)jr * kc;
+                        if (fused) PackB(jr, bPanel);
                         T* cCol = p.C + jc + jr;
                         // Bring the next B micro-panel towards L1 a slice at a time while this one is in use.
                         byte* bNext = (byte*)(bPanel + (long)NR * kc);
-                        int nextBytes = jr + NR < nc ? NR * kc * sizeof(T) : 0;
+                        int nextBytes = !fused && jr + NR < nc ? NR * kc * sizeof(T) : 0;
                         int slice = RoundUp(nextBytes / Math.Max(1, (mc + MR - 1) / MR) + 1, 64);
                         for (int ir = 0; ir < mc; ir += MR)
                         {

@@ -192,6 +192,27 @@ internal static unsafe class GemmPack
                 Buffer.MemoryCopy(src, dst, bytes, bytes);
             return;
         }
+        if (typeof(T) == typeof(double) && t != DType.F64 && cnt == R && R % 4 == 0 && Avx2.IsSupported)
+        {
+            // a weight used untransposed (the VJP's products): R elements per row of the panel, widened in registers
+            double* d = (double*)dst;
+            switch (t)
+            {
+                case DType.BF16:
+                    for (int p = 0; p < kc; p++, src += rowBytes, d += R)
+                        for (int r = 0; r < R; r += 4) Avx.Store(d + r, Bf16(src, r));
+                    break;
+                case DType.F16:
+                    for (int p = 0; p < kc; p++, src += rowBytes, d += R)
+                        for (int r = 0; r < R; r += 4) Avx.Store(d + r, F16(src, r));
+                    break;
+                default:
+                    for (int p = 0; p < kc; p++, src += rowBytes, d += R)
+                        for (int r = 0; r < R; r += 4) Avx.Store(d + r, F32(src, r));
+                    break;
+            }
+            return;
+        }
         for (int p = 0; p < kc; p++, src += rowBytes, dst += R)
         {
             GemmConvert.Row(src, t, dst, cnt);
@@ -204,12 +225,12 @@ internal static unsafe class GemmPack
 
     /// <summary>Four rows' next four doubles, written as four columns of a panel with row length R (AVX 4×4 transpose).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static void Transpose4x4(double* s0, double* s1, double* s2, double* s3, double* d, int R)
+    static void Transpose4x4(double* s0, double* s1, double* s2, double* s3, double* d, int R) =>
+        Transpose4x4(Avx.LoadVector256(s0), Avx.LoadVector256(s1), Avx.LoadVector256(s2), Avx.LoadVector256(s3), d, R);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void Transpose4x4(Vector256<double> a0, Vector256<double> a1, Vector256<double> a2, Vector256<double> a3, double* d, int R)
     {
-        var a0 = Avx.LoadVector256(s0);
-        var a1 = Avx.LoadVector256(s1);
-        var a2 = Avx.LoadVector256(s2);
-        var a3 = Avx.LoadVector256(s3);
         var t0 = Avx.UnpackLow(a0, a1);    // a0₀ a1₀ a0₂ a1₂
         var t1 = Avx.UnpackHigh(a0, a1);   // a0₁ a1₁ a0₃ a1₃
         var t2 = Avx.UnpackLow(a2, a3);
@@ -228,6 +249,11 @@ internal static unsafe class GemmPack
     public static void Gather<T>(byte* src, DType t, long stride, int kc, int cnt, int R, T* dst, T* tmp) where T : unmanaged
     {
         long rowBytes = stride * t.Size();
+        if (typeof(T) == typeof(double) && t != DType.F64 && cnt == R && R % 4 == 0 && Avx2.IsSupported)
+        {
+            WidenTransposed(src, t, rowBytes, kc, R, (double*)dst);
+            return;
+        }
         T* rows = tmp;
         long ld = kc;
         if (GemmConvert.IsNative<T>(t)) { rows = (T*)src; ld = stride; }
@@ -258,4 +284,53 @@ internal static unsafe class GemmPack
             for (; r < R; r++) dst[r] = default;
         }
     }
+
+    /// <summary>
+    /// Gather for stored BF16/F16/F32 into float64 panels without a staging row: four elements of four rows are widened
+    /// straight into registers and transposed (a weight operand is packed on every product, so this is on the hot path
+    /// of products with few rows).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static void WidenTransposed(byte* src, DType t, long rowBytes, int kc, int R, double* dst)
+    {
+        for (int r0 = 0; r0 < R; r0 += 4)
+        {
+            byte* s0 = src + r0 * rowBytes, s1 = s0 + rowBytes, s2 = s1 + rowBytes, s3 = s2 + rowBytes;
+            double* d = dst + r0;
+            int p = 0;
+            switch (t)
+            {
+                case DType.BF16:
+                    for (; p + 4 <= kc; p += 4, d += 4 * R)
+                        Transpose4x4(Bf16(s0, p), Bf16(s1, p), Bf16(s2, p), Bf16(s3, p), d, R);
+                    break;
+                case DType.F16:
+                    for (; p + 4 <= kc; p += 4, d += 4 * R)
+                        Transpose4x4(F16(s0, p), F16(s1, p), F16(s2, p), F16(s3, p), d, R);
+                    break;
+                default:
+                    for (; p + 4 <= kc; p += 4, d += 4 * R)
+                        Transpose4x4(F32(s0, p), F32(s1, p), F32(s2, p), F32(s3, p), d, R);
+                    break;
+            }
+            for (; p < kc; p++, d += R)
+            {
+                d[0] = Scalar(s0, t, p); d[1] = Scalar(s1, t, p); d[2] = Scalar(s2, t, p); d[3] = Scalar(s3, t, p);
+            }
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static Vector256<double> Bf16(byte* row, int p) => Avx.ConvertToVector256Double(GemmLoad.Bf16x4((ushort*)row + p));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static Vector256<double> F16(byte* row, int p) => Avx.ConvertToVector256Double(GemmLoad.F16x4((ushort*)row + p));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static Vector256<double> F32(byte* row, int p) => Avx.ConvertToVector256Double(Sse.LoadVector128((float*)row + p));
+
+    static double Scalar(byte* row, DType t, int p) => t switch
+    {
+        DType.BF16 => DTypes.Bf16ToFloat(((ushort*)row)[p]),
+        DType.F16 => DTypes.F16ToFloat(((ushort*)row)[p]),
+        _ => ((float*)row)[p],
+    };
 }

@@ -161,13 +161,17 @@ public sealed unsafe class GemmTests
     public void HalfPrecisionOperands(bool f32)
     {
         var rng = new Random(5);
-        foreach (var (at, bt) in new[] { (DType.BF16, DType.BF16), (DType.F16, DType.F16), (DType.BF16, DType.F16), (DType.F16, DType.F64), (DType.F32, DType.BF16) })
+        foreach (var (at, bt) in new[] { (DType.BF16, DType.BF16), (DType.F16, DType.F16), (DType.BF16, DType.F16), (DType.F16, DType.F64), (DType.F32, DType.BF16), (DType.F64, DType.F32) })
             foreach (bool tA in new[] { false, true })
                 foreach (bool tB in new[] { false, true })
                 {
                     Check(rng, f32, 37, 45, 77, tA, tB, at, bt, 1.0, 0.0, padA: 2, padB: 1);
                     Check(rng, f32, 70, 33, 300, tA, tB, at, bt, -1.25, 0.5);
                 }
+        // more rows than one A block: B packed a whole block at a time rather than panel by panel
+        foreach (DType bt in new[] { DType.BF16, DType.F16, DType.F32 })
+            foreach (bool tB in new[] { false, true })
+                Check(rng, f32, 301, 70, 259, false, tB, f32 ? DType.F32 : DType.F64, bt, 1.0, 0.0, padB: 1);
     }
 
     [Theory]
