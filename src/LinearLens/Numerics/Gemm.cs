@@ -115,6 +115,9 @@ public static unsafe class Gemm
             double cost = cm * cn / 8 + 2 * (cn + cm * Math.Ceiling(cn / K.NC)) + (tasks - gm * gn) * 1e-3;
             if (cost < best) { best = cost; tm = gm; tn = gn; }
         }
+        // Rows just over one A block: split them instead, so each task's rows fit one block and its B micro-panels are
+        // packed right before use (Block) — each task then converts all of B, which costs less than B's round trip through L3.
+        if (p.M > K.MC && (mt + tasks - 1) / tasks * K.MR <= K.MC) { tm = tasks; tn = 1; }
         var q = p;
         int gridN = tn;
         GemmParallel.For(tm * tn, t =>
