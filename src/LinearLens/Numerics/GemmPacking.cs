@@ -213,6 +213,14 @@ internal static unsafe class GemmPack
             }
             return;
         }
+        if (typeof(T) == typeof(float) && t is DType.BF16 or DType.F16 && cnt == R && R % 8 == 0 && Avx2.IsSupported)
+        {
+            float* d = (float*)dst;
+            for (int p = 0; p < kc; p++, src += rowBytes, d += R)
+                for (int r = 0; r < R; r += 8)
+                    Avx.Store(d + r, t == DType.BF16 ? GemmLoad.Bf16x8((ushort*)src + r) : GemmLoad.F16x8((ushort*)src + r));
+            return;
+        }
         for (int p = 0; p < kc; p++, src += rowBytes, dst += R)
         {
             GemmConvert.Row(src, t, dst, cnt);
