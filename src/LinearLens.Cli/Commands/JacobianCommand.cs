@@ -188,7 +188,7 @@ static class JacobianCommand
         sw.Restart();
         SingularTriplets[] res = req.PerToken
             ? Progress.Run(stderr, "per-token Lanczos", report => JacobianOperators.PerTokenTopK(map, target, Enumerable.Range(0, n).ToArray(), req.K, req.Tolerance, progress: report))
-            : [Svd.Lanczos(JacobianOperators.Combined(map, target), req.K, req.Tolerance)];
+            : [JacobianOperators.CombinedTopK(map, target, req.K, req.Tolerance)];
         double svdSeconds = sw.Elapsed.TotalSeconds;
         var tokens = ModelInput.TokenStrings(ckpt, ids);
         string predictedToken = ModelInput.TokenStrings(ckpt, [predicted])[0];

@@ -193,7 +193,7 @@ public static class Analyzer
                 progress: f => progress?.Invoke("per-token SVD", f));
             perToken = perTokenTriplets.Select((t, i) => Spectra.Decode($"token {i}", t, frob.perToken[i], y, decoder, options.Decoded, decodeRight: true)
                 with { FrobeniusEstimated = true }).ToArray();
-            combined = Spectra.Decode("combined", Svd.Lanczos(JacobianOperators.Combined(map, final), K, options.Tolerance), frob.combined,
+            combined = Spectra.Decode("combined", JacobianOperators.CombinedTopK(map, final, K, options.Tolerance), frob.combined,
                 y, decoder, options.Decoded, decodeRight: false) with { FrobeniusEstimated = true };
             heat = HeatMap(map, final, heatToken);
         }
@@ -203,7 +203,7 @@ public static class Analyzer
         {
             var jx = new T[d];
             map.Jvp(target, map.Input(target), 1, jx);   // Σᵢ Jᵢxᵢ: the frozen map at the real input
-            return (Svd.Lanczos(JacobianOperators.Combined(map, target), K, options.Tolerance),
+            return (JacobianOperators.CombinedTopK(map, target, K, options.Tolerance),
                 FrobeniusEstimate(map, target, options.FrobeniusProbes).combined, true,
                 DetachedJacobian.Errors<T>(jx, map.Output(target)).relative);
         });

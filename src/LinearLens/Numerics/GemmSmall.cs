@@ -104,7 +104,7 @@ internal readonly unsafe struct LoadF16AsF32 : IGemmLoader<float>
 internal static unsafe class GemmSmall
 {
     /// <summary>Up to this many rows the streaming path beats packing the big operand (measured: a 7-row Qwen3-0.6B prefill drops from 0.93 s to 0.41 s at 8).</summary>
-    public const int MaxRows = 8;
+    public const int MaxRows = 4;
 
     static bool Simd => Avx2.IsSupported && Fma.IsSupported;
 

@@ -65,6 +65,7 @@ public class MatrixFreeTests
         var op = JacobianOperators.Combined(map, t);
         Assert.Equal(d, op.Rows); Assert.Equal(n * d, op.Cols);
         AssertAgree(denseC, Svd.Lanczos(op, kc), kc, "combined");
+        AssertAgree(denseC, JacobianOperators.CombinedTopK(map, t, kc, blockSize: 1), kc, "combined, single-vector");
         // randomized (HMT) is an approximation whose accuracy follows (σ_{l+1}/σ_k)^(2q+1): a looser check
         var rnd = Svd.Randomized(op, kc, oversampling: 20, powerIterations: 10);
         for (int i = 0; i < kc; i++)
@@ -81,6 +82,8 @@ public class MatrixFreeTests
         int kAll = Math.Max(1, ks.Max());
         var all = JacobianOperators.PerTokenTopK(map, t, Enumerable.Range(0, n).ToArray(), kAll);
         for (int i = 0; i < n; i++) AssertAgree(dense[i], all[i], ks[i], $"token {i} (lockstep)");
+        var single = JacobianOperators.PerTokenTopK(map, t, Enumerable.Range(0, n).ToArray(), kAll, blockSize: 1);
+        for (int i = 0; i < n; i++) AssertAgree(dense[i], single[i], ks[i], $"token {i} (lockstep, single-vector)");
     }
 
     [Theory]
