@@ -60,7 +60,7 @@ public static class JacobianOperators
     /// Top-k singular triplets of Jᵢ for every listed token at once: one block Lanczos run per token, advanced in lockstep
     /// so that all tokens' blocks share each batched JVP (tangents of different tokens sit at different positions of one
     /// batch — the map is linear) and each batched VJP (every batch column yields all positions; token i keeps its own).
-    /// Residuals are the true ‖Jᵢvᵢ − σᵢuᵢ‖, computed with one more batched JVP.
+    /// Residuals are the true ‖Jᵢvᵢ − σᵢuᵢ‖, from the JVPs the runs made.
     /// </summary>
     public static SingularTriplets[] PerTokenTopK<T>(FrozenMap<T> map, JacobianTarget target, IReadOnlyList<int> tokens, int k,
         double tolerance = 1e-10, int maxIterations = 0, int seed = 0, int blockSize = 0, Action<double>? progress = null)
@@ -94,7 +94,14 @@ public static class JacobianOperators
                 progress(Math.Min(0.99, lanes.Average(l => l.Done ? 1.0 : (double)l.Subspace / Math.Max(1, Math.Min(d, 10 * k + 100)))));
         }
         var results = lanes.Select(l => Svd.Swap(l.Result())).ToArray();
-        // true residuals: J_i V_i for every token in one batched JVP
+        // true residuals ‖Jᵢvᵢ − σᵢuᵢ‖ from the JVPs already made (see BlockLanczos.TransposeResiduals) ...
+        var stored = lanes.Select(l => l.TransposeResiduals()).ToArray();
+        if (stored.All(r => r is not null))
+        {
+            progress?.Invoke(1.0);
+            return results.Select((r, i) => r with { Residuals = stored[i] }).ToArray();
+        }
+        // ... or, when a run ended without one, J_i V_i for every token in one more batched JVP
         var outs = results.Select(r => new double[d * Math.Max(r.Count, 1)]).ToArray();
         products.ForwardPerToken(results.Select((r, i) => (tokens[i], r.Count, r.V, outs[i])).ToArray());
         for (int i = 0; i < results.Length; i++)

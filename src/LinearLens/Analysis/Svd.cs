@@ -674,7 +674,8 @@ public static unsafe class Svd
             run.Supply(buf);
         }
         var t = Swap(run.Result());
-        return t with { Residuals = Residuals(op, t), Products = t.Products + t.Count };
+        // ‖A v − σ u‖ from the Aᵀ·(basis) products already made (A v = (A·basis)·coordinates); one more product otherwise
+        return run.TransposeResiduals() is { } r ? t with { Residuals = r } : t with { Residuals = Residuals(op, t), Products = t.Products + t.Count };
     }
 
     /// <summary>Triplets of Aᵀ as triplets of A (U and V exchanged, product counts exchanged).</summary>
@@ -704,6 +705,8 @@ public sealed unsafe class BlockLanczos
     readonly double[] ub, vb;       // bases, col-major: ub rows × maxCols, vb cols × (maxCols + b)
     readonly double[] cm;           // C = Uᵀ A V, maxCols × maxCols, col-major
     readonly double[] pending, outBuf;
+    readonly double[] mtu;          // the raw Aᵀ·U products, cols × maxCols: Aᵀu of any u in span(U) without another product
+    int mtuCols;
     int ucols, vcols, lastU;
     enum Phase { A, At, FinalAt, Done }
     Phase phase = Phase.A;
@@ -745,6 +748,7 @@ public sealed unsafe class BlockLanczos
         ub = Pinned.Array<double>((long)rows * Math.Max(maxCols, 1));
         vb = Pinned.Array<double>((long)cols * (maxCols + b));
         cm = new double[checked(maxCols * maxCols)];
+        mtu = Pinned.Array<double>((long)cols * Math.Max(maxCols, 1));
         if (k == 0) { phase = Phase.Done; Converged = true; return; }
         var first = new double[cols * b];
         Svd.Gaussian(first, rng);
@@ -797,6 +801,8 @@ public sealed unsafe class BlockLanczos
             case Phase.At:
             {
                 TransposedProducts += bc;
+                product[..(cols * bc)].CopyTo(mtu.AsSpan((ucols - bc) * cols));
+                mtuCols = ucols;
                 var blk = new double[cols * bc];
                 product[..(cols * bc)].CopyTo(blk);
                 var coeff = new double[(vcols + bc) * bc];
@@ -832,6 +838,8 @@ public sealed unsafe class BlockLanczos
                 TransposedProducts += bc;
                 // B = UᵀA (ucols × cols, row-major) is the col-major AᵀU
                 var bm = product[..(cols * ucols)].ToArray();
+                bm.CopyTo(mtu, 0);
+                mtuCols = ucols;
                 exact = Svd.Dense(bm, ucols, cols, k);
                 estimates = new double[exact.Count];
                 Converged = true;
@@ -848,6 +856,32 @@ public sealed unsafe class BlockLanczos
         var c = new double[m * m];
         for (int i = 0; i < m; i++) for (int j = 0; j < m; j++) c[i * m + j] = cm[j * maxCols + i];
         ritz = Svd.Dense(c, m, m, Math.Min(k, m));
+    }
+
+    /// <summary>
+    /// ‖Aᵀuᵢ − σᵢvᵢ‖ for the triplets of <see cref="Result"/>, the side that is not exact by construction, from the stored
+    /// products Aᵀ·U: Aᵀuᵢ = (Aᵀ·U)·xᵢ with xᵢ the coordinates of uᵢ. Null when the last U block was never multiplied.
+    /// </summary>
+    public double[]? TransposeResiduals()
+    {
+        if (k == 0) return [];
+        if (mtuCols < ucols) return null;
+        var small = exact ?? ritz ?? throw new InvalidOperationException("no Ritz values yet");
+        var t = Result();
+        var res = new double[t.Count];
+        var w = new double[cols];
+        for (int i = 0; i < t.Count; i++)
+        {
+            var x = small.Left(i);   // coordinates of uᵢ in the U basis
+            Array.Clear(w);
+            for (int j = 0; j < ucols; j++)
+                System.Numerics.Tensors.TensorPrimitives.MultiplyAdd(mtu.AsSpan(j * cols, cols), x[j], w, w);
+            var v = t.Right(i);
+            double ss = 0;
+            for (int c = 0; c < cols; c++) { double e = w[c] - t.Values[i] * v[c]; ss += e * e; }
+            res[i] = Math.Sqrt(ss);
+        }
+        return res;
     }
 
     /// <summary>The Ritz triplets (residuals: the estimates ‖Aᵀuᵢ − σᵢvᵢ‖, not the true ‖A vᵢ − σᵢ uᵢ‖).</summary>

@@ -195,6 +195,24 @@ public class SvdTests
         }
     }
 
+    [Theory]
+    [InlineData(120, 200, 1)]
+    [InlineData(200, 120, 3)]
+    public void LanczosResidualsFromStoredProductsAreTheTrueOnes(int rows, int cols, int blockSize)
+    {
+        // a loose tolerance leaves residuals large enough to tell a wrong formula apart; they must equal ‖A v − σ u‖
+        // computed with an explicit product, and cost no product of their own
+        var sigma = Decaying(Math.Min(rows, cols), 0.9, 4.0);
+        var a = Build(rows, cols, sigma, rows + cols, out _, out _);
+        var op = new DenseOperator(a, rows, cols);
+        var t = Svd.Lanczos(op, 4, tolerance: 1e-3, blockSize: blockSize);
+        var explicitResiduals = Svd.Residuals(op, t);
+        Assert.Contains(explicitResiduals, r => r > 1e-8 * t.Values[0]);
+        for (int i = 0; i < t.Count; i++)
+            Assert.True(Math.Abs(t.Residuals![i] - explicitResiduals[i]) <= 1e-12 * t.Values[0], $"residual {i}: {t.Residuals[i]:E3} vs {explicitResiduals[i]:E3}");
+        Assert.Equal(t.Subspace, t.Products);
+    }
+
     [Fact]
     public void LanczosOnFlatSpectrumStillExact()
     {
