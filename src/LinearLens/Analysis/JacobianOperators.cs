@@ -93,9 +93,10 @@ public static class JacobianOperators
             if (progress is not null && lanes.Length > 0)
                 progress(Math.Min(0.99, lanes.Average(l => l.Done ? 1.0 : (double)l.Subspace / Math.Max(1, Math.Min(d, 10 * k + 100)))));
         }
-        var results = lanes.Select(l => Svd.Swap(l.Result())).ToArray();
+        var raw = lanes.Select(l => l.Result()).ToArray();
+        var results = raw.Select(Svd.Swap).ToArray();
         // true residuals ‖Jᵢvᵢ − σᵢuᵢ‖ from the JVPs already made (see BlockLanczos.TransposeResiduals) ...
-        var stored = lanes.Select(l => l.TransposeResiduals()).ToArray();
+        var stored = lanes.Select((l, i) => l.TransposeResiduals(raw[i])).ToArray();
         if (stored.All(r => r is not null))
         {
             progress?.Invoke(1.0);

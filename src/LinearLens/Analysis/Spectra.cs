@@ -35,7 +35,6 @@ public static class Spectra
         return a;
     }
 
-    /// <summary>[J₀|…|J_{n−1}] (d × n·d row-major) — J's own memory layout, widened to double.</summary>
     /// <summary>
     /// Exact top-k triplets of every Jᵢ of a formed J. Tokens run two at a time: the dense eigen-solver of one d×d matrix
     /// is mostly serial, so a second token keeps the other core busy.
@@ -52,6 +51,7 @@ public static class Spectra
         return res;
     }
 
+    /// <summary>[J₀|…|J_{n−1}] (d × n·d row-major) — J's own memory layout, widened to double.</summary>
     public static double[] CombinedMatrix<T>(JacobianResult<T> r) where T : unmanaged, IFloatingPointIeee754<T> =>
         typeof(T) == typeof(double) ? (double[])(object)r.J : TokenDecoder.ToDouble<T>(r.J);
 

@@ -673,9 +673,10 @@ public static unsafe class Svd
             else op.Multiply(run.Pending, run.PendingCount, buf);
             run.Supply(buf);
         }
-        var t = Swap(run.Result());
+        var result = run.Result();
+        var t = Swap(result);
         // ‖A v − σ u‖ from the Aᵀ·(basis) products already made (A v = (A·basis)·coordinates); one more product otherwise
-        return run.TransposeResiduals() is { } r ? t with { Residuals = r } : t with { Residuals = Residuals(op, t), Products = t.Products + t.Count };
+        return run.TransposeResiduals(result) is { } r ? t with { Residuals = r } : t with { Residuals = Residuals(op, t), Products = t.Products + t.Count };
     }
 
     /// <summary>Triplets of Aᵀ as triplets of A (U and V exchanged, product counts exchanged).</summary>
@@ -859,15 +860,15 @@ public sealed unsafe class BlockLanczos
     }
 
     /// <summary>
-    /// ‖Aᵀuᵢ − σᵢvᵢ‖ for the triplets of <see cref="Result"/>, the side that is not exact by construction, from the stored
-    /// products Aᵀ·U: Aᵀuᵢ = (Aᵀ·U)·xᵢ with xᵢ the coordinates of uᵢ. Null when the last U block was never multiplied.
+    /// ‖Aᵀuᵢ − σᵢvᵢ‖ for the triplets <paramref name="t"/> of <see cref="Result"/>, the side that is not exact by
+    /// construction, from the stored products Aᵀ·U: Aᵀuᵢ = (Aᵀ·U)·xᵢ with xᵢ the coordinates of uᵢ. Null when the last
+    /// U block was never multiplied.
     /// </summary>
-    public double[]? TransposeResiduals()
+    public double[]? TransposeResiduals(SingularTriplets t)
     {
         if (k == 0) return [];
         if (mtuCols < ucols) return null;
         var small = exact ?? ritz ?? throw new InvalidOperationException("no Ritz values yet");
-        var t = Result();
         var res = new double[t.Count];
         var w = new double[cols];
         for (int i = 0; i < t.Count; i++)

@@ -195,21 +195,11 @@ internal static unsafe class GemmPack
         if (typeof(T) == typeof(double) && t != DType.F64 && cnt == R && R % 4 == 0 && Avx2.IsSupported)
         {
             // a weight used untransposed (the VJP's products): R elements per row of the panel, widened in registers
-            double* d = (double*)dst;
             switch (t)
             {
-                case DType.BF16:
-                    for (int p = 0; p < kc; p++, src += rowBytes, d += R)
-                        for (int r = 0; r < R; r += 4) Avx.Store(d + r, Bf16(src, r));
-                    break;
-                case DType.F16:
-                    for (int p = 0; p < kc; p++, src += rowBytes, d += R)
-                        for (int r = 0; r < R; r += 4) Avx.Store(d + r, F16(src, r));
-                    break;
-                default:
-                    for (int p = 0; p < kc; p++, src += rowBytes, d += R)
-                        for (int r = 0; r < R; r += 4) Avx.Store(d + r, F32(src, r));
-                    break;
+                case DType.BF16: WidenRows<LoadBf16AsF64>(src, rowBytes, kc, R, (double*)dst); break;
+                case DType.F16: WidenRows<LoadF16AsF64>(src, rowBytes, kc, R, (double*)dst); break;
+                default: WidenRows<LoadF32AsF64>(src, rowBytes, kc, R, (double*)dst); break;
             }
             return;
         }
@@ -293,52 +283,43 @@ internal static unsafe class GemmPack
         }
     }
 
+    /// <summary>Contiguous for a stored BF16/F16/F32 row into float64: R elements of each of kc rows, four at a time.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static void WidenRows<L>(byte* src, long rowBytes, int kc, int R, double* d) where L : IGemmLoader<double>
+    {
+        for (int p = 0; p < kc; p++, src += rowBytes, d += R)
+            for (int r = 0; r < R; r += 4) Avx.Store(d + r, L.Load(src, r));
+    }
+
     /// <summary>
     /// Gather for stored BF16/F16/F32 into float64 panels without a staging row: four elements of four rows are widened
     /// straight into registers and transposed (a weight operand is packed on every product, so this is on the hot path
     /// of products with few rows).
     /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void WidenTransposed(byte* src, DType t, long rowBytes, int kc, int R, double* dst)
+    {
+        switch (t)
+        {
+            case DType.BF16: WidenTransposed<LoadBf16AsF64>(src, rowBytes, kc, R, dst); break;
+            case DType.F16: WidenTransposed<LoadF16AsF64>(src, rowBytes, kc, R, dst); break;
+            default: WidenTransposed<LoadF32AsF64>(src, rowBytes, kc, R, dst); break;
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static void WidenTransposed<L>(byte* src, long rowBytes, int kc, int R, double* dst) where L : IGemmLoader<double>
     {
         for (int r0 = 0; r0 < R; r0 += 4)
         {
             byte* s0 = src + r0 * rowBytes, s1 = s0 + rowBytes, s2 = s1 + rowBytes, s3 = s2 + rowBytes;
             double* d = dst + r0;
             int p = 0;
-            switch (t)
-            {
-                case DType.BF16:
-                    for (; p + 4 <= kc; p += 4, d += 4 * R)
-                        Transpose4x4(Bf16(s0, p), Bf16(s1, p), Bf16(s2, p), Bf16(s3, p), d, R);
-                    break;
-                case DType.F16:
-                    for (; p + 4 <= kc; p += 4, d += 4 * R)
-                        Transpose4x4(F16(s0, p), F16(s1, p), F16(s2, p), F16(s3, p), d, R);
-                    break;
-                default:
-                    for (; p + 4 <= kc; p += 4, d += 4 * R)
-                        Transpose4x4(F32(s0, p), F32(s1, p), F32(s2, p), F32(s3, p), d, R);
-                    break;
-            }
+            for (; p + 4 <= kc; p += 4, d += 4 * R)
+                Transpose4x4(L.Load(s0, p), L.Load(s1, p), L.Load(s2, p), L.Load(s3, p), d, R);
             for (; p < kc; p++, d += R)
             {
-                d[0] = Scalar(s0, t, p); d[1] = Scalar(s1, t, p); d[2] = Scalar(s2, t, p); d[3] = Scalar(s3, t, p);
+                d[0] = L.Scalar(s0, p); d[1] = L.Scalar(s1, p); d[2] = L.Scalar(s2, p); d[3] = L.Scalar(s3, p);
             }
         }
     }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static Vector256<double> Bf16(byte* row, int p) => Avx.ConvertToVector256Double(GemmLoad.Bf16x4((ushort*)row + p));
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static Vector256<double> F16(byte* row, int p) => Avx.ConvertToVector256Double(GemmLoad.F16x4((ushort*)row + p));
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static Vector256<double> F32(byte* row, int p) => Avx.ConvertToVector256Double(Sse.LoadVector128((float*)row + p));
-
-    static double Scalar(byte* row, DType t, int p) => t switch
-    {
-        DType.BF16 => DTypes.Bf16ToFloat(((ushort*)row)[p]),
-        DType.F16 => DTypes.F16ToFloat(((ushort*)row)[p]),
-        _ => ((float*)row)[p],
-    };
 }
