@@ -18,12 +18,22 @@ static class BenchCommand
         var m = new Option<int?>("--m") { Description = "Rows of C (custom case)" };
         var n = new Option<int?>("--n") { Description = "Columns of C (custom case)" };
         var k = new Option<int?>("--k") { Description = "Inner dimension (custom case)" };
-        var gemm = new Command("gemm", "GEMM GFLOP/s for 2048³ and the engine's real shapes (bf16 weights)") { dtype, m, n, k };
+        var reference = new Option<string?>("--reference")
+        {
+            Description = "Also time each case with a system BLAS on this machine: 'openblas' (searched by its usual names) or a library path",
+        };
+        var gemm = new Command("gemm", "GEMM GFLOP/s for 2048³ and the engine's real shapes (bf16 weights)") { dtype, m, n, k, reference };
         gemm.SetAction(p =>
         {
             var t = Precision(p.GetValue(dtype));
-            foreach (var r in LinearLens.Numerics.GemmBenchmark.Run(t, p.GetValue(m), p.GetValue(n), p.GetValue(k), s => stderr.WriteLine(s)))
-                stdout.WriteLine(r.ToString());
+            var blas = p.GetValue(reference) is { } lib ? ReferenceBlas.Load(lib) : null;
+            if (blas is not null) stderr.WriteLine($"reference: {blas.Description}");
+            var results = GemmBenchmark.Run(t, p.GetValue(m), p.GetValue(n), p.GetValue(k), s => stderr.WriteLine(s), blas);
+            foreach (var r in results) stdout.WriteLine(r.ToString());
+            // each managed case is followed by its reference run: the ratio is what the targets are stated in
+            for (int i = 0; blas is not null && i + 1 < results.Count; i += 2)
+                stdout.WriteLine(string.Create(System.Globalization.CultureInfo.InvariantCulture,
+                    $"LinearLens/OpenBLAS {results[i].M}x{results[i].N}x{results[i].K}: {results[i].GFlops / results[i + 1].GFlops:F2}"));
             return 0;
         });
         bench.Subcommands.Add(gemm);

@@ -179,22 +179,42 @@ public static unsafe class Gemm
                         else GemmPack.Contiguous(aData + (pc * lda + ic + ir) * aSize, A.Type, lda, kc, cnt, MR, ap + (long)ir * kc);
                     }
 
+                    int rowPanels = (mc + MR - 1) / MR;
                     for (int jr = 0; jr < nc; jr += NR)
                     {
                         int nr = Math.Min(NR, nc - jr);
                         T* bPanel = fused ? bp : bp + (long)jr * kc;
                         if (fused) PackB(jr, bPanel);
                         T* cCol = p.C + jc + jr;
-                        // Bring the next B micro-panel towards L1 a slice at a time while this one is in use.
-                        byte* bNext = (byte*)(bPanel + (long)NR * kc);
-                        int nextBytes = !fused && jr + NR < nc ? NR * kc * sizeof(T) : 0;
-                        int slice = RoundUp(nextBytes / Math.Max(1, (mc + MR - 1) / MR) + 1, 64);
+                        // While this micro-panel is in use, bring the next one towards the caches a slice at a time: packed
+                        // (a kc×nc block) it is NR·kc contiguous elements; fused, it is still in the stored weight — kc rows
+                        // of NR elements (untransposed, rows a whole weight row apart) or NR rows of kc elements — whose
+                        // cache misses would otherwise stall the next packing.
+                        byte* next; long nextStride; int nextRows, nextRowBytes;
+                        if (jr + NR >= nc || !Sse.IsSupported) { next = null; nextStride = 0; nextRows = 0; nextRowBytes = 0; }
+                        else if (!fused) { next = (byte*)(bPanel + (long)NR * kc); nextRows = 1; nextStride = 0; nextRowBytes = NR * kc * sizeof(T); }
+                        else if (!transB)
+                        {
+                            next = bData + (pc * ldb + jc + jr + NR) * bSize; nextStride = ldb * bSize;
+                            nextRows = kc; nextRowBytes = Math.Min(NR, nc - jr - NR) * bSize;
+                        }
+                        else
+                        {
+                            next = bData + ((long)(jc + jr + NR) * ldb + pc) * bSize; nextStride = ldb * bSize;
+                            nextRows = Math.Min(NR, nc - jr - NR); nextRowBytes = kc * bSize;
+                        }
+                        int rowsPerSlice = (nextRows + rowPanels - 1) / rowPanels, bytesPerSlice = nextRows == 1 ? RoundUp(nextRowBytes / rowPanels + 1, 64) : nextRowBytes;
+                        int nextRow = 0, nextByte = 0;
                         for (int ir = 0; ir < mc; ir += MR)
                         {
-                            if (nextBytes > 0 && Sse.IsSupported)
+                            for (int r = 0; r < rowsPerSlice && nextRow < nextRows; r++)
                             {
-                                for (int o = 0; o < slice && o < nextBytes; o += 64) Sse.Prefetch0(bNext + o);
-                                bNext += slice; nextBytes -= slice;
+                                byte* row = next + nextRow * nextStride;
+                                int end = Math.Min(nextRowBytes, nextByte + bytesPerSlice);
+                                // one touch per cache line, the row's last byte included (rows need not start on a line)
+                                for (int o = nextByte; o < end; o += 64) Sse.Prefetch0(row + o);
+                                Sse.Prefetch0(row + end - 1);
+                                if (end == nextRowBytes) { nextRow++; nextByte = 0; } else { nextByte = end; break; }
                             }
                             int mr = Math.Min(MR, mc - ir);
                             T* aPanel = ap + (long)ir * kc;

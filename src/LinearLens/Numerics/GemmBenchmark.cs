@@ -24,7 +24,9 @@ public static unsafe class GemmBenchmark
     /// 7168×3072×1024 and 7168×1024×3072 (m×n×k) with B a BF16 weight [n×k] (transB). Given any of m/n/k, only that shape
     /// (missing sizes default to 2048) is timed, with native operands and with a BF16 weight.
     /// </summary>
-    public static IReadOnlyList<GemmBenchResult> Run(DType computeType, int? m, int? n, int? k, Action<string>? progress = null)
+    /// <remarks>With <paramref name="reference"/>, each case is followed by the same product timed with it.</remarks>
+    public static IReadOnlyList<GemmBenchResult> Run(DType computeType, int? m, int? n, int? k, Action<string>? progress = null,
+        ReferenceBlas? reference = null)
     {
         if (computeType is not (DType.F64 or DType.F32)) throw new ArgumentException("compute type must be F64 or F32", nameof(computeType));
         var cases = new List<(int m, int n, int k, bool bf16)>();
@@ -44,15 +46,24 @@ public static unsafe class GemmBenchmark
         var results = new List<GemmBenchResult>();
         foreach (var (cm, cn, ck, bf16) in cases)
         {
-            var r = Time(computeType, cm, cn, ck, bf16);
-            results.Add(r);
-            progress?.Invoke(r.ToString());
+            foreach (var r in TimeWith(computeType, cm, cn, ck, bf16, reference))
+            {
+                results.Add(r);
+                progress?.Invoke(r.ToString());
+            }
         }
         return results;
     }
 
     /// <summary>Times one case: a warm-up call, then repetitions until ~2 s or 10 runs (at least 3).</summary>
-    public static GemmBenchResult Time(DType computeType, int m, int n, int k, bool bBf16)
+    public static GemmBenchResult Time(DType computeType, int m, int n, int k, bool bBf16) => TimeWith(computeType, m, n, k, bBf16, null)[0];
+
+    /// <summary>
+    /// Times one case with <see cref="Gemm"/> and, when <paramref name="reference"/> is given, the same product with it
+    /// (B of the compute type holding the same values, since a reference BLAS takes no bf16 weight): two rounds, each
+    /// timing one then the other, so that both see the same moments of a machine whose speed drifts.
+    /// </summary>
+    public static GemmBenchResult[] TimeWith(DType computeType, int m, int n, int k, bool bBf16, ReferenceBlas? reference)
     {
         bool f64 = computeType == DType.F64;
         int es = f64 ? 8 : 4;
@@ -61,38 +72,61 @@ public static unsafe class GemmBenchmark
         byte* a = (byte*)NativeMemory.AlignedAlloc((nuint)aBytes, 64);
         byte* b = (byte*)NativeMemory.AlignedAlloc((nuint)bBytes, 64);
         byte* c = (byte*)NativeMemory.AlignedAlloc((nuint)cBytes, 64);
+        byte* bRef = reference is not null && bBf16 ? (byte*)NativeMemory.AlignedAlloc((nuint)((long)k * n * es), 64) : b;
         try
         {
             var rng = new Random(1234);
             Fill(a, computeType, (long)m * k, rng);
             Fill(b, bType, (long)k * n, rng);
+            if (bRef != b && f64) GemmConvert.Row(b, DType.BF16, (double*)bRef, k * n);
+            else if (bRef != b) GemmConvert.Row(b, DType.BF16, (float*)bRef, k * n);
             new Span<byte>(c, checked((int)Math.Min(cBytes, int.MaxValue))).Clear();
             var av = new MatrixView(a, computeType, m, k);
             // Native B is k×n (no transpose); a BF16 weight is stored [n×k] and used transposed, as the engine does.
             var bv = bBf16 ? new MatrixView(b, DType.BF16, n, k) : new MatrixView(b, computeType, k, n);
-            void Once()
+            void Managed()
             {
                 if (f64) Gemm.Multiply(av, false, bv, bBf16, (double*)c, n);
                 else Gemm.Multiply(av, false, bv, bBf16, (float*)c, n);
             }
-            Once();
-            var times = new List<double>();
-            var total = Stopwatch.StartNew();
-            while (times.Count < 3 || (times.Count < 10 && total.Elapsed.TotalSeconds < 2))
+            void Reference() => reference!.Multiply(f64, m, n, k, a, k, bRef, bBf16 ? k : n, bBf16, c, n);
+
+            var managed = new List<double>();
+            var refTimes = new List<double>();
+            for (int round = 0; round < (reference is null ? 1 : 2); round++)
             {
-                long t0 = Stopwatch.GetTimestamp();
-                Once();
-                times.Add(Stopwatch.GetElapsedTime(t0).TotalSeconds);
+                Repeat(Managed, managed);
+                if (reference is not null) Repeat(Reference, refTimes);
             }
-            times.Sort();
-            double best = times[0], median = times[times.Count / 2];
-            return new GemmBenchResult(f64 ? "float64" : "float32", m, n, k, best, 2.0 * m * n * k / best / 1e9,
-                bBf16 ? "bf16" : null, median);
+            string name = f64 ? "float64" : "float32";
+            var result = Result(name, m, n, k, managed, bBf16 ? "bf16" : null);
+            return reference is null ? [result] : [result, Result("openblas " + name, m, n, k, refTimes, bBf16 ? name + ", transposed" : null)];
         }
         finally
         {
+            if (bRef != b) NativeMemory.AlignedFree(bRef);
             NativeMemory.AlignedFree(a); NativeMemory.AlignedFree(b); NativeMemory.AlignedFree(c);
         }
+    }
+
+    static void Repeat(Action once, List<double> times)
+    {
+        once();
+        int start = times.Count;
+        var total = Stopwatch.StartNew();
+        while (times.Count - start < 3 || (times.Count - start < 10 && total.Elapsed.TotalSeconds < 2))
+        {
+            long t0 = Stopwatch.GetTimestamp();
+            once();
+            times.Add(Stopwatch.GetElapsedTime(t0).TotalSeconds);
+        }
+    }
+
+    static GemmBenchResult Result(string name, int m, int n, int k, List<double> times, string? bStorage)
+    {
+        times.Sort();
+        double best = times[0], median = times[times.Count / 2];
+        return new GemmBenchResult(name, m, n, k, best, 2.0 * m * n * k / best / 1e9, bStorage, median);
     }
 
     static void Fill(byte* p, DType t, long count, Random rng)
