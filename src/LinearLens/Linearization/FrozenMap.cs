@@ -124,14 +124,26 @@ public sealed class FrozenMap<T> where T : unmanaged, IFloatingPointIeee754<T>
         if (AttnOutGain(l) is { } ga) ScaleRows(ws.A, d, ga, Trace.AttnOutNormScale[l]!, L, ws.A, q0);
         if (tap == OutputKey.Attn) return ws.A;
         TensorPrimitives.Add(From(ws.H, q0), From(ws.A, q0), From(ws.H, q0));
-        // MLP branch: b = ρ·w ⊙ h';  z = γ ⊙ W_up b;  m = W_down z
+        // MLP branch: b = ρ·w ⊙ h';  z = γ ⊙ W_up b;  m = W_down z  (or m = M_t b, see MlpMatrixPays)
         ScaleRows(ws.H, d, MlpInGain(l), Trace.MlpNormScale[l], L, ws.A, q0);
-        Linear(ws.A, w.Up, ws.I, q0);
-        ScaleByGate(ws.I, Trace.Gate[l], L, q0);
-        Linear(ws.I, w.Down, ws.A, q0);
-        if (MlpOutGain(l) is { } gm) ScaleRows(ws.A, d, gm, Trace.MlpOutNormScale[l]!, L, ws.A, q0);
-        if (tap == OutputKey.Mlp) return ws.A;
-        TensorPrimitives.Add(From(ws.H, q0), From(ws.A, q0), From(ws.H, q0));
+        T[] m = ws.A;
+        if (MlpMatrixPays(L, q0))
+        {
+            m = ws.G;
+            for (int p = q0; p < n; p++)
+                if (L.Offset(p + 1) > L.Offset(p))
+                    MatMul.Run(Pinned.View(ws.A, L.Offset(p + 1) - L.Offset(p), d, (long)L.Offset(p) * d), false, MlpMatrix(l, p), true,
+                        m, (long)L.Offset(p) * d, d);
+        }
+        else
+        {
+            Linear(ws.A, w.Up, ws.I, q0);
+            ScaleByGate(ws.I, Trace.Gate[l], L, q0);
+            Linear(ws.I, w.Down, ws.A, q0);
+        }
+        if (MlpOutGain(l) is { } gm) ScaleRows(m, d, gm, Trace.MlpOutNormScale[l]!, L, m, q0);
+        if (tap == OutputKey.Mlp) return m;
+        TensorPrimitives.Add(From(ws.H, q0), From(m, q0), From(ws.H, q0));
         return ws.H;
     }
 
@@ -197,10 +209,20 @@ public sealed class FrozenMap<T> where T : unmanaged, IFloatingPointIeee754<T>
         int r0 = L.Offset(fromPos), rows = L.Rows - r0, I = c.IntermediateSize;
         T[] src = ws.H;
         if (MlpOutGain(l) is { } gm) { ScaleRows(ws.H, d, gm, Trace.MlpOutNormScale[l]!, L, ws.G, fromPos); src = ws.G; }
-        // Γ_z = W_downᵀ Γ ⊙ γ;  Γ_b = W_upᵀ Γ_z;  Γ_h' += ρ·w ⊙ Γ_b
-        MatMul.Run(Pinned.View(src, rows, d, (long)r0 * d), false, w.Down, false, ws.I, (long)r0 * I, I);
-        ScaleByGate(ws.I, Trace.Gate[l], L, fromPos);
-        MatMul.Run(Pinned.View(ws.I, rows, I, (long)r0 * I), false, w.Up, false, ws.A, (long)r0 * d, d);
+        // Γ_z = W_downᵀ Γ ⊙ γ;  Γ_b = W_upᵀ Γ_z (or Γ_b = M_tᵀ Γ, see MlpMatrixPays);  Γ_h' += ρ·w ⊙ Γ_b
+        if (MlpMatrixPays(L, fromPos))
+            for (int p = fromPos; p < n; p++)
+            {
+                if (L.Offset(p + 1) == L.Offset(p)) continue;
+                MatMul.Run(Pinned.View(src, L.Offset(p + 1) - L.Offset(p), d, (long)L.Offset(p) * d), false, MlpMatrix(l, p), false,
+                    ws.A, (long)L.Offset(p) * d, d);
+            }
+        else
+        {
+            MatMul.Run(Pinned.View(src, rows, d, (long)r0 * d), false, w.Down, false, ws.I, (long)r0 * I, I);
+            ScaleByGate(ws.I, Trace.Gate[l], L, fromPos);
+            MatMul.Run(Pinned.View(ws.I, rows, I, (long)r0 * I), false, w.Up, false, ws.A, (long)r0 * d, d);
+        }
         if (!addToH) Array.Clear(ws.H, 0, L.Rows * d);
         ScaleRowsAdd(ws.A, MlpInGain(l), Trace.MlpNormScale[l], L, ws.H, fromPos);
     }
@@ -254,6 +276,51 @@ public sealed class FrozenMap<T> where T : unmanaged, IFloatingPointIeee754<T>
         });
 
     /// <summary>rows (t, b) of the intermediate activation ⊙= γ_t, the frozen activated gate.</summary>
+    /// <summary>
+    /// Whether the MLP is cheaper as one d×d matrix per position: frozen, it is M_t = W_down·diag(γ_t)·W_up (row form:
+    /// m = b·M_tᵀ forward, Γ_b = Γ·M_t transposed). With c rows at a position the two weight products cost 4·c·d·I flops;
+    /// forming M_t and applying it, 2·d²·I + 2·c·d² — less from c ≈ 0.6·d rows on (I = 3d), so forming J (d cotangents
+    /// at every position) spends a third fewer flops in the MLP. Every position from fromPos must qualify.
+    /// </summary>
+    bool MlpMatrixPays(RowLayout L, int fromPos)
+    {
+        long I = c.IntermediateSize;
+        for (int t = fromPos; t < n; t++)
+        {
+            long rows = L.Offset(t + 1) - L.Offset(t);
+            if (rows > 0 && 10 * (d * I + rows * d) > 9 * (2 * rows * I)) return false;   // a 10 % margin for the extra product
+        }
+        return true;
+    }
+
+    T[]? scaledUp, mlpMatrix;
+
+    /// <summary>M_t = W_down·diag(γ_t)·W_up of layer l at position t, as a d×d view of a reused buffer.</summary>
+    unsafe MatrixView MlpMatrix(int l, int t)
+    {
+        var w = Model.Checkpoint.Layers[l];
+        int I = c.IntermediateSize;
+        scaledUp ??= Pinned.Array<T>((long)I * d);
+        mlpMatrix ??= Pinned.Array<T>((long)d * d);
+        var gate = Trace.Gate[l];
+        var up = w.Up;
+        var dst = scaledUp;
+        // diag(γ_t)·W_up: the stored rows widened to T and scaled (W_up is [I×d])
+        Parallel.For(0, 16, part =>
+        {
+            var (i0, i1) = Gemm.Split(I, 16, part, 1);
+            T* pd = (T*)Pinned.Pointer(dst);
+            for (int i = i0; i < i1; i++)
+            {
+                GemmConvert.Row((byte*)up.Data + i * up.RowStride * up.Type.Size(), up.Type, pd + (long)i * d, d);
+                var row = dst.AsSpan(i * d, d);
+                TensorPrimitives.Multiply(row, gate[t * I + i], row);
+            }
+        });
+        MatMul.Run(w.Down, false, Pinned.View(scaledUp, I, d), false, mlpMatrix, 0, d);
+        return Pinned.View(mlpMatrix, d, d);
+    }
+
     void ScaleByGate(T[] z, T[] gate, RowLayout L, int fromPos)
     {
         int I = c.IntermediateSize;

@@ -197,6 +197,52 @@ public class DetachedJacobianTests
         }
     }
 
+    [Theory]
+    [InlineData("tiny-llama")]
+    [InlineData("tiny-gemma3")]
+    [InlineData("tiny-qwen3")]
+    public void WideBatchesTakeTheMlpAsOneMatrixPerPositionWithTheSameResult(string preset)
+    {
+        // With d columns at every position the frozen MLP is applied as M_t = W_down·diag(γ_t)·W_up (formed once per
+        // position); with 2 columns, as the two weight products. Both must give the same JVPs and VJPs.
+        using var tmp = new TempCheckpoint(preset);
+        var model = new Transformer<double>(tmp.Checkpoint);
+        int[] ids = [1, 5, 9, 22, 7];
+        var map = new FrozenMap<double>(model, model.Forward(ids, trace: true).Trace!);
+        int n = ids.Length, d = model.Hidden, wide = d;
+        var rng = new Random(11);
+        foreach (var t in new[] { JacobianTarget.Output(model.Config.NumLayers), new JacobianTarget(2, OutputKey.Mlp), new JacobianTarget(2, OutputKey.Layer, JacobianMode.Layerwise) })
+        {
+            var tangents = Enumerable.Range(0, n * wide * d).Select(_ => rng.NextDouble() - 0.5).ToArray();
+            var cot = Enumerable.Range(0, wide * d).Select(_ => rng.NextDouble() - 0.5).ToArray();
+            var y = new double[wide * d];
+            var g = new double[n * wide * d];
+            map.Jvp(t, tangents, wide, y);
+            map.Vjp(t, cot, wide, g);
+            for (int b0 = 0; b0 < wide; b0 += 2)
+            {
+                var tan2 = new double[n * 2 * d];
+                for (int i = 0; i < n; i++)
+                    for (int b = 0; b < 2; b++) tangents.AsSpan((i * wide + b0 + b) * d, d).CopyTo(tan2.AsSpan((i * 2 + b) * d));
+                var y2 = new double[2 * d];
+                map.Jvp(t, tan2, 2, y2);
+                var g2 = new double[n * 2 * d];
+                map.Vjp(t, cot.AsSpan(b0 * d, 2 * d), 2, g2);
+                for (int b = 0; b < 2; b++)
+                {
+                    for (int k = 0; k < d; k++)
+                        Assert.True(Math.Abs(y[(b0 + b) * d + k] - y2[b * d + k]) <= 1e-12 * Math.Max(1, Math.Abs(y2[b * d + k])), $"{t.Describe()} JVP column {b0 + b}");
+                    for (int i = 0; i < n; i++)
+                        for (int k = 0; k < d; k++)
+                        {
+                            double wideValue = g[(i * wide + b0 + b) * d + k], narrow = g2[(i * 2 + b) * d + k];
+                            Assert.True(Math.Abs(wideValue - narrow) <= 1e-12 * Math.Max(1, Math.Abs(narrow)), $"{t.Describe()} VJP column {b0 + b} position {i}");
+                        }
+                }
+            }
+        }
+    }
+
     [Fact]
     public void DetachedJacobianEqualsCentralFiniteDifferencesOfTheFrozenMap()
     {
