@@ -115,15 +115,17 @@ public static class Analyzer
         Lap("ordinary_jacobian");
 
         // Per-token and combined spectra of the model output's Jacobian.
-        var (perToken, colRows, combined) = OutputSpectra(J, K, options, y, decoder, progress);
+        var (perToken, colRows, combined, outputEntry) = OutputSpectra(J, K, options, y, decoder, progress);
         Lap("svd");
 
         // Layer sweep: every listed layer, key and mode, tokens combined; then the path of the top left vectors.
+        // The model output's entry (last layer, residual stream, cumulative) is the combined spectrum already taken.
         var (sweep, path) = Sweep(map, layers, options, decoder, progress, target =>
         {
+            if (target == final) return outputEntry;
             var r = DetachedJacobian.Compute(map, target);
             var m = Spectra.CombinedMatrix(r);
-            return (Svd.Dense(m, d, n * d, K), Spectra.FrobeniusSquared(m), false, r.RelativeError);
+            return new SweepEntry(Svd.Dense(m, d, n * d, K), Spectra.FrobeniusSquared(m), false, r.RelativeError);
         });
         Lap("layer_sweep");
 
@@ -174,13 +176,14 @@ public static class Analyzer
         // and these spectra, ‖Jᵢ‖_F, the column/row norms and the heat map are exact. The layer sweep stays matrix-free.
         Spectrum[] perToken;
         Spectrum combined;
+        SweepEntry outputEntry;
         ColumnRowNorms[] colRows = [];
         int heatToken = n - 1;
         double[] heat;
         if (options.FormOutputJacobian ?? FormOutputJacobian(d, n, K))
         {
             var J = DetachedJacobian.Compute(map, final, f => progress?.Invoke("detached Jacobian", f));
-            (perToken, colRows, combined) = OutputSpectra(J, K, options, y, decoder, progress);
+            (perToken, colRows, combined, outputEntry) = OutputSpectra(J, K, options, y, decoder, progress);
             heat = Spectra.TokenMatrix(J, heatToken);
             reason += options.FormOutputJacobian is null
                 ? $"; the output's J ({8.0 * d * n * d / 1e6:F0} MB) is formed: its {d} products are fewer than the per-token Lanczos runs"
@@ -193,17 +196,19 @@ public static class Analyzer
                 progress: f => progress?.Invoke("per-token SVD", f));
             perToken = perTokenTriplets.Select((t, i) => Spectra.Decode($"token {i}", t, frob.perToken[i], y, decoder, options.Decoded, decodeRight: true)
                 with { FrobeniusEstimated = true }).ToArray();
-            combined = Spectra.Decode("combined", JacobianOperators.CombinedTopK(map, final, K, options.Tolerance), frob.combined,
-                y, decoder, options.Decoded, decodeRight: false) with { FrobeniusEstimated = true };
+            var triplets = JacobianOperators.CombinedTopK(map, final, K, options.Tolerance);
+            combined = Spectra.Decode("combined", triplets, frob.combined, y, decoder, options.Decoded, decodeRight: false) with { FrobeniusEstimated = true };
+            outputEntry = new SweepEntry(triplets, frob.combined, true, rel);
             heat = HeatMap(map, final, heatToken);
         }
         Lap("svd");
 
         var (sweep, path) = Sweep(map, layers, options, decoder, progress, target =>
         {
+            if (target == final) return outputEntry;   // the combined spectrum above
             var jx = new T[d];
             map.Jvp(target, map.Input(target), 1, jx);   // Σᵢ Jᵢxᵢ: the frozen map at the real input
-            return (JacobianOperators.CombinedTopK(map, target, K, options.Tolerance),
+            return new SweepEntry(JacobianOperators.CombinedTopK(map, target, K, options.Tolerance),
                 FrobeniusEstimate(map, target, options.FrobeniusProbes).combined, true,
                 DetachedJacobian.Errors<T>(jx, map.Output(target)).relative);
         });
@@ -221,7 +226,7 @@ public static class Analyzer
         8.0 * d * n * d <= 1e9 && d < JacobianOperators.LanczosProducts(d, n, k, perToken: true);
 
     /// <summary>Exact per-token spectra with column/row norms, and the combined spectrum, of a formed J.</summary>
-    static (Spectrum[] perToken, ColumnRowNorms[] colRows, Spectrum combined) OutputSpectra<T>(JacobianResult<T> J, int K, AnalysisOptions options,
+    static (Spectrum[] perToken, ColumnRowNorms[] colRows, Spectrum combined, SweepEntry combinedRaw) OutputSpectra<T>(JacobianResult<T> J, int K, AnalysisOptions options,
         double[] y, TokenDecoder decoder, Action<string, double>? progress) where T : unmanaged, IFloatingPointIeee754<T>
     {
         int n = J.Tokens, d = J.Hidden;
@@ -235,8 +240,10 @@ public static class Analyzer
             colRows[i] = Spectra.ColumnsAndRows(ji, d, i, y, decoder);
         }
         var combinedMatrix = Spectra.CombinedMatrix(J);
-        var combined = Spectra.Decode("combined", Svd.Dense(combinedMatrix, d, n * d, K), Spectra.FrobeniusSquared(combinedMatrix), y, decoder, options.Decoded, decodeRight: false);
-        return (perToken, colRows, combined);
+        var triplets = Svd.Dense(combinedMatrix, d, n * d, K);
+        double frobenius = Spectra.FrobeniusSquared(combinedMatrix);
+        var combined = Spectra.Decode("combined", triplets, frobenius, y, decoder, options.Decoded, decodeRight: false);
+        return (perToken, colRows, combined, new SweepEntry(triplets, frobenius, false, J.RelativeError));
     }
 
     /// <summary>The heat map's Jᵢ without forming J: d JVPs with the tangent at position i only (cheap by causality for the last token).</summary>
@@ -244,7 +251,7 @@ public static class Analyzer
     {
         int n = map.Tokens, d = map.Hidden;
         var heat = new double[d * d];
-        int batch = Math.Clamp(JacobianOperators.RowsPerPass / n, 1, d);
+        int batch = Math.Clamp(DetachedJacobian.RowsPerPass / n, 1, d);
         for (int j0 = 0; j0 < d; j0 += batch)
         {
             int B = Math.Min(batch, d - j0);
@@ -265,7 +272,7 @@ public static class Analyzer
     /// on the last listed layer's.
     /// </summary>
     static (LayerSpectrum[] sweep, PathPoint[] path) Sweep<T>(FrozenMap<T> map, int[] layers, AnalysisOptions options, TokenDecoder decoder,
-        Action<string, double>? progress, Func<JacobianTarget, (SingularTriplets triplets, double frobenius, bool estimated, double error)> spectrumOf)
+        Action<string, double>? progress, Func<JacobianTarget, SweepEntry> spectrumOf)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
         int d = map.Hidden, kPath = Math.Min(3, options.Components), done = 0, total = layers.Length * 6;
@@ -296,6 +303,9 @@ public static class Analyzer
             v.top)).ToArray();
         return (sweep.ToArray(), path);
     }
+
+    /// <summary>One target's combined triplets, ‖J‖_F² (and whether it is estimated) and reconstruction error.</summary>
+    readonly record struct SweepEntry(SingularTriplets Triplets, double Frobenius, bool Estimated, double Error);
 
     /// <summary>Exact attributions of the predicted token and the named ones, each checked against its real logit.</summary>
     static TokenAttribution[] Attribute<T>(Loading.Checkpoint ckpt, double[] contributions, int n, int predicted, int[] named, T[] lastLogits, TokenDecoder decoder)

@@ -10,11 +10,8 @@ namespace LinearLens.Analysis;
 /// </summary>
 public static class JacobianOperators
 {
-    /// <summary>Most rows (positions × batch) one product carries, as in <see cref="DetachedJacobian"/>.</summary>
-    public const int RowsPerPass = 8192;
-
     /// <summary>Largest batch one FrozenMap call gets for n tokens.</summary>
-    public static int MaxBatch(int tokens) => Math.Max(1, RowsPerPass / Math.Max(tokens, 1));
+    public static int MaxBatch(int tokens) => Math.Max(1, DetachedJacobian.RowsPerPass / Math.Max(tokens, 1));
 
     /// <summary>
     /// Upper estimate of what a Lanczos run costs, in full products (one vector through every position): 2 products per

@@ -27,8 +27,11 @@ public sealed record JacobianResult<T>(
 
 public static class DetachedJacobian
 {
-    /// <summary>Rows (positions × cotangents) one transpose pass carries: big enough for GEMM efficiency, small enough for memory.</summary>
-    const int RowsPerPass = 8192;
+    /// <summary>
+    /// Rows (positions × columns) one batched product carries, here and in the matrix-free operators: big enough for GEMM
+    /// efficiency, small enough for memory.
+    /// </summary>
+    public const int RowsPerPass = 8192;
 
     /// <summary>
     /// J by reverse mode over the frozen map: d cotangents (the unit vectors of the output), carried in batches of

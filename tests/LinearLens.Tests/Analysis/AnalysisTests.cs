@@ -173,7 +173,14 @@ public class AnalysisTests
             Assert.Equal(full.ColumnsAndRows[i].TopColumns, free.ColumnsAndRows[i].TopColumns);
         }
         Assert.Equal(full.HeatmapMatrix, free.HeatmapMatrix);
-        Assert.True(free.LayerSweep.All(s => s.Spectrum.FrobeniusEstimated));
+        // the sweep stays matrix-free, except its entry for the model output, which is the exact combined spectrum above
+        int L = model.Config.NumLayers;
+        static bool IsOutput(LayerSpectrum s, int L) => s.Layer == L && s.Key == OutputKey.Layer && s.Mode == JacobianMode.Cumulative;
+        Assert.True(free.LayerSweep.Where(s => !IsOutput(s, L)).All(s => s.Spectrum.FrobeniusEstimated));
+        var output = Assert.Single(free.LayerSweep, s => IsOutput(s, L));
+        Assert.False(output.Spectrum.FrobeniusEstimated);
+        Assert.Equal(free.Combined.SingularValues, output.Spectrum.SingularValues);
+        Assert.Equal(full.LayerSweep.Single(s => IsOutput(s, L)).Spectrum.SingularValues, output.Spectrum.SingularValues);
     }
 
     [SharedFact("models", "stories260K", "hf", "model.safetensors")]
