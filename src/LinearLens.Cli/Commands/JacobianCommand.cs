@@ -81,8 +81,7 @@ static class JacobianCommand
         int layers = target.Mode == JacobianMode.Cumulative ? target.Layer : 1;
         lin = (long)layers * ((long)c.KvDim * d + (long)d * c.QDim + 2L * c.IntermediateSize * d);
         double rowBytes = (3.0 * d + c.QDim + c.KvDim + c.IntermediateSize) * 8;
-        int fullBatch = Math.Clamp(DetachedJacobian.RowsPerPass / n, 1, d);
-        double memFull = (double)d * n * d * 8 + n * (double)fullBatch * rowBytes;
+        double memFull = (double)d * n * d * 8 + DetachedJacobian.Batch(c, n, 8).bufferBytes;
         int k = Math.Min(req.K, d);
         int krylov = Math.Min(d, 10 * k + 100);
         int lanes = req.PerToken ? n : 1;

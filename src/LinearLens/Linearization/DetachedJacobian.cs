@@ -1,5 +1,7 @@
 using System.Diagnostics;
 using System.Numerics;
+using System.Runtime.CompilerServices;
+using LinearLens.Loading;
 using LinearLens.Numerics;
 
 namespace LinearLens.Linearization;
@@ -33,6 +35,23 @@ public static class DetachedJacobian
     /// </summary>
     public const int RowsPerPass = 8192;
 
+    /// <summary>Most bytes the product buffers of one batch may take when all d cotangents go at once.</summary>
+    public const long WideBatchBytes = 2L << 30;
+
+    /// <summary>
+    /// Cotangents per transpose product when forming J for n tokens, and the bytes of that product's buffers. All d at
+    /// once when their buffers fit <see cref="WideBatchBytes"/> and the MLP then runs as one matrix per position (a third
+    /// fewer MLP flops, see <see cref="FrozenMlp"/>); otherwise <see cref="RowsPerPass"/>/n.
+    /// </summary>
+    public static (int batch, long bufferBytes) Batch(ModelConfig c, int n, int elementSize)
+    {
+        int d = c.HiddenSize;
+        long wideBytes = (long)n * d * (3L * d + c.QDim + c.KvDim) * elementSize;
+        if (wideBytes <= WideBatchBytes && FrozenMlp.MatrixPays(d, c.IntermediateSize, d)) return (d, wideBytes);
+        int batch = Math.Clamp(RowsPerPass / n, 1, d);
+        return (batch, (long)n * batch * (3L * d + c.QDim + c.KvDim + c.IntermediateSize) * elementSize);
+    }
+
     /// <summary>
     /// J by reverse mode over the frozen map: d cotangents (the unit vectors of the output), carried in batches of
     /// B through one batched transpose product each (architectures.md §3.5). Cost ≈ 2·d·n·P_lin flops.
@@ -41,7 +60,8 @@ public static class DetachedJacobian
         where T : unmanaged, IFloatingPointIeee754<T>
     {
         var sw = Stopwatch.StartNew();
-        var J = Assemble<T>(map.Tokens, map.Hidden, RowsPerPass, (u, b, g) => map.Vjp(target, u, b, g), progress);
+        var J = Assemble<T>(map.Tokens, map.Hidden, Batch(map.Model.Config, map.Tokens, Unsafe.SizeOf<T>()).batch,
+            (u, b, g) => map.Vjp(target, u, b, g), progress);
         return Explain(target, map.Tokens, map.Hidden, J, map.Input(target), map.Output(target), sw);
     }
 
@@ -49,10 +69,9 @@ public static class DetachedJacobian
     /// J [d, n, d] from a batched transpose product: the d unit cotangents of the output in batches of B, each
     /// giving rows k0 … k0+B−1 of every Jᵢ (Γ row (i, b) is row k0+b of Jᵢ).
     /// </summary>
-    internal static T[] Assemble<T>(int n, int d, int rowsPerPass, Action<ReadOnlySpan<T>, int, T[]> vjp, Action<double>? progress)
+    internal static T[] Assemble<T>(int n, int d, int batch, Action<ReadOnlySpan<T>, int, T[]> vjp, Action<double>? progress)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
-        int batch = Math.Clamp(rowsPerPass / n, 1, d);
         var J = Pinned.Array<T>((long)d * n * d);
         var unit = new T[batch * d];
         var gamma = Pinned.Array<T>((long)n * batch * d);

@@ -284,12 +284,8 @@ public sealed class FrozenMap<T> where T : unmanaged, IFloatingPointIeee754<T>
     /// </summary>
     bool MlpMatrixPays(RowLayout L, int fromPos)
     {
-        long I = c.IntermediateSize;
         for (int t = fromPos; t < n; t++)
-        {
-            long rows = L.Offset(t + 1) - L.Offset(t);
-            if (rows > 0 && 10 * (d * I + rows * d) > 9 * (2 * rows * I)) return false;   // a 10 % margin for the extra product
-        }
+            if (!FrozenMlp.MatrixPays(d, c.IntermediateSize, L.Offset(t + 1) - L.Offset(t))) return false;
         return true;
     }
 
@@ -426,8 +422,20 @@ public sealed class FrozenMap<T> where T : unmanaged, IFloatingPointIeee754<T>
         public readonly T[] G = Pinned.Array<T>((long)n * batch * c.HiddenSize);    // scaled copy of the state
         public readonly T[] Q = Pinned.Array<T>((long)n * batch * c.QDim);          // per-head attention output
         public readonly T[] Kv = Pinned.Array<T>((long)n * batch * c.KvDim);        // values
-        public readonly T[] I = Pinned.Array<T>((long)n * batch * c.IntermediateSize);
+        T[]? i;
+        // only the MLP's two weight products need it (not the one-matrix-per-position form, see MlpMatrixPays)
+        public T[] I => i ??= Pinned.Array<T>((long)n * batch * c.IntermediateSize);
     }
+}
+
+/// <summary>When the frozen MLP is cheaper as one d×d matrix per position (see FrozenMap.MlpMatrixPays).</summary>
+public static class FrozenMlp
+{
+    /// <summary>
+    /// With <paramref name="rows"/> rows at a position: the two weight products cost 4·rows·d·I flops, forming
+    /// M_t = W_down·diag(γ_t)·W_up and applying it 2·d²·I + 2·rows·d² (10 % margin for the extra product).
+    /// </summary>
+    public static bool MatrixPays(long d, long I, long rows) => rows == 0 || 10 * (d * I + rows * d) <= 9 * (2 * rows * I);
 }
 
 /// <summary>

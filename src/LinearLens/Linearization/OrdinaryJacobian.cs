@@ -36,7 +36,7 @@ public sealed class OrdinaryJacobian<T> where T : unmanaged, IFloatingPointIeee7
     public JacobianResult<T> Compute(JacobianTarget target, Action<double>? progress = null)
     {
         var sw = Stopwatch.StartNew();
-        var J = DetachedJacobian.Assemble<T>(n, d, 4096, (u, b, g) => Vjp(target, u, b, g), progress);
+        var J = DetachedJacobian.Assemble<T>(n, d, Math.Clamp(4096 / n, 1, d), (u, b, g) => Vjp(target, u, b, g), progress);
         return DetachedJacobian.Explain(target, n, d, J, frozen.Input(target), frozen.Output(target), sw);
     }
 
