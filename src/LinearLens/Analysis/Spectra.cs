@@ -36,8 +36,8 @@ public static class Spectra
     }
 
     /// <summary>
-    /// Exact top-k triplets of every Jᵢ of a formed J. Tokens run two at a time: the dense eigen-solver of one d×d matrix
-    /// is mostly serial, so a second token keeps the other core busy.
+    /// Top-k triplets of every Jᵢ of a formed J (<see cref="Svd.TopK"/>: dense, or Lanczos to 1e-12·σ₁ for a few of a
+    /// large Jᵢ). Tokens run two at a time: one token's solver is mostly serial, so a second keeps the other core busy.
     /// </summary>
     public static SingularTriplets[] PerTokenDense<T>(JacobianResult<T> r, int k, Action<double>? progress = null) where T : unmanaged, IFloatingPointIeee754<T>
     {
@@ -45,7 +45,7 @@ public static class Spectra
         var res = new SingularTriplets[n];
         Parallel.For(0, n, new ParallelOptions { MaxDegreeOfParallelism = Math.Max(1, Math.Min(2, Environment.ProcessorCount)) }, i =>
         {
-            res[i] = Svd.Dense(TokenMatrix(r, i), d, d, k);
+            res[i] = Svd.TopK(TokenMatrix(r, i), d, d, k);
             lock (res) progress?.Invoke((double)++done / n);   // callers' progress reporters are not thread-safe
         });
         return res;

@@ -116,6 +116,20 @@ public static unsafe class Svd
             : new SingularTriplets(rows, cols, sigma, right, left, null, "dense");
     }
 
+    /// <summary>
+    /// Top-k of an explicit matrix: <see cref="Dense"/> when it is small (min(rows, cols) ≤ <see cref="JacobiLimit"/>) or k
+    /// is a sizable part of it; otherwise block Lanczos on the matrix itself to residuals ≤ 1e-12·σ₁ (so σ to 1e-12
+    /// relative or better), falling back to <see cref="Dense"/> if that does not converge. For the top few of a
+    /// 1024×1024 Jᵢ that is a few dozen reads of the matrix instead of a Gram matrix and a full eigendecomposition.
+    /// </summary>
+    public static SingularTriplets TopK(double[] a, int rows, int cols, int k)
+    {
+        int p = Math.Min(rows, cols);
+        if (p <= JacobiLimit || 8 * k > p) return Dense(a, rows, cols, k);
+        var t = Lanczos(new DenseOperator(a, rows, cols), k, 1e-12, blockSize: Math.Clamp(k, 1, 4));
+        return t.Converged ? t : Dense(a, rows, cols, k);
+    }
+
     static void Transpose(ReadOnlySpan<double> a, int rows, int cols, Span<double> t)
     {
         const int bs = 32;

@@ -35,19 +35,20 @@ public static class DetachedJacobian
     /// </summary>
     public const int RowsPerPass = 8192;
 
-    /// <summary>Most bytes the product buffers of one batch may take when all d cotangents go at once.</summary>
-    public const long WideBatchBytes = 2L << 30;
+    /// <summary>Memory for forming J — J itself plus one product's buffers — above which `auto` goes matrix-free.</summary>
+    public const long MemoryBudgetBytes = 2_000_000_000;
 
     /// <summary>
     /// Cotangents per transpose product when forming J for n tokens, and the bytes of that product's buffers. All d at
-    /// once when their buffers fit <see cref="WideBatchBytes"/> and the MLP then runs as one matrix per position (a third
-    /// fewer MLP flops, see <see cref="FrozenMlp"/>); otherwise <see cref="RowsPerPass"/>/n.
+    /// once when J and their buffers fit <see cref="MemoryBudgetBytes"/> and the MLP then runs as one matrix per position
+    /// (a third fewer MLP flops, see <see cref="FrozenMlp"/>); otherwise <see cref="RowsPerPass"/>/n.
     /// </summary>
     public static (int batch, long bufferBytes) Batch(ModelConfig c, int n, int elementSize)
     {
         int d = c.HiddenSize;
+        long jBytes = (long)d * n * d * elementSize;
         long wideBytes = (long)n * d * (3L * d + c.QDim + c.KvDim) * elementSize;
-        if (wideBytes <= WideBatchBytes && FrozenMlp.MatrixPays(d, c.IntermediateSize, d)) return (d, wideBytes);
+        if (jBytes + wideBytes <= MemoryBudgetBytes && FrozenMlp.MatrixPays(d, c.IntermediateSize, d)) return (d, wideBytes);
         int batch = Math.Clamp(RowsPerPass / n, 1, d);
         return (batch, (long)n * batch * (3L * d + c.QDim + c.KvDim + c.IntermediateSize) * elementSize);
     }
