@@ -289,31 +289,32 @@ public sealed class FrozenMap<T> where T : unmanaged, IFloatingPointIeee754<T>
         return true;
     }
 
-    T[]? scaledUp, mlpMatrix;
+    T[]? scaledDown, mlpMatrix;
 
     /// <summary>M_t = W_down·diag(γ_t)·W_up of layer l at position t, as a d×d view of a reused buffer.</summary>
     unsafe MatrixView MlpMatrix(int l, int t)
     {
         var w = Model.Checkpoint.Layers[l];
         int I = c.IntermediateSize;
-        scaledUp ??= Pinned.Array<T>((long)I * d);
+        scaledDown ??= Pinned.Array<T>((long)d * I);
         mlpMatrix ??= Pinned.Array<T>((long)d * d);
-        var gate = Trace.Gate[l];
-        var up = w.Up;
-        var dst = scaledUp;
-        // diag(γ_t)·W_up: the stored rows widened to T and scaled (W_up is [I×d])
+        var gate = Trace.Gate[l].AsSpan(t * I, I).ToArray();
+        var down = w.Down;
+        var dst = scaledDown;
+        // W_down·diag(γ_t): each stored row [I] widened to T and scaled elementwise (contiguous, so the product below takes
+        // the stored W_up as its B operand, packed like the MLP's own products — faster than a scaled W_up as B)
         Parallel.For(0, 16, part =>
         {
-            var (i0, i1) = Gemm.Split(I, 16, part, 1);
+            var (r0, r1) = Gemm.Split(d, 16, part, 1);
             T* pd = (T*)Pinned.Pointer(dst);
-            for (int i = i0; i < i1; i++)
+            for (int r = r0; r < r1; r++)
             {
-                GemmConvert.Row((byte*)up.Data + i * up.RowStride * up.Type.Size(), up.Type, pd + (long)i * d, d);
-                var row = dst.AsSpan(i * d, d);
-                TensorPrimitives.Multiply(row, gate[t * I + i], row);
+                GemmConvert.Row((byte*)down.Data + r * down.RowStride * down.Type.Size(), down.Type, pd + (long)r * I, I);
+                var row = dst.AsSpan(r * I, I);
+                TensorPrimitives.Multiply(row, gate, row);
             }
         });
-        MatMul.Run(w.Down, false, Pinned.View(scaledUp, I, d), false, mlpMatrix, 0, d);
+        MatMul.Run(Pinned.View(scaledDown, d, I), false, w.Up, false, mlpMatrix, 0, d);
         return Pinned.View(mlpMatrix, d, d);
     }
 
