@@ -48,10 +48,10 @@ public class AnalysisTests
             var s = Spectra.Decode("planted", t, Spectra.FrobeniusSquared(m), y, decoder, 3, decodeRight: true);
             for (int k = 0; k < 3; k++)
             {
-                Assert.Equal(sigma[k], s.SingularValues[k], 12);
+                Assert.Equal(sigma[k], s.SingularValues[k], 1e-12);
                 Assert.Equal(planted[k], s.Components[k].Left[0].Id);
                 Assert.Equal(planted[k], s.Components[k].Right![0].Id);
-                Assert.Equal(1.0, s.Components[k].Right![0].Score, 12);
+                Assert.Equal(1.0, s.Components[k].Right![0].Score, 1e-12);
                 Assert.Equal(1, s.Components[k].Sign);
             }
         }
@@ -101,7 +101,7 @@ public class AnalysisTests
         var ji = Spectra.TokenMatrix(J, ids.Length - 1);
         var all = Svd.Dense(ji, d, d, d);
         // σ² are the eigenvalues of JᵢᵀJᵢ: check Σσ² = ‖Jᵢ‖_F² and each A vₖ = σₖ uₖ, Aᵀuₖ = σₖ vₖ.
-        Assert.Equal(Spectra.FrobeniusSquared(ji), all.Values.Sum(v => v * v), 10);
+        Assert.Equal(Spectra.FrobeniusSquared(ji), all.Values.Sum(v => v * v), 1e-10);
         for (int k = 0; k < 8; k++)
         {
             var u = all.Left(k).ToArray(); var v = all.Right(k).ToArray();
@@ -116,8 +116,8 @@ public class AnalysisTests
             {
                 double uu = 0, vv = 0;
                 for (int r = 0; r < d; r++) { uu += all.U[k * d + r] * all.U[l * d + r]; vv += all.V[k * d + r] * all.V[l * d + r]; }
-                Assert.Equal(k == l ? 1 : 0, uu, 12);
-                Assert.Equal(k == l ? 1 : 0, vv, 12);
+                Assert.Equal(k == l ? 1 : 0, uu, 1e-12);
+                Assert.Equal(k == l ? 1 : 0, vv, 1e-12);
             }
         }
         // The top-8 path gives the same values as the full decomposition.
@@ -151,7 +151,7 @@ public class AnalysisTests
         }
         var (heatErr, _) = DetachedJacobian.Errors<double>(free.HeatmapMatrix, full.HeatmapMatrix);
         Assert.True(heatErr < 1e-13, $"heat-map Jᵢ by JVPs differs from the full J by {heatErr:E2}");
-        Assert.Equal(full.Attributions[0].Sum, free.Attributions[0].Sum, 12);
+        Assert.Equal(full.Attributions[0].Sum, free.Attributions[0].Sum, 1e-12);
     }
 
     [Fact]
@@ -168,7 +168,7 @@ public class AnalysisTests
         for (int i = 0; i < Ids.Length; i++)
         {
             Assert.False(free.PerToken[i].FrobeniusEstimated);
-            Assert.Equal(full.PerToken[i].FrobeniusSquared, free.PerToken[i].FrobeniusSquared, 12);
+            Assert.Equal(full.PerToken[i].FrobeniusSquared, free.PerToken[i].FrobeniusSquared, 1e-12);
             Assert.Equal(full.PerToken[i].SingularValues, free.PerToken[i].SingularValues);
             Assert.Equal(full.ColumnsAndRows[i].TopColumns, free.ColumnsAndRows[i].TopColumns);
         }

@@ -256,14 +256,14 @@ public class SvdTests
         var y = new double[rows * k];
         op.Multiply(x, k, y);
         for (int c = 0; c < k; c++) for (int i = 0; i < rows; i++)
-            Assert.Equal(Dot(a.AsSpan(i * cols, cols), x.AsSpan(c * cols, cols)), y[c * rows + i], 12);
+            Assert.Equal(Dot(a.AsSpan(i * cols, cols), x.AsSpan(c * cols, cols)), y[c * rows + i], 1e-12);
         var z = new double[cols * k];
         op.MultiplyTransposed(y, k, z);
         for (int c = 0; c < k; c++) for (int j = 0; j < cols; j++)
         {
             double s = 0;
             for (int i = 0; i < rows; i++) s += a[i * cols + j] * y[c * rows + i];
-            Assert.Equal(s, z[c * cols + j], 12);
+            Assert.Equal(s, z[c * cols + j], 1e-12);
         }
     }
 }

@@ -117,7 +117,7 @@ public class ForwardParityTests
         Assert.Equal(s.RmsNormEps, c.RmsNormEps);
         Assert.Equal(s.Tie, c.TieWordEmbeddings);
         Assert.Equal(s.IsGemma ? Activation.GeluTanh : Activation.Silu, c.Activation);
-        Assert.Equal(s.AttentionScale, c.AttentionScale, 15);
+        Assert.Equal(s.AttentionScale, c.AttentionScale, 1e-15);
         for (int l = 0; l < s.Layers; l++)
         {
             Assert.Equal(s.WindowOf(l), c.SlidingWindow[l]);

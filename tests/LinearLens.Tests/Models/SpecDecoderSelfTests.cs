@@ -303,7 +303,7 @@ public class SpecDecoderSelfTests
             foreach (var head in layer)
                 for (int s = 0; s < 8; s++)
                 {
-                    Assert.Equal(1.0, head[s].Sum(), 12);
+                    Assert.Equal(1.0, head[s].Sum(), 1e-12);
                     for (int t = s + 1; t < 8; t++) Assert.Equal(0.0, head[s][t]);
                 }
     }
