@@ -79,7 +79,8 @@ static class JacobianCommand
         int layers = target.Mode == JacobianMode.Cumulative ? target.Layer : 1;
         lin = (long)layers * ((long)c.KvDim * d + (long)d * c.QDim + 2L * c.IntermediateSize * d);
         double rowBytes = (3.0 * d + c.QDim + c.KvDim + c.IntermediateSize) * elementSize;
-        double memFull = (double)d * n * d * elementSize + DetachedJacobian.Batch(c, n, elementSize).bufferBytes;
+        // whether J fits is judged with the narrow batch: a wider one is only taken when memory allows (DetachedJacobian.Batch)
+        double memFull = (double)d * n * d * elementSize + DetachedJacobian.Batch(c, n, elementSize, budget: 0).bufferBytes;
         int k = Math.Min(req.K, d);
         int krylov = Math.Min(d, 10 * k + 100);
         int lanes = req.PerToken ? n : 1;

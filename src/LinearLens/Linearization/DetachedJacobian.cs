@@ -40,16 +40,17 @@ public static class DetachedJacobian
 
     /// <summary>
     /// Cotangents per transpose product when forming J for n tokens, and the bytes of that product's buffers. All d at
-    /// once when J and their buffers fit <see cref="MemoryBudgetBytes"/> and the MLP then runs as one matrix per position
-    /// (a third fewer MLP flops, see <see cref="FrozenMlp"/>); otherwise <see cref="RowsPerPass"/>/n. (A larger budget
-    /// gained little where it mattered: 64 Qwen3-0.6B tokens, 5.7 GB for ~5 %.)
+    /// once when J and their buffers fit <paramref name="budget"/> (default: <see cref="MemoryBudgetBytes"/> or a quarter
+    /// of the memory this process may use, whichever is more) and the MLP then runs as one matrix per position (a third
+    /// fewer MLP flops, see <see cref="FrozenMlp"/>); otherwise <see cref="RowsPerPass"/>/n.
     /// </summary>
-    public static (int batch, long bufferBytes) Batch(ModelConfig c, int n, int elementSize)
+    public static (int batch, long bufferBytes) Batch(ModelConfig c, int n, int elementSize, long? budget = null)
     {
         int d = c.HiddenSize;
         long jBytes = (long)d * n * d * elementSize;
         long wideBytes = (long)n * d * (3L * d + c.QDim + c.KvDim) * elementSize;
-        if (jBytes + wideBytes <= MemoryBudgetBytes && FrozenMlp.MatrixPays(d, c.IntermediateSize, d)) return (d, wideBytes);
+        long allowed = budget ?? Math.Max(MemoryBudgetBytes, GC.GetGCMemoryInfo().TotalAvailableMemoryBytes / 4);
+        if (jBytes + wideBytes <= allowed && FrozenMlp.MatrixPays(d, c.IntermediateSize, d)) return (d, wideBytes);
         int batch = Math.Clamp(RowsPerPass / n, 1, d);
         return (batch, (long)n * batch * (3L * d + c.QDim + c.KvDim + c.IntermediateSize) * elementSize);
     }

@@ -207,7 +207,7 @@ public class DetachedJacobianTests
     {
         using var doc = System.Text.Json.JsonDocument.Parse(RandomCheckpoint.ConfigJson(RandomCheckpointSpec.Preset("qwen3-0.6b")));
         var config = ModelConfig.Parse(doc.RootElement);
-        var (batch, bytes) = DetachedJacobian.Batch(config, n, elementSize);
+        var (batch, bytes) = DetachedJacobian.Batch(config, n, elementSize, DetachedJacobian.MemoryBudgetBytes);
         Assert.Equal(expected, batch);
         Assert.True(batch < 1024 || bytes + 1024L * n * 1024 * elementSize <= DetachedJacobian.MemoryBudgetBytes);
     }
