@@ -197,6 +197,9 @@ public static unsafe class Gemm
                         {
                             next = bData + (pc * ldb + jc + jr + NR) * bSize; nextStride = ldb * bSize;
                             nextRows = kc; nextRowBytes = Math.Min(NR, nc - jr - NR) * bSize;
+                            // narrow panels share cache lines (four bf16 panels of 8 per line): when every row's next
+                            // panel lies in the lines this one's packing just read, there is nothing to fetch
+                            if (nextStride % 64 == 0 && ((nint)next + nextRowBytes - 1) >> 6 == ((nint)next - 1) >> 6) nextRows = 0;
                         }
                         else
                         {
@@ -211,9 +214,8 @@ public static unsafe class Gemm
                             {
                                 byte* row = next + nextRow * nextStride;
                                 int end = Math.Min(nextRowBytes, nextByte + bytesPerSlice);
-                                // one touch per cache line, the row's last byte included (rows need not start on a line)
-                                for (int o = nextByte; o < end; o += 64) Sse.Prefetch0(row + o);
-                                Sse.Prefetch0(row + end - 1);
+                                // one touch per cache line from the slice's first byte to its last (rows need not start on a line)
+                                for (nint line = (nint)(row + nextByte) & ~63; line < (nint)(row + end); line += 64) Sse.Prefetch0((void*)line);
                                 if (end == nextRowBytes) { nextRow++; nextByte = 0; } else { nextByte = end; break; }
                             }
                             int mr = Math.Min(MR, mc - ir);
