@@ -226,6 +226,35 @@ internal static unsafe class GemmPack
     static void Transpose4x4(double* s0, double* s1, double* s2, double* s3, double* d, int R) =>
         Transpose4x4(Avx.LoadVector256(s0), Avx.LoadVector256(s1), Avx.LoadVector256(s2), Avx.LoadVector256(s3), d, R);
 
+    /// <summary>Gather of R = 4q + 2 rows of float64: q 4×4 transposes, then the last two rows two-by-four.</summary>
+    static void GatherPairs(double* rows, long ld, int kc, int R, double* dst)
+    {
+        int r0 = 0;
+        for (; r0 + 4 <= R; r0 += 4)
+        {
+            double* s0 = rows + r0 * ld, s1 = s0 + ld, s2 = s1 + ld, s3 = s2 + ld, d = dst + r0;
+            int p = 0;
+            for (; p + 4 <= kc; p += 4, d += 4 * R) Transpose4x4(s0 + p, s1 + p, s2 + p, s3 + p, d, R);
+            for (; p < kc; p++, d += R) { d[0] = s0[p]; d[1] = s1[p]; d[2] = s2[p]; d[3] = s3[p]; }
+        }
+        {
+            double* s0 = rows + r0 * ld, s1 = s0 + ld, d = dst + r0;
+            int p = 0;
+            for (; p + 4 <= kc; p += 4, d += 4 * R)
+            {
+                var a = Avx.LoadVector256(s0 + p);
+                var b = Avx.LoadVector256(s1 + p);
+                var lo = Avx.UnpackLow(a, b);    // a₀ b₀ a₂ b₂
+                var hi = Avx.UnpackHigh(a, b);   // a₁ b₁ a₃ b₃
+                Sse2.Store(d, lo.GetLower());
+                Sse2.Store(d + R, hi.GetLower());
+                Sse2.Store(d + 2 * R, lo.GetUpper());
+                Sse2.Store(d + 3 * R, hi.GetUpper());
+            }
+            for (; p < kc; p++, d += R) { d[0] = s0[p]; d[1] = s1[p]; }
+        }
+    }
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     static void Transpose4x4(Vector256<double> a0, Vector256<double> a1, Vector256<double> a2, Vector256<double> a3, double* d, int R)
     {
@@ -273,6 +302,12 @@ internal static unsafe class GemmPack
                     d[0] = s0[p]; d[1] = s1[p]; d[2] = s2[p]; d[3] = s3[p];
                 }
             }
+            return;
+        }
+        if (typeof(T) == typeof(double) && cnt == R && R % 4 == 2 && Avx.IsSupported)
+        {
+            // the float64 micro-kernel's 6-row A panels (every product's activations): rows in fours, then a pair
+            GatherPairs((double*)rows, ld, kc, R, (double*)dst);
             return;
         }
         for (int p = 0; p < kc; p++, dst += R)
