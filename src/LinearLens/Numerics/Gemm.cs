@@ -223,6 +223,7 @@ public static unsafe class Gemm
                             T* cTile = cCol + (ic + ir) * ldc;
                             if (mr == MR && nr == NR)
                                 K.Run(kc, aPanel, bPanel, cTile, ldc, alpha, beta, overwrite);
+                            else if (nr == NR && K.RunRows(mr, kc, aPanel, bPanel, cTile, ldc, alpha, beta, overwrite)) { }
                             else
                             {
                                 K.Run(kc, aPanel, bPanel, tile, NR, T.One, T.Zero, true);

@@ -22,6 +22,12 @@ internal unsafe interface IGemmKernel<T> where T : unmanaged
     /// <summary>Columns of one packed B block (kc×nc lives in L3); a multiple of NR.</summary>
     static abstract int NC { get; }
     static abstract void Run(int kc, T* a, T* b, T* c, long ldc, T alpha, T beta, bool overwrite);
+
+    /// <summary>
+    /// An edge tile of fewer than MR rows (all NR columns) straight into C, when the kernel has a variant for that many
+    /// rows; false otherwise (the caller then runs the full tile into a scratch tile and copies).
+    /// </summary>
+    static virtual bool RunRows(int rows, int kc, T* a, T* b, T* c, long ldc, T alpha, T beta, bool overwrite) => false;
 }
 
 /// <summary>Portable scalar 4×4 kernel (no SIMD / FMA hardware).</summary>
@@ -190,6 +196,40 @@ internal readonly unsafe struct Avx2KernelF64 : IGemmKernel<double>
             { double* cr = c + 4 * ldc; Vector256.Store(Fma.MultiplyAdd(Vector256.Load(cr + 0), vb, c40 * va), cr + 0); Vector256.Store(Fma.MultiplyAdd(Vector256.Load(cr + 4), vb, c41 * va), cr + 4); }
             { double* cr = c + 5 * ldc; Vector256.Store(Fma.MultiplyAdd(Vector256.Load(cr + 0), vb, c50 * va), cr + 0); Vector256.Store(Fma.MultiplyAdd(Vector256.Load(cr + 4), vb, c51 * va), cr + 4); }
         }
+    }
+
+    /// <summary>
+    /// The last 4 rows of a panel (the frozen map's single-vector products have 64 = 10·6 + 4 rows): 4×8 with 8
+    /// accumulators, A read at the 6-row panel stride, written straight into C.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static bool RunRows(int rows, int kc, double* a, double* b, double* c, long ldc, double alpha, double beta, bool overwrite)
+    {
+        if (rows != 4) return false;
+        Vector256<double> c00 = default, c01 = default, c10 = default, c11 = default;
+        Vector256<double> c20 = default, c21 = default, c30 = default, c31 = default;
+        for (int p = 0; p < kc; p++, a += 6, b += 8)
+        {
+            var b0 = Vector256.Load(b);
+            var b1 = Vector256.Load(b + 4);
+            { var ar = Vector256.Create(a[0]); c00 = Fma.MultiplyAdd(ar, b0, c00); c01 = Fma.MultiplyAdd(ar, b1, c01); }
+            { var ar = Vector256.Create(a[1]); c10 = Fma.MultiplyAdd(ar, b0, c10); c11 = Fma.MultiplyAdd(ar, b1, c11); }
+            { var ar = Vector256.Create(a[2]); c20 = Fma.MultiplyAdd(ar, b0, c20); c21 = Fma.MultiplyAdd(ar, b1, c21); }
+            { var ar = Vector256.Create(a[3]); c30 = Fma.MultiplyAdd(ar, b0, c30); c31 = Fma.MultiplyAdd(ar, b1, c31); }
+        }
+        var va = Vector256.Create(alpha);
+        var vb = Vector256.Create(beta);
+        void Put(double* cr, Vector256<double> lo, Vector256<double> hi)
+        {
+            if (overwrite) { Vector256.Store(lo * va, cr); Vector256.Store(hi * va, cr + 4); }
+            else
+            {
+                Vector256.Store(Fma.MultiplyAdd(Vector256.Load(cr), vb, lo * va), cr);
+                Vector256.Store(Fma.MultiplyAdd(Vector256.Load(cr + 4), vb, hi * va), cr + 4);
+            }
+        }
+        Put(c, c00, c01); Put(c + ldc, c10, c11); Put(c + 2 * ldc, c20, c21); Put(c + 3 * ldc, c30, c31);
+        return true;
     }
 }
 

@@ -198,6 +198,18 @@ public sealed unsafe class GemmTests
     }
 
     [Fact]
+    public void EdgeRowsOfAPanelMatchTheNaiveProduct()
+    {
+        // 64 = 10·6 + 4 rows (the frozen map's single-vector products) and 6q + 4 in general: the last 4 rows of a 6-row
+        // panel take their own kernel; k > KC exercises its accumulate (β) path across depth blocks.
+        var rng = new Random(29);
+        foreach (var (m, n, k) in new[] { (64, 40, 600), (4, 24, 300), (10, 17, 257) })
+            foreach (bool transB in new[] { false, true })
+                foreach (var (alpha, beta) in new[] { (1.0, 0.0), (0.5, 0.25) })
+                    Check(rng, false, m, n, k, false, transB, DType.F64, DType.BF16, alpha, beta);
+    }
+
+    [Fact]
     public void BetaZeroIgnoresNaNInC()
     {
         var rng = new Random(21);
