@@ -208,27 +208,48 @@ internal readonly unsafe struct Avx2KernelF64 : IGemmKernel<double>
         if (rows != 4) return false;
         Vector256<double> c00 = default, c01 = default, c10 = default, c11 = default;
         Vector256<double> c20 = default, c21 = default, c30 = default, c31 = default;
-        for (int p = 0; p < kc; p++, a += 6, b += 8)
+        int p = 0;
+        for (; p + 2 <= kc; p += 2, a += 12, b += 16)
         {
             var b0 = Vector256.Load(b);
             var b1 = Vector256.Load(b + 4);
-            { var ar = Vector256.Create(a[0]); c00 = Fma.MultiplyAdd(ar, b0, c00); c01 = Fma.MultiplyAdd(ar, b1, c01); }
-            { var ar = Vector256.Create(a[1]); c10 = Fma.MultiplyAdd(ar, b0, c10); c11 = Fma.MultiplyAdd(ar, b1, c11); }
-            { var ar = Vector256.Create(a[2]); c20 = Fma.MultiplyAdd(ar, b0, c20); c21 = Fma.MultiplyAdd(ar, b1, c21); }
-            { var ar = Vector256.Create(a[3]); c30 = Fma.MultiplyAdd(ar, b0, c30); c31 = Fma.MultiplyAdd(ar, b1, c31); }
+            var ar = Vector256.Create(a[0]); c00 = Fma.MultiplyAdd(ar, b0, c00); c01 = Fma.MultiplyAdd(ar, b1, c01);
+            ar = Vector256.Create(a[1]); c10 = Fma.MultiplyAdd(ar, b0, c10); c11 = Fma.MultiplyAdd(ar, b1, c11);
+            ar = Vector256.Create(a[2]); c20 = Fma.MultiplyAdd(ar, b0, c20); c21 = Fma.MultiplyAdd(ar, b1, c21);
+            ar = Vector256.Create(a[3]); c30 = Fma.MultiplyAdd(ar, b0, c30); c31 = Fma.MultiplyAdd(ar, b1, c31);
+            b0 = Vector256.Load(b + 8);
+            b1 = Vector256.Load(b + 12);
+            ar = Vector256.Create(a[6]); c00 = Fma.MultiplyAdd(ar, b0, c00); c01 = Fma.MultiplyAdd(ar, b1, c01);
+            ar = Vector256.Create(a[7]); c10 = Fma.MultiplyAdd(ar, b0, c10); c11 = Fma.MultiplyAdd(ar, b1, c11);
+            ar = Vector256.Create(a[8]); c20 = Fma.MultiplyAdd(ar, b0, c20); c21 = Fma.MultiplyAdd(ar, b1, c21);
+            ar = Vector256.Create(a[9]); c30 = Fma.MultiplyAdd(ar, b0, c30); c31 = Fma.MultiplyAdd(ar, b1, c31);
+        }
+        for (; p < kc; p++, a += 6, b += 8)
+        {
+            var b0 = Vector256.Load(b);
+            var b1 = Vector256.Load(b + 4);
+            var ar = Vector256.Create(a[0]); c00 = Fma.MultiplyAdd(ar, b0, c00); c01 = Fma.MultiplyAdd(ar, b1, c01);
+            ar = Vector256.Create(a[1]); c10 = Fma.MultiplyAdd(ar, b0, c10); c11 = Fma.MultiplyAdd(ar, b1, c11);
+            ar = Vector256.Create(a[2]); c20 = Fma.MultiplyAdd(ar, b0, c20); c21 = Fma.MultiplyAdd(ar, b1, c21);
+            ar = Vector256.Create(a[3]); c30 = Fma.MultiplyAdd(ar, b0, c30); c31 = Fma.MultiplyAdd(ar, b1, c31);
         }
         var va = Vector256.Create(alpha);
-        var vb = Vector256.Create(beta);
-        void Put(double* cr, Vector256<double> lo, Vector256<double> hi)
+        double* r0 = c, r1 = c + ldc, r2 = c + 2 * ldc, r3 = c + 3 * ldc;
+        if (overwrite)
         {
-            if (overwrite) { Vector256.Store(lo * va, cr); Vector256.Store(hi * va, cr + 4); }
-            else
-            {
-                Vector256.Store(Fma.MultiplyAdd(Vector256.Load(cr), vb, lo * va), cr);
-                Vector256.Store(Fma.MultiplyAdd(Vector256.Load(cr + 4), vb, hi * va), cr + 4);
-            }
+            Vector256.Store(c00 * va, r0); Vector256.Store(c01 * va, r0 + 4);
+            Vector256.Store(c10 * va, r1); Vector256.Store(c11 * va, r1 + 4);
+            Vector256.Store(c20 * va, r2); Vector256.Store(c21 * va, r2 + 4);
+            Vector256.Store(c30 * va, r3); Vector256.Store(c31 * va, r3 + 4);
         }
-        Put(c, c00, c01); Put(c + ldc, c10, c11); Put(c + 2 * ldc, c20, c21); Put(c + 3 * ldc, c30, c31);
+        else
+        {
+            var vb = Vector256.Create(beta);
+            Vector256.Store(Fma.MultiplyAdd(Vector256.Load(r0), vb, c00 * va), r0); Vector256.Store(Fma.MultiplyAdd(Vector256.Load(r0 + 4), vb, c01 * va), r0 + 4);
+            Vector256.Store(Fma.MultiplyAdd(Vector256.Load(r1), vb, c10 * va), r1); Vector256.Store(Fma.MultiplyAdd(Vector256.Load(r1 + 4), vb, c11 * va), r1 + 4);
+            Vector256.Store(Fma.MultiplyAdd(Vector256.Load(r2), vb, c20 * va), r2); Vector256.Store(Fma.MultiplyAdd(Vector256.Load(r2 + 4), vb, c21 * va), r2 + 4);
+            Vector256.Store(Fma.MultiplyAdd(Vector256.Load(r3), vb, c30 * va), r3); Vector256.Store(Fma.MultiplyAdd(Vector256.Load(r3 + 4), vb, c31 * va), r3 + 4);
+        }
         return true;
     }
 }
