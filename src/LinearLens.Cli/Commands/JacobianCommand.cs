@@ -130,7 +130,7 @@ static class JacobianCommand
         {
             var sw = System.Diagnostics.Stopwatch.StartNew();
             SingularTriplets[] res = req.PerToken
-                ? Progress.Run(stderr, "per-token SVD", report => Spectra.PerTokenDense(r, req.K, report))
+                ? Progress.Run(stderr, "per-token SVD", report => Spectra.PerToken(r, req.K, report))
                 : [Svd.Dense(Spectra.CombinedMatrix(r), d, n * d, req.K)];
             (svdJson, svdLines) = SvdReport(res, req, tokens, sw.Elapsed.TotalSeconds, 0);
         }

@@ -232,7 +232,7 @@ public static class Analyzer
         int n = J.Tokens, d = J.Hidden;
         var perToken = new Spectrum[n];
         var colRows = new ColumnRowNorms[n];
-        var tokenSvd = Spectra.PerTokenDense(J, K, f => progress?.Invoke("per-token SVD", f));
+        var tokenSvd = Spectra.PerToken(J, K, f => progress?.Invoke("per-token SVD", f));
         for (int i = 0; i < n; i++)
         {
             var ji = Spectra.TokenMatrix(J, i);

@@ -39,7 +39,7 @@ public static class Spectra
     /// Top-k triplets of every Jᵢ of a formed J (<see cref="Svd.TopK"/>: dense, or Lanczos to 1e-12·σ₁ for a few of a
     /// large Jᵢ). Tokens run two at a time: one token's solver is mostly serial, so a second keeps the other core busy.
     /// </summary>
-    public static SingularTriplets[] PerTokenDense<T>(JacobianResult<T> r, int k, Action<double>? progress = null) where T : unmanaged, IFloatingPointIeee754<T>
+    public static SingularTriplets[] PerToken<T>(JacobianResult<T> r, int k, Action<double>? progress = null) where T : unmanaged, IFloatingPointIeee754<T>
     {
         int n = r.Tokens, d = r.Hidden, done = 0;
         var res = new SingularTriplets[n];

@@ -130,10 +130,7 @@ public sealed class FrozenMap<T> where T : unmanaged, IFloatingPointIeee754<T>
         if (MlpMatrixPays(L, q0))
         {
             m = ws.G;
-            for (int p = q0; p < n; p++)
-                if (L.Offset(p + 1) > L.Offset(p))
-                    MatMul.Run(Pinned.View(ws.A, L.Offset(p + 1) - L.Offset(p), d, (long)L.Offset(p) * d), false, MlpMatrix(l, p), true,
-                        m, (long)L.Offset(p) * d, d);
+            ApplyMlpMatrices(l, ws.A, L, q0, transposed: true, m);
         }
         else
         {
@@ -211,12 +208,7 @@ public sealed class FrozenMap<T> where T : unmanaged, IFloatingPointIeee754<T>
         if (MlpOutGain(l) is { } gm) { ScaleRows(ws.H, d, gm, Trace.MlpOutNormScale[l]!, L, ws.G, fromPos); src = ws.G; }
         // Γ_z = W_downᵀ Γ ⊙ γ;  Γ_b = W_upᵀ Γ_z (or Γ_b = M_tᵀ Γ, see MlpMatrixPays);  Γ_h' += ρ·w ⊙ Γ_b
         if (MlpMatrixPays(L, fromPos))
-            for (int p = fromPos; p < n; p++)
-            {
-                if (L.Offset(p + 1) == L.Offset(p)) continue;
-                MatMul.Run(Pinned.View(src, L.Offset(p + 1) - L.Offset(p), d, (long)L.Offset(p) * d), false, MlpMatrix(l, p), false,
-                    ws.A, (long)L.Offset(p) * d, d);
-            }
+            ApplyMlpMatrices(l, src, L, fromPos, transposed: false, ws.A);
         else
         {
             MatMul.Run(Pinned.View(src, rows, d, (long)r0 * d), false, w.Down, false, ws.I, (long)r0 * I, I);
@@ -275,7 +267,6 @@ public sealed class FrozenMap<T> where T : unmanaged, IFloatingPointIeee754<T>
                 TensorPrimitives.MultiplyAdd(src.AsSpan(r * d, d), tmp, dst.AsSpan(r * d, d), dst.AsSpan(r * d, d));
         });
 
-    /// <summary>rows (t, b) of the intermediate activation ⊙= γ_t, the frozen activated gate.</summary>
     /// <summary>
     /// Whether the MLP is cheaper as one d×d matrix per position: frozen, it is M_t = W_down·diag(γ_t)·W_up (row form:
     /// m = b·M_tᵀ forward, Γ_b = Γ·M_t transposed). With c rows at a position the two weight products cost 4·c·d·I flops;
@@ -289,6 +280,16 @@ public sealed class FrozenMap<T> where T : unmanaged, IFloatingPointIeee754<T>
         return true;
     }
 
+    /// <summary>dst rows of position t = src rows of t · M_t (· M_tᵀ when <paramref name="transposed"/>), for t from fromPos.</summary>
+    void ApplyMlpMatrices(int l, T[] src, RowLayout L, int fromPos, bool transposed, T[] dst)
+    {
+        for (int t = fromPos; t < n; t++)
+        {
+            int r0 = L.Offset(t), rows = L.Offset(t + 1) - r0;
+            if (rows > 0) MatMul.Run(Pinned.View(src, rows, d, (long)r0 * d), false, MlpMatrix(l, t), transposed, dst, (long)r0 * d, d);
+        }
+    }
+
     T[]? scaledDown, mlpMatrix;
 
     /// <summary>M_t = W_down·diag(γ_t)·W_up of layer l at position t, as a d×d view of a reused buffer.</summary>
@@ -298,7 +299,7 @@ public sealed class FrozenMap<T> where T : unmanaged, IFloatingPointIeee754<T>
         int I = c.IntermediateSize;
         scaledDown ??= Pinned.Array<T>((long)d * I);
         mlpMatrix ??= Pinned.Array<T>((long)d * d);
-        var gate = Trace.Gate[l].AsSpan(t * I, I).ToArray();
+        var gate = Trace.Gate[l];
         var down = w.Down;
         var dst = scaledDown;
         // W_down·diag(γ_t): each stored row [I] widened to T and scaled elementwise (contiguous, so the product below takes
@@ -311,13 +312,14 @@ public sealed class FrozenMap<T> where T : unmanaged, IFloatingPointIeee754<T>
             {
                 GemmConvert.Row((byte*)down.Data + r * down.RowStride * down.Type.Size(), down.Type, pd + (long)r * I, I);
                 var row = dst.AsSpan(r * I, I);
-                TensorPrimitives.Multiply(row, gate, row);
+                TensorPrimitives.Multiply(row, gate.AsSpan(t * I, I), row);
             }
         });
         MatMul.Run(Pinned.View(scaledDown, d, I), false, w.Up, false, mlpMatrix, 0, d);
         return Pinned.View(mlpMatrix, d, d);
     }
 
+    /// <summary>rows (t, b) of the intermediate activation ⊙= γ_t, the frozen activated gate.</summary>
     void ScaleByGate(T[] z, T[] gate, RowLayout L, int fromPos)
     {
         int I = c.IntermediateSize;

@@ -195,12 +195,7 @@ internal static unsafe class GemmPack
         if (typeof(T) == typeof(double) && t != DType.F64 && cnt == R && R % 4 == 0 && Avx2.IsSupported)
         {
             // a weight used untransposed (the VJP's products): R elements per row of the panel, widened in registers
-            switch (t)
-            {
-                case DType.BF16: WidenRows<LoadBf16AsF64>(src, rowBytes, kc, R, (double*)dst); break;
-                case DType.F16: WidenRows<LoadF16AsF64>(src, rowBytes, kc, R, (double*)dst); break;
-                default: WidenRows<LoadF32AsF64>(src, rowBytes, kc, R, (double*)dst); break;
-            }
+            WidenRows(src, t, rowBytes, kc, R, (double*)dst);
             return;
         }
         if (typeof(T) == typeof(float) && t is DType.BF16 or DType.F16 && cnt == R && R % 8 == 0 && Avx2.IsSupported)
@@ -226,8 +221,8 @@ internal static unsafe class GemmPack
     static void Transpose4x4(double* s0, double* s1, double* s2, double* s3, double* d, int R) =>
         Transpose4x4(Avx.LoadVector256(s0), Avx.LoadVector256(s1), Avx.LoadVector256(s2), Avx.LoadVector256(s3), d, R);
 
-    /// <summary>Gather of R = 4q + 2 rows of float64: q 4×4 transposes, then the last two rows two-by-four.</summary>
-    static void GatherPairs(double* rows, long ld, int kc, int R, double* dst)
+    /// <summary>Gather of an even number R of float64 rows: 4×4 register transposes, and a last pair of rows two-by-four.</summary>
+    static void GatherF64(double* rows, long ld, int kc, int R, double* dst)
     {
         int r0 = 0;
         for (; r0 + 4 <= R; r0 += 4)
@@ -237,6 +232,7 @@ internal static unsafe class GemmPack
             for (; p + 4 <= kc; p += 4, d += 4 * R) Transpose4x4(s0 + p, s1 + p, s2 + p, s3 + p, d, R);
             for (; p < kc; p++, d += R) { d[0] = s0[p]; d[1] = s1[p]; d[2] = s2[p]; d[3] = s3[p]; }
         }
+        if (r0 < R)
         {
             double* s0 = rows + r0 * ld, s1 = s0 + ld, d = dst + r0;
             int p = 0;
@@ -287,27 +283,23 @@ internal static unsafe class GemmPack
         else
             for (int r = 0; r < cnt; r++) GemmConvert.Row(src + r * rowBytes, t, tmp + (long)r * kc, kc);
 
+        if (typeof(T) == typeof(double) && cnt == R && R % 2 == 0 && Avx.IsSupported)
+        {
+            // float64 panels of an even row count (the AVX2 kernel's 6-row A panels: every product's activations)
+            GatherF64((double*)rows, ld, kc, R, (double*)dst);
+            return;
+        }
         if (cnt == R && R % 4 == 0)
         {
             for (int r0 = 0; r0 < R; r0 += 4)
             {
                 T* s0 = rows + r0 * ld, s1 = s0 + ld, s2 = s1 + ld, s3 = s2 + ld;
                 T* d = dst + r0;
-                int p = 0;
-                if (typeof(T) == typeof(double) && Avx.IsSupported)
-                    for (; p + 4 <= kc; p += 4, d += 4 * R)
-                        Transpose4x4((double*)s0 + p, (double*)s1 + p, (double*)s2 + p, (double*)s3 + p, (double*)d, R);
-                for (; p < kc; p++, d += R)
+                for (int p = 0; p < kc; p++, d += R)
                 {
                     d[0] = s0[p]; d[1] = s1[p]; d[2] = s2[p]; d[3] = s3[p];
                 }
             }
-            return;
-        }
-        if (typeof(T) == typeof(double) && cnt == R && R % 4 == 2 && Avx.IsSupported)
-        {
-            // the float64 micro-kernel's 6-row A panels (every product's activations): rows in fours, then a pair
-            GatherPairs((double*)rows, ld, kc, R, (double*)dst);
             return;
         }
         for (int p = 0; p < kc; p++, dst += R)
@@ -319,6 +311,16 @@ internal static unsafe class GemmPack
     }
 
     /// <summary>Contiguous for a stored BF16/F16/F32 row into float64: R elements of each of kc rows, four at a time.</summary>
+    static void WidenRows(byte* src, DType t, long rowBytes, int kc, int R, double* dst)
+    {
+        switch (t)
+        {
+            case DType.BF16: WidenRows<LoadBf16AsF64>(src, rowBytes, kc, R, dst); break;
+            case DType.F16: WidenRows<LoadF16AsF64>(src, rowBytes, kc, R, dst); break;
+            default: WidenRows<LoadF32AsF64>(src, rowBytes, kc, R, dst); break;
+        }
+    }
+
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void WidenRows<L>(byte* src, long rowBytes, int kc, int R, double* d) where L : IGemmLoader<double>
     {
