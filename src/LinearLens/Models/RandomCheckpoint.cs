@@ -169,11 +169,17 @@ public sealed record RandomCheckpointSpec(
     static readonly double[] TinyLong6 = [1.0, 1.4, 2.3, 3.9, 6.5, 11.0];
 
     /// <summary>
-    /// Phi-4-mini-shaped longrope lists (48 entries). Synthetic: monotone like the released ones, not their values
-    /// (the benchmark cost does not depend on them).
+    /// Phi-4-mini-instruct's released longrope lists (config.json at revision cfbefacb, as quoted by a third-party
+    /// copy; short_factor is all ones).
     /// </summary>
-    static double[] SyntheticFactors(int count, double last) =>
-        Enumerable.Range(0, count).Select(i => Math.Pow(last, (double)i / (count - 1))).ToArray();
+    static readonly double[] Phi4MiniLong =
+    [
+        1, 1.118320672, 1.250641126, 1.398617824, 1.564103225, 1.74916897, 1.956131817, 2.187582649, 2.446418898,
+        2.735880826, 3.059592084, 3.421605075, 3.826451687, 4.279200023, 4.785517845, 5.351743533, 5.984965424,
+        6.693110555, 7.485043894, 8.370679318, 9.36110372, 10.4687158, 11.70738129, 13.09260651, 14.64173252,
+        16.37415215, 18.31155283, 20.47818807, 22.90118105, 25.61086418, 28.64115884, 32.03, 32.1, 32.13, 32.23,
+        32.6, 32.61, 32.64, 32.66, 32.7, 32.71, 32.93, 32.97, 33.28, 33.49, 33.5, 44.16, 47.77,
+    ];
 
     /// <summary>
     /// Named shapes. tiny-llama: d=64, H=4, K=2, D=16, I=96, L=2, V=101, llama3 RoPE scaling with
@@ -228,14 +234,14 @@ public sealed record RandomCheckpointSpec(
             MaxPos: 16384, OriginalMaxPos: 16384, Tie: false, DType: DType.BF16, RopeTheta: 250000, RmsNormEps: 1e-5),
         "phi-4-mini" => new("phi3", Hidden: 3072, Intermediate: 8192, Layers: 32, Heads: 24, KvHeads: 8, HeadDim: 128, Vocab: 200064,
             MaxPos: 131072, OriginalMaxPos: 4096, Tie: true, DType: DType.BF16, RopeTheta: 10000, PartialRotaryFactor: 0.75,
-            RopeScaling: RopeScalingSpec.LongRope(SyntheticFactors(48, 1.1), SyntheticFactors(48, 40)),
+            RopeScaling: RopeScalingSpec.LongRope(Enumerable.Repeat(1.0, 48).ToArray(), Phi4MiniLong),
             SlidingWindow: 262144, RmsNormEps: 1e-5),
         "olmo-2-7b" => new("olmo2", Hidden: 4096, Intermediate: 11008, Layers: 32, Heads: 32, KvHeads: 32, HeadDim: 128, Vocab: 100352,
             MaxPos: 4096, Tie: false, DType: DType.BF16, RopeTheta: 500000, RmsNormEps: 1e-6),
         "ministral-8b" => new("mistral", Hidden: 4096, Intermediate: 12288, Layers: 36, Heads: 32, KvHeads: 8, HeadDim: 128, Vocab: 131072,
             MaxPos: 32768, Tie: false, DType: DType.BF16, RopeTheta: 1e8, SlidingWindow: 32768, RmsNormEps: 1e-5),
         "qwen2.5-7b" => new("qwen2", Hidden: 3584, Intermediate: 18944, Layers: 28, Heads: 28, KvHeads: 4, HeadDim: 128, Vocab: 152064,
-            MaxPos: 131072, Tie: false, DType: DType.BF16, RopeTheta: 1e6, SlidingWindow: 131072, UseSlidingWindow: false,
+            MaxPos: 32768, Tie: false, DType: DType.BF16, RopeTheta: 1e6, SlidingWindow: 131072, UseSlidingWindow: false,
             MaxWindowLayers: 28, RmsNormEps: 1e-6),
         "qwen3-8b" => new("qwen3", Hidden: 4096, Intermediate: 12288, Layers: 36, Heads: 32, KvHeads: 8, HeadDim: 128, Vocab: 151936,
             MaxPos: 40960, Tie: false, DType: DType.BF16, RopeTheta: 1e6, RmsNormEps: 1e-6),

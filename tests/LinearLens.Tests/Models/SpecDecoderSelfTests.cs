@@ -943,6 +943,7 @@ public class SpecDecoderSelfTests
         long parameters = s.CanonicalTensors().Sum(t => t.Shape.Aggregate(1L, (a, b) => a * b));
         Assert.InRange(parameters, min, max);
         Assert.Contains(preset, RandomCheckpointSpec.PresetNames);
+        if (preset == "phi-4-mini") Assert.Equal(3_836_021_760L, parameters);   // the released safetensors, exactly
     }
 
     [Fact]
