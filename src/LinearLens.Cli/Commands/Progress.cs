@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using LinearLens.Loading;
 using Spectre.Console;
 
 namespace LinearLens.Cli.Commands;
@@ -39,6 +40,48 @@ static class Progress
             if (stage != lastStage) { lastStage = stage; lastTenth = 0; }
             int tenth = (int)(f * 10);
             if (sw.Elapsed.TotalSeconds > 1 && tenth > lastTenth) { lastTenth = tenth; stderr.WriteLine($"{what}: {stage} {tenth * 10}%"); }
+        });
+    }
+
+    /// <summary>
+    /// Progress of Hub downloads: one bar per file with bytes and bytes/s on a terminal; otherwise, for a file that
+    /// takes more than a second, a line every tenth (the last at 100 %).
+    /// </summary>
+    public static TResult Download<TResult>(TextWriter stderr, Func<Action<HubProgress>, TResult> work)
+    {
+        bool terminal = ReferenceEquals(stderr, Console.Error) && !Console.IsErrorRedirected;
+        if (terminal)
+        {
+            var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Console.Error) });
+            TResult result = default!;
+            console.Progress().AutoClear(false).HideCompleted(false)
+                .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(),
+                    new DownloadedColumn(), new TransferSpeedColumn(), new RemainingTimeColumn())
+                .Start(ctx =>
+                {
+                    var tasks = new Dictionary<string, ProgressTask>();
+                    result = work(p =>
+                    {
+                        if (!tasks.TryGetValue(p.File, out var task))
+                            tasks[p.File] = task = ctx.AddTask(Markup.Escape(p.File), maxValue: Math.Max(1, p.TotalBytes));
+                        task.Value = p.Bytes;
+                    });
+                });
+            return result;
+        }
+        string file = "";
+        long startBytes = 0;
+        int lastTenth = 0;
+        var sw = new Stopwatch();
+        return work(p =>
+        {
+            if (p.File != file) { file = p.File; startBytes = p.Bytes; lastTenth = (int)(10.0 * p.Bytes / Math.Max(1, p.TotalBytes)); sw.Restart(); }
+            int tenth = (int)(10.0 * p.Bytes / Math.Max(1, p.TotalBytes));
+            if (sw.Elapsed.TotalSeconds <= 1 || tenth <= lastTenth) return;
+            lastTenth = tenth;
+            double rate = (p.Bytes - startBytes) / Math.Max(1e-9, sw.Elapsed.TotalSeconds);
+            stderr.WriteLine(string.Create(System.Globalization.CultureInfo.InvariantCulture,
+                $"downloading {p.File}: {tenth * 10}% ({p.Bytes / 1e6:F1} of {p.TotalBytes / 1e6:F1} MB, {rate / 1e6:F1} MB/s)"));
         });
     }
 }
