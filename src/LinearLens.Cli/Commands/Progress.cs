@@ -56,14 +56,17 @@ static class Progress
             TResult result = default!;
             console.Progress().AutoClear(false).HideCompleted(false)
                 .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(),
-                    new DownloadedColumn(), new TransferSpeedColumn(), new RemainingTimeColumn())
+                    new DownloadedColumn(), new SpeedColumn())
                 .Start(ctx =>
                 {
                     var tasks = new Dictionary<string, ProgressTask>();
                     result = work(p =>
                     {
                         if (!tasks.TryGetValue(p.File, out var task))
+                        {
                             tasks[p.File] = task = ctx.AddTask(Markup.Escape(p.File), maxValue: Math.Max(1, p.TotalBytes));
+                            task.Tag = (double)p.Bytes;   // a resumed download starts here: not part of this run's speed
+                        }
                         task.Value = p.Bytes;
                     });
                 });
@@ -83,5 +86,21 @@ static class Progress
             stderr.WriteLine(string.Create(System.Globalization.CultureInfo.InvariantCulture,
                 $"downloading {p.File}: {tenth * 10}% ({p.Bytes / 1e6:F1} of {p.TotalBytes / 1e6:F1} MB, {rate / 1e6:F1} MB/s)"));
         });
+    }
+
+    /// <summary>
+    /// Bytes/s of this run and the time left. Spectre's own speed column counts a resumed file's first jump (the bytes
+    /// already on disk) as if it had just arrived; this one measures from the task's start value (its Tag).
+    /// </summary>
+    sealed class SpeedColumn : ProgressColumn
+    {
+        public override Spectre.Console.Rendering.IRenderable Render(Spectre.Console.Rendering.RenderOptions options, ProgressTask task, TimeSpan deltaTime)
+        {
+            double seconds = task.ElapsedTime?.TotalSeconds ?? 0, start = task.Tag is double d ? d : 0;
+            if (seconds < 0.2 || task.Value <= start) return Text.Empty;
+            double rate = (task.Value - start) / seconds;
+            string left = task.IsFinished ? "" : $", {TimeSpan.FromSeconds(Math.Ceiling((task.MaxValue - task.Value) / rate)):hh\\:mm\\:ss} left";
+            return new Text(string.Create(System.Globalization.CultureInfo.InvariantCulture, $"{rate / 1e6:F1} MB/s{left}"), new Style(Color.Blue));
+        }
     }
 }

@@ -43,8 +43,13 @@ public sealed partial class HubClient : IDisposable
 
     public void Dispose() => _http.Dispose();
 
-    /// <summary>Whether a --model argument has the ORG/NAME form of a Hub model id (the Hub's naming rules).</summary>
-    public static bool IsHubId(string s) => HubIdPattern().IsMatch(s) && !s.Contains("--") && !s.Contains("..") && s.Length <= 96 * 2 + 1;
+    /// <summary>
+    /// Whether a --model argument has the ORG/NAME form of a Hub model id (the Hub's naming rules). A name ending in
+    /// a model file's extension (x/model.gguf) is taken for a mistyped path, not sent to the Hub.
+    /// </summary>
+    public static bool IsHubId(string s) =>
+        HubIdPattern().IsMatch(s) && !s.Contains("--") && !s.Contains("..") && s.Length <= 96 * 2 + 1
+        && !new[] { ".gguf", ".safetensors", ".json", ".bin" }.Any(ext => s.EndsWith(ext, StringComparison.OrdinalIgnoreCase));
 
     /// <summary>
     /// The local path for --model: an existing file or folder unchanged; an ORG/NAME id through the cache or the Hub;
@@ -72,7 +77,7 @@ public sealed partial class HubClient : IDisposable
         string where = $"{repoId} (revision {revision})";
 
         if (_options.Offline)
-            return FromCache(cache, revision, null, $"HF_HUB_OFFLINE is set and {where} is not in the Hugging Face cache {_options.CacheDir}; unset HF_HUB_OFFLINE to download it, or pass --model a local folder");
+            return FromCache(cache, revision, null, $"HF_HUB_OFFLINE is set and {where} is not in the Hugging Face cache {_options.CacheDir} (nor a local folder); unset HF_HUB_OFFLINE to download it, or pass --model a local folder");
         // A commit never changes: when its snapshot is complete, the network has nothing to add (as huggingface_hub).
         if (HubCache.IsCommitHash(revision) && HubCache.MissingFile(cache.SnapshotFolder(revision)) is null)
             return new ResolvedModel(cache.SnapshotFolder(revision), repoId, revision, revision);
@@ -335,10 +340,10 @@ public sealed partial class HubClient : IDisposable
                 : $"{what} is gated or private and the token in HF_TOKEN has no access to it ({detail}); request access on its Hub page or set HF_TOKEN to a token of an account that has it");
         if (status == 401)
             return new(_options.Token is null
-                ? $"{what} was not found on {_options.Endpoint} or is private ({detail}); check the id, or set HF_TOKEN to a token with access"
+                ? $"{what} is no local folder and was not found on {_options.Endpoint} or is private ({detail}); check the id, or set HF_TOKEN to a token with access"
                 : $"the token in HF_TOKEN was refused for {what} ({detail}); check HF_TOKEN");
         if (code == "RepoNotFound" || status == 404)
-            return new($"model {what} was not found on {_options.Endpoint} ({detail}), and there is no local folder of that name; check the id");
+            return new($"{what} is no local folder and no model on {_options.Endpoint} ({detail}); check the path or the Hub id");
         return new($"{url} answered {detail}; try again later");
     }
 

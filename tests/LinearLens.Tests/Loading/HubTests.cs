@@ -237,8 +237,8 @@ public sealed class HubTests : IDisposable
     [Fact]
     public void UnknownRepoRevisionAndFilesAreOneLine()
     {
-        AssertOneLineError(Generate(Online(), "org/nothing"), "org/nothing was not found", "HF_TOKEN");
-        AssertOneLineError(Generate(Online("hf_any"), "org/nothing"), "model org/nothing was not found", "HTTP 404 RepoNotFound");
+        AssertOneLineError(Generate(Online(), "org/nothing"), "org/nothing is no local folder and was not found on", "HF_TOKEN");
+        AssertOneLineError(Generate(Online("hf_any"), "org/nothing"), "org/nothing is no local folder and no model on", "HTTP 404 RepoNotFound");
 
         server.AddRepo("org/tiny", Checkpoint("origin"));
         AssertOneLineError(Generate(Online(), "org/tiny", "--revision", "v9"), "revision 'v9' not found in org/tiny", "RevisionNotFound");
@@ -341,6 +341,8 @@ public sealed class HubTests : IDisposable
         Assert.False(HubClient.IsHubId("/abs/path"));
         Assert.False(HubClient.IsHubId("org/-name"));
         Assert.False(HubClient.IsHubId("org/na--me"));
+        Assert.False(HubClient.IsHubId("models/missing.gguf"));
+        Assert.True(HubClient.IsHubId("Qwen/Qwen2.5-0.5B-Instruct"));
         Assert.Empty(server.Log);
     }
 
