@@ -52,25 +52,39 @@ static class Progress
         bool terminal = ReferenceEquals(stderr, Console.Error) && !Console.IsErrorRedirected;
         if (terminal)
         {
+            // The bars start with the first download: a model found in the cache prints nothing. Spectre's display
+            // runs on its own thread from then on; the download reports into its tasks.
             var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Console.Error) });
-            TResult result = default!;
-            console.Progress().AutoClear(false).HideCompleted(false)
-                .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(),
-                    new DownloadedColumn(), new SpeedColumn())
-                .Start(ctx =>
+            var context = new TaskCompletionSource<ProgressContext>();
+            var finished = new ManualResetEventSlim();
+            var tasks = new Dictionary<string, ProgressTask>();
+            Task? display = null;
+            try
+            {
+                return work(p =>
                 {
-                    var tasks = new Dictionary<string, ProgressTask>();
-                    result = work(p =>
+                    if (display is null)
                     {
-                        if (!tasks.TryGetValue(p.File, out var task))
-                        {
-                            tasks[p.File] = task = ctx.AddTask(Markup.Escape(p.File), maxValue: Math.Max(1, p.TotalBytes));
-                            task.Tag = (double)p.Bytes;   // a resumed download starts here: not part of this run's speed
-                        }
-                        task.Value = p.Bytes;
-                    });
+                        display = Task.Run(() => console.Progress().AutoClear(false).HideCompleted(false)
+                            .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(),
+                                new DownloadedColumn(), new SpeedColumn())
+                            .Start(ctx => { context.SetResult(ctx); finished.Wait(); }));
+                        Task.WaitAny(context.Task, display);
+                        if (!context.Task.IsCompleted) display.GetAwaiter().GetResult();   // the display failed: say why
+                    }
+                    if (!tasks.TryGetValue(p.File, out var task))
+                    {
+                        tasks[p.File] = task = context.Task.Result.AddTask(Markup.Escape(p.File), maxValue: Math.Max(1, p.TotalBytes));
+                        task.Tag = (double)p.Bytes;   // a resumed download starts here: not part of this run's speed
+                    }
+                    task.Value = p.Bytes;
                 });
-            return result;
+            }
+            finally
+            {
+                finished.Set();
+                display?.Wait();
+            }
         }
         string file = "";
         long startBytes = 0;
@@ -84,9 +98,15 @@ static class Progress
             lastTenth = tenth;
             double rate = (p.Bytes - startBytes) / Math.Max(1e-9, sw.Elapsed.TotalSeconds);
             stderr.WriteLine(string.Create(System.Globalization.CultureInfo.InvariantCulture,
-                $"downloading {p.File}: {tenth * 10}% ({p.Bytes / 1e6:F1} of {p.TotalBytes / 1e6:F1} MB, {rate / 1e6:F1} MB/s)"));
+                $"downloading {p.File}: {tenth * 10}% ({p.Bytes / Mi:F1} of {p.TotalBytes / Mi:F1} MiB, {Rate(rate)})"));
         });
     }
+
+    const double Mi = 1 << 20;
+
+    static string Rate(double bytesPerSecond) => bytesPerSecond >= Mi
+        ? string.Create(System.Globalization.CultureInfo.InvariantCulture, $"{bytesPerSecond / Mi:F1} MiB/s")
+        : string.Create(System.Globalization.CultureInfo.InvariantCulture, $"{bytesPerSecond / 1024:F1} KiB/s");
 
     /// <summary>
     /// Bytes/s of this run and the time left. Spectre's own speed column counts a resumed file's first jump (the bytes
@@ -100,7 +120,7 @@ static class Progress
             if (seconds < 0.2 || task.Value <= start) return Text.Empty;
             double rate = (task.Value - start) / seconds;
             string left = task.IsFinished ? "" : $", {TimeSpan.FromSeconds(Math.Ceiling((task.MaxValue - task.Value) / rate)):hh\\:mm\\:ss} left";
-            return new Text(string.Create(System.Globalization.CultureInfo.InvariantCulture, $"{rate / 1e6:F1} MB/s{left}"), new Style(Color.Blue));
+            return new Text(Rate(rate) + left, new Style(Color.Blue));
         }
     }
 }

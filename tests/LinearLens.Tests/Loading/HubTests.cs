@@ -223,6 +223,26 @@ public sealed class HubTests : IDisposable
         Assert.Equal(Path.Combine("..", "..", "blobs", sha), RelativeLink(Path.Combine(Cache, "models--org--flaky", "snapshots", commit, "model.safetensors")));
     }
 
+    /// <summary>The blob lock is an flock on .locks/models--ORG--NAME/ETAG.lock, the one Python's filelock takes.</summary>
+    [Fact]
+    public void ADownloadWaitsForTheBlobLockAnotherDownloaderHolds()
+    {
+        string origin = Checkpoint("locked");
+        string commit = server.AddRepo("org/locked", origin);
+        string sha = HubTestServer.Sha256(File.ReadAllBytes(Path.Combine(origin, "model.safetensors")));
+        string lockPath = new HubCache(Cache, "org/locked").LockPath(sha);
+        Directory.CreateDirectory(Path.GetDirectoryName(lockPath)!);
+        var held = new FileStream(lockPath, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None);
+        var run = Task.Run(() => HubClient.Resolve("org/locked", null, Online()));
+        Thread.Sleep(750);
+        Assert.False(run.IsCompleted);
+        Assert.DoesNotContain(server.Log, r => r.Path == $"/cdn/{sha}");
+        held.Dispose();
+        Assert.True(run.Wait(TimeSpan.FromSeconds(30)));
+        Assert.Equal(commit, run.Result.Commit);
+        Assert.Contains(server.Log, r => r.Path == $"/cdn/{sha}");
+    }
+
     [Fact]
     public void CorruptDownloadIsRejectedByItsSha256()
     {
