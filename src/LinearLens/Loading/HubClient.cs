@@ -82,12 +82,20 @@ public sealed partial class HubClient : IDisposable
         if (HubCache.IsCommitHash(revision) && HubCache.MissingFile(cache.SnapshotFolder(revision)) is null)
             return new ResolvedModel(cache.SnapshotFolder(revision), repoId, revision, revision);
 
+        // As huggingface_hub: when the Hub cannot be asked, or refuses for a reason other than an unknown revision
+        // (a token missing, the server down), a complete cached snapshot is used, with a note that says why.
         FileMeta config;
         try { config = Head(repoId, revision, "config.json") ?? throw NotAModel(repoId, revision, "config.json"); }
         catch (HubUnreachableException e)
         {
-            return FromCache(cache, revision, $"cannot reach {_options.Endpoint} ({e.Message}); using the cached snapshot",
+            return FromCache(cache, revision, $"cannot reach {_options.Endpoint} ({e.Message})",
                 $"cannot reach {_options.Endpoint} ({e.Message}) and {where} is not in the Hugging Face cache {_options.CacheDir}; connect to the network, or set HF_ENDPOINT to a reachable Hub");
+        }
+        catch (HubRefusedException e)
+        {
+            if (!e.CacheMayAnswer || cache.CommitOf(revision) is not { } cached || HubCache.MissingFile(cache.SnapshotFolder(cached)) is not null)
+                throw new LinearLensException(e.Message);
+            return FromCache(cache, revision, $"the Hub refused: {e.Message}", e.Message);
         }
         string commit = config.Commit;
         try
@@ -109,6 +117,7 @@ public sealed partial class HubClient : IDisposable
         {
             throw new LinearLensException($"lost the connection to {_options.Endpoint} while downloading {repoId} ({e.Message}); run the command again to resume");
         }
+        catch (HubRefusedException e) { throw new LinearLensException(e.Message); }
         return new ResolvedModel(cache.SnapshotFolder(commit), repoId, revision, commit);
     }
 
@@ -119,7 +128,7 @@ public sealed partial class HubClient : IDisposable
         string snapshot = cache.SnapshotFolder(commit);
         if (HubCache.MissingFile(snapshot) is { } missing)
             throw new LinearLensException($"{notCached} (its snapshot {commit[..12]} lacks {missing})");
-        return new ResolvedModel(snapshot, cache.RepoId, revision, commit, note is null ? null : $"{note} {commit[..12]} of {cache.RepoId}");
+        return new ResolvedModel(snapshot, cache.RepoId, revision, commit, note is null ? null : $"using the cached snapshot {commit[..12]} of {cache.RepoId}: {note}");
     }
 
     static LinearLensException NotAModel(string repoId, string revision, string file) =>
@@ -324,8 +333,17 @@ public sealed partial class HubClient : IDisposable
     static bool IsEntryNotFound(HttpResponseMessage r) =>
         ErrorCode(r) == "EntryNotFound" || ((int)r.StatusCode == 404 && ErrorCode(r) is null);
 
-    /// <summary>The one line a refused request becomes (the Hub tells the cases apart by X-Error-Code).</summary>
-    LinearLensException Failure(HttpResponseMessage r, Uri url, string? repoId, string? revision)
+    /// <summary>
+    /// The one line a refused request becomes (the Hub tells the cases apart by X-Error-Code), and whether a cached
+    /// snapshot may stand in: for anything but an unknown revision, as huggingface_hub.
+    /// </summary>
+    HubRefusedException Failure(HttpResponseMessage r, Uri url, string? repoId, string? revision)
+    {
+        string? code = ErrorCode(r);
+        return new HubRefusedException(FailureMessage(r, url, repoId, revision), code != "RevisionNotFound");
+    }
+
+    string FailureMessage(HttpResponseMessage r, Uri url, string? repoId, string? revision)
     {
         int status = (int)r.StatusCode;
         string? code = ErrorCode(r);
@@ -333,22 +351,28 @@ public sealed partial class HubClient : IDisposable
         string? hubMessage = r.Headers.TryGetValues("X-Error-Message", out var m) ? m.FirstOrDefault() : null;
         string detail = $"HTTP {status}{(code is null ? "" : " " + code)}{(hubMessage is null ? "" : ": " + HubCache.Shorten(hubMessage))}";
         if (code == "RevisionNotFound")
-            return new($"revision '{revision}' not found in {what} on {_options.Endpoint} ({detail}); check --revision");
+            return $"revision '{revision}' not found in {what} on {_options.Endpoint} ({detail}); check --revision";
         if (code == "GatedRepo" || status == 403)
-            return new(_options.Token is null
+            return _options.Token is null
                 ? $"{what} is gated or private and HF_TOKEN is not set ({detail}); request access on its Hub page, then set HF_TOKEN to a token of that account"
-                : $"{what} is gated or private and the token in HF_TOKEN has no access to it ({detail}); request access on its Hub page or set HF_TOKEN to a token of an account that has it");
+                : $"{what} is gated or private and the token in HF_TOKEN has no access to it ({detail}); request access on its Hub page or set HF_TOKEN to a token of an account that has it";
         if (status == 401)
-            return new(_options.Token is null
+            return _options.Token is null
                 ? $"{what} is no local folder and was not found on {_options.Endpoint} or is private ({detail}); check the id, or set HF_TOKEN to a token with access"
-                : $"the token in HF_TOKEN was refused for {what} ({detail}); check HF_TOKEN");
+                : $"the token in HF_TOKEN was refused for {what} ({detail}); check HF_TOKEN";
         if (code == "RepoNotFound" || status == 404)
-            return new($"{what} is no local folder and no model on {_options.Endpoint} ({detail}); check the path or the Hub id");
-        return new($"{url} answered {detail}; try again later");
+            return $"{what} is no local folder and no model on {_options.Endpoint} ({detail}); check the path or the Hub id";
+        return $"{url} answered {detail}; try again later";
     }
 
     /// <summary>The Hub could not be reached at all (no connection, no name resolution, no answer).</summary>
     sealed class HubUnreachableException(string message) : Exception(message);
+
+    /// <summary>The Hub answered with a refusal; CacheMayAnswer when a cached snapshot may be used instead.</summary>
+    sealed class HubRefusedException(string message, bool cacheMayAnswer) : Exception(message)
+    {
+        public bool CacheMayAnswer { get; } = cacheMayAnswer;
+    }
 
     [GeneratedRegex(@"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")]
     private static partial Regex HubIdPattern();

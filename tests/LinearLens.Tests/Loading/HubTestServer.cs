@@ -43,6 +43,9 @@ public sealed class HubTestServer : IDisposable
     /// <summary>When set, every /cdn body is cut off after this many bytes (the connection is reset).</summary>
     public volatile int DropLfsAfterBytes;
 
+    /// <summary>When set, every resolve/ request is answered with this status (a Hub that is down: 503).</summary>
+    public volatile int ForceStatus;
+
     /// <summary>When set, /cdn serves bytes whose sha256 is not the etag (one byte flipped).</summary>
     public volatile bool CorruptLfs;
 
@@ -163,6 +166,7 @@ public sealed class HubTestServer : IDisposable
         var parts = path.TrimStart('/').Split('/', 5);
         if (parts.Length < 5 || parts[2] != "resolve") { await Write(stream, 404, h); return; }
         string repoId = parts[0] + "/" + parts[1], revision = Uri.UnescapeDataString(parts[3]), file = Uri.UnescapeDataString(parts[4]);
+        if (ForceStatus != 0) { await Write(stream, ForceStatus, h); return; }
         if (_renamed.TryGetValue(repoId, out var newId))
         {
             h.Add(("Location", $"/{newId}/resolve/{parts[3]}/{parts[4]}"));

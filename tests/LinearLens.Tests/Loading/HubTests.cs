@@ -148,8 +148,8 @@ public sealed class HubTests : IDisposable
         var unreachable = Generate(Online(), "org/tiny");
         Assert.Equal(0, unreachable.ExitCode);
         Assert.Equal(expected.Stdout, unreachable.Stdout);
-        Assert.StartsWith($"note: cannot reach {server.Endpoint}", unreachable.Stderr);
-        Assert.Contains(commit[..12], unreachable.Stderr);
+        Assert.Equal($"note: using the cached snapshot {commit[..12]} of org/tiny: cannot reach {server.Endpoint}",
+            unreachable.Stderr[..unreachable.Stderr.IndexOf(" (", StringComparison.Ordinal)]);
     }
 
     [Fact]
@@ -192,6 +192,27 @@ public sealed class HubTests : IDisposable
         Assert.True(ok.ExitCode == 0, ok.Stderr);
         Assert.Equal(Generate(Online(), origin).Stdout, ok.Stdout);
         Assert.Contains(server.Log, r => r.Authorization == "Bearer hf_right");
+    }
+
+    /// <summary>As huggingface_hub: a refusal other than an unknown revision falls back to a complete cached snapshot.</summary>
+    [Fact]
+    public void RefusalsFallBackToTheCachedSnapshot()
+    {
+        string origin = Checkpoint("gated");
+        string commit = server.AddRepo("org/gated", origin, token: "hf_right");
+        var expected = Generate(Online("hf_right"), "org/gated");
+        Assert.True(expected.ExitCode == 0, expected.Stderr);
+
+        var noToken = Generate(Online(), "org/gated");
+        Assert.Equal(expected.Stdout, noToken.Stdout);
+        Assert.StartsWith($"note: using the cached snapshot {commit[..12]} of org/gated: the Hub refused: org/gated is gated or private and HF_TOKEN is not set", noToken.Stderr);
+
+        server.ForceStatus = 503;
+        var down = Generate(Online("hf_right"), "org/gated");
+        Assert.Equal(expected.Stdout, down.Stdout);
+        Assert.Contains("answered HTTP 503", down.Stderr);
+        server.AddRepo("org/other", origin);
+        AssertOneLineError(Generate(Online(), "org/other"), "/org/other/resolve/main/config.json answered HTTP 503; try again later");
     }
 
     [Fact]
