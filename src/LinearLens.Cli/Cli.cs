@@ -11,9 +11,12 @@ namespace LinearLens.Cli;
 public static class Cli
 {
     /// <summary>Runs with the Hub options of this process's environment (HF_ENDPOINT, HF_HUB_CACHE, HF_TOKEN, HF_HUB_OFFLINE, …).</summary>
-    public static int Run(string[] args, TextWriter stdout, TextWriter stderr) => Run(args, stdout, stderr, HubOptions.FromProcess());
+    public static int Run(string[] args, TextWriter stdout, TextWriter stderr) => Run(args, stdout, stderr, HubOptions.FromProcess);
 
-    public static int Run(string[] args, TextWriter stdout, TextWriter stderr, HubOptions hub)
+    /// <summary>Runs with the given Hub options (tests: a loopback endpoint, a temporary cache) instead of the environment's.</summary>
+    public static int Run(string[] args, TextWriter stdout, TextWriter stderr, HubOptions hub) => Run(args, stdout, stderr, () => hub);
+
+    static int Run(string[] args, TextWriter stdout, TextWriter stderr, Func<HubOptions> hub)
     {
         var root = new RootCommand("LinearLens: an exactly equivalent linear system of a decoder LLM for one input text")
         {

@@ -10,7 +10,7 @@ namespace LinearLens.Cli.Commands;
 /// <summary>`linearlens analyze`: SVD decoded to tokens, layer sweeps, stable rank, exact attribution; analysis.json and PNG figures.</summary>
 static class AnalyzeCommand
 {
-    public static Command Create(TextWriter stdout, TextWriter stderr, HubOptions hub)
+    public static Command Create(TextWriter stdout, TextWriter stderr, Func<HubOptions> hub)
     {
         var input = new ModelInput(hub, stderr);
         var components = new Option<int>("--components") { Description = "Singular triplets per matrix", DefaultValueFactory = _ => 8 };

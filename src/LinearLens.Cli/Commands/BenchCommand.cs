@@ -10,7 +10,7 @@ namespace LinearLens.Cli.Commands;
 /// <summary>`linearlens bench gemm|forward`: speed in GFLOP/s and tokens/s, printed one case per line.</summary>
 static class BenchCommand
 {
-    public static Command Create(TextWriter stdout, TextWriter stderr, HubOptions hub)
+    public static Command Create(TextWriter stdout, TextWriter stderr, Func<HubOptions> hub)
     {
         var bench = new Command("bench", "Measure speed (GEMM GFLOP/s, forward tokens/s)");
 

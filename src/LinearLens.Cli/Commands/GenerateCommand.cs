@@ -8,7 +8,7 @@ namespace LinearLens.Cli.Commands;
 
 static class GenerateCommand
 {
-    public static Command Create(TextWriter stdout, TextWriter stderr, HubOptions hub)
+    public static Command Create(TextWriter stdout, TextWriter stderr, Func<HubOptions> hub)
     {
         var input = new ModelInput(hub, stderr);
         var maxNew = new Option<int>("--max-new-tokens") { Description = "How many tokens to generate (greedy)", DefaultValueFactory = _ => 32 };

@@ -13,7 +13,7 @@ namespace LinearLens.Cli.Commands;
 /// <summary>`linearlens jacobian`: the detached Jacobian of one output, its reconstruction check, optional .npy files.</summary>
 static class JacobianCommand
 {
-    public static Command Create(TextWriter stdout, TextWriter stderr, HubOptions hub)
+    public static Command Create(TextWriter stdout, TextWriter stderr, Func<HubOptions> hub)
     {
         var input = new ModelInput(hub, stderr);
         var target = new TargetOptions();

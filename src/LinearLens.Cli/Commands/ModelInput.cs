@@ -6,9 +6,10 @@ namespace LinearLens.Cli.Commands;
 /// <summary>
 /// The options every model command shares: --model (a local path, or an ORG/NAME Hub id with --revision), --text |
 /// --token-ids, --dtype. Hub ids are resolved through the Hugging Face cache by <see cref="HubClient"/> with the
-/// options the CLI was started with.
+/// options the CLI was started with (read when a command opens its model, so that a bad HF_* variable is an error
+/// line of that command, not of every command).
 /// </summary>
-sealed class ModelInput(HubOptions hub, TextWriter stderr)
+sealed class ModelInput(Func<HubOptions> hub, TextWriter stderr)
 {
     public readonly Option<string> Model = new("--model") { Description = "Model folder in Hugging Face layout (config.json, *.safetensors, tokenizer.json), or a Hub id ORG/NAME (read from the Hugging Face cache, downloaded into it when missing)", Required = true };
     public readonly Option<string> Revision = new("--revision") { Description = "Branch, tag or commit of a Hub id given to --model (default: main)" };

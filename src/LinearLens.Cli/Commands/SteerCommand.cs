@@ -13,7 +13,7 @@ static class SteerCommand
 {
     static readonly double[] DefaultSweep = [0, 0.25, 0.5, 1];
 
-    public static Command Create(TextWriter stdout, TextWriter stderr, HubOptions hub)
+    public static Command Create(TextWriter stdout, TextWriter stderr, Func<HubOptions> hub)
     {
         var input = new ModelInput(hub, stderr);
         var concept = new Option<string>("--concept") { Description = "Concept text to steer toward (tokenized like --text)" };

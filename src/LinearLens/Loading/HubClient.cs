@@ -21,7 +21,6 @@ public sealed partial class HubClient : IDisposable
 
     const int MaxRedirects = 10;
     const int AttemptsPerFile = 3;
-    static readonly TimeSpan IdleTimeout = TimeSpan.FromSeconds(60);
 
     readonly HubOptions _options;
     readonly Action<HubProgress>? _progress;
@@ -35,9 +34,9 @@ public sealed partial class HubClient : IDisposable
         {
             AllowAutoRedirect = false,
             AutomaticDecompression = DecompressionMethods.None,
-            ConnectTimeout = TimeSpan.FromSeconds(10),
+            ConnectTimeout = options.EtagTimeout,
         })
-        { Timeout = TimeSpan.FromSeconds(30) };   // until the response headers; body reads have their own idle limit
+        { Timeout = Timeout.InfiniteTimeSpan };   // each request has its own limit until its headers, each body read another
         _http.DefaultRequestHeaders.UserAgent.ParseAdd("LinearLens/1.0");
     }
 
@@ -55,7 +54,11 @@ public sealed partial class HubClient : IDisposable
     /// The local path for --model: an existing file or folder unchanged; an ORG/NAME id through the cache or the Hub;
     /// anything else unchanged (Checkpoint.Open then says what is missing). revision is null unless --revision was given.
     /// </summary>
-    public static ResolvedModel Resolve(string model, string? revision, HubOptions options, Action<HubProgress>? progress = null)
+    public static ResolvedModel Resolve(string model, string? revision, HubOptions options, Action<HubProgress>? progress = null) =>
+        Resolve(model, revision, () => options, progress);
+
+    /// <summary>As above, with the options built only when the argument is a Hub id (a bad HF_* variable does not stop a local run).</summary>
+    public static ResolvedModel Resolve(string model, string? revision, Func<HubOptions> options, Action<HubProgress>? progress = null)
     {
         bool exists = File.Exists(model) || Directory.Exists(model);
         if (exists || !IsHubId(model))
@@ -64,7 +67,7 @@ public sealed partial class HubClient : IDisposable
                 throw new LinearLensException($"--revision applies to a Hub id (ORG/NAME), but --model '{model}' is {(exists ? "a local path" : "neither an existing path nor a Hub id")}; drop --revision");
             return new ResolvedModel(model);
         }
-        using var client = new HubClient(options, progress);
+        using var client = new HubClient(options(), progress);
         return client.Fetch(model, revision ?? "main");
     }
 
@@ -296,10 +299,10 @@ public sealed partial class HubClient : IDisposable
         while (true)
         {
             int n;
-            using (var idle = new CancellationTokenSource(IdleTimeout))
+            using (var idle = new CancellationTokenSource(_options.DownloadTimeout))
             {
                 try { n = body.ReadAsync(buffer, idle.Token).AsTask().GetAwaiter().GetResult(); }
-                catch (OperationCanceledException) { throw new IOException($"no data for {IdleTimeout.TotalSeconds:0} s"); }
+                catch (OperationCanceledException) { throw new IOException($"no data for {_options.DownloadTimeout.TotalSeconds:0.#} s (HF_HUB_DOWNLOAD_TIMEOUT)"); }
             }
             if (n == 0) break;
             if (done + n > meta.Size) throw new IOException($"the server sent more than the announced {meta.Size} bytes");
@@ -320,12 +323,19 @@ public sealed partial class HubClient : IDisposable
         var endpoint = new Uri(_options.Endpoint);
         if (_options.Token is { } token && url.Scheme == endpoint.Scheme && url.Authority == endpoint.Authority)
             request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", token);
-        try { return _http.Send(request, HttpCompletionOption.ResponseHeadersRead); }
+        // The metadata limit (HF_HUB_ETAG_TIMEOUT) for a HEAD, the download limit for a GET's headers; a body read
+        // is limited separately (GetInto). The token source is disposed once the headers are in.
+        var limit = method == HttpMethod.Head ? _options.EtagTimeout : _options.DownloadTimeout;
+        using var timeout = new CancellationTokenSource(limit);
+        try { return _http.Send(request, HttpCompletionOption.ResponseHeadersRead, timeout.Token); }
         catch (HttpRequestException e) when (e.StatusCode is null)
         {
             throw new HubUnreachableException(e.InnerException?.Message ?? e.Message);
         }
-        catch (TaskCanceledException) { throw new HubUnreachableException($"no answer within {_http.Timeout.TotalSeconds:0} s"); }
+        catch (OperationCanceledException)
+        {
+            throw new HubUnreachableException($"no answer within {limit.TotalSeconds:0.#} s ({(method == HttpMethod.Head ? "HF_HUB_ETAG_TIMEOUT" : "HF_HUB_DOWNLOAD_TIMEOUT")})");
+        }
     }
 
     static string? ErrorCode(HttpResponseMessage r) => r.Headers.TryGetValues("X-Error-Code", out var v) ? v.FirstOrDefault() : null;

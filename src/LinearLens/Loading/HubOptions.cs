@@ -9,6 +9,12 @@ public sealed record HubOptions(string Endpoint, string CacheDir, string? Token,
 {
     public const string DefaultEndpoint = "https://huggingface.co";
 
+    /// <summary>Limit for a metadata (HEAD) request and for connecting: HF_HUB_ETAG_TIMEOUT, default 10 s.</summary>
+    public TimeSpan EtagTimeout { get; init; } = TimeSpan.FromSeconds(10);
+
+    /// <summary>Limit for a download's answer and for each wait for its next bytes: HF_HUB_DOWNLOAD_TIMEOUT, default 10 s.</summary>
+    public TimeSpan DownloadTimeout { get; init; } = TimeSpan.FromSeconds(10);
+
     /// <summary>The options of this process: its environment variables and the user's home folder.</summary>
     public static HubOptions FromProcess() =>
         FromEnvironment(Environment.GetEnvironmentVariable, Environment.GetFolderPath(Environment.SpecialFolder.UserProfile));
@@ -17,7 +23,8 @@ public sealed record HubOptions(string Endpoint, string CacheDir, string? Token,
     /// huggingface_hub's rules. Cache: HF_HUB_CACHE, else HF_HOME/hub, else XDG_CACHE_HOME/huggingface/hub, else
     /// ~/.cache/huggingface/hub. Endpoint: HF_ENDPOINT (trailing '/' dropped). Token: HF_TOKEN, else the legacy
     /// HUGGING_FACE_HUB_TOKEN, else the file written by `hf auth login` (HF_TOKEN_PATH, else HF_HOME/token).
-    /// Offline: HF_HUB_OFFLINE is 1, ON, YES or TRUE (any case).
+    /// Offline: HF_HUB_OFFLINE is 1, ON, YES or TRUE (any case). Timeouts: HF_HUB_ETAG_TIMEOUT, HF_HUB_DOWNLOAD_TIMEOUT
+    /// (seconds).
     /// </summary>
     public static HubOptions FromEnvironment(Func<string, string?> env, string userHome)
     {
@@ -34,7 +41,20 @@ public sealed record HubOptions(string Endpoint, string CacheDir, string? Token,
             if (File.Exists(tokenFile) && File.ReadAllText(tokenFile).Trim() is { Length: > 0 } t) token = t;
         }
         bool offline = Var("HF_HUB_OFFLINE")?.Trim().ToUpperInvariant() is "1" or "ON" or "YES" or "TRUE";
-        return new HubOptions(endpoint, cache, token?.Trim(), offline);
+        TimeSpan Seconds(string name)
+        {
+            string? v = Var(name);
+            if (v is null) return TimeSpan.FromSeconds(10);
+            if (!double.TryParse(v, System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out double s)
+                || !(s > 0 && s <= 86400))
+                throw new LinearLensException($"{name}='{HubCache.Shorten(v)}' is not a number of seconds (0 < s ≤ 86400); set it to e.g. 30 or unset it");
+            return TimeSpan.FromSeconds(s);
+        }
+        return new HubOptions(endpoint, cache, token?.Trim(), offline)
+        {
+            EtagTimeout = Seconds("HF_HUB_ETAG_TIMEOUT"),
+            DownloadTimeout = Seconds("HF_HUB_DOWNLOAD_TIMEOUT"),
+        };
     }
 }
 

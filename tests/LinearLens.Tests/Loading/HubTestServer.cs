@@ -43,6 +43,12 @@ public sealed class HubTestServer : IDisposable
     /// <summary>When set, every /cdn body is cut off after this many bytes (the connection is reset).</summary>
     public volatile int DropLfsAfterBytes;
 
+    /// <summary>When set, resolve/ requests get no answer until the server stops.</summary>
+    public volatile bool StallResolve;
+
+    /// <summary>When set, /cdn bodies stop after 1000 bytes (the connection stays open, silent) until the server stops.</summary>
+    public volatile bool StallLfs;
+
     /// <summary>When set, every resolve/ request is answered with this status (a Hub that is down: 503).</summary>
     public volatile int ForceStatus;
 
@@ -149,6 +155,14 @@ public sealed class HubTestServer : IDisposable
             var body = blob.AsMemory((int)from);
             if (from > 0) h.Add(("Content-Range", $"bytes {from}-{blob.Length - 1}/{blob.Length}"));
             int status = from > 0 ? 206 : 200;
+            if (method == "GET" && StallLfs)
+            {
+                await WriteHead(stream, status, h, body.Length);
+                await stream.WriteAsync(body[..Math.Min(1000, body.Length)]);
+                await stream.FlushAsync();
+                await WaitUntilStopped();
+                return;
+            }
             if (method == "GET" && DropLfsAfterBytes is int drop and > 0 && drop < body.Length)
             {
                 await WriteHead(stream, status, h, body.Length);
@@ -166,6 +180,7 @@ public sealed class HubTestServer : IDisposable
         var parts = path.TrimStart('/').Split('/', 5);
         if (parts.Length < 5 || parts[2] != "resolve") { await Write(stream, 404, h); return; }
         string repoId = parts[0] + "/" + parts[1], revision = Uri.UnescapeDataString(parts[3]), file = Uri.UnescapeDataString(parts[4]);
+        if (StallResolve) { await WaitUntilStopped(); return; }
         if (ForceStatus != 0) { await Write(stream, ForceStatus, h); return; }
         if (_renamed.TryGetValue(repoId, out var newId))
         {
@@ -213,6 +228,11 @@ public sealed class HubTestServer : IDisposable
         }
         h.Add(("ETag", $"\"{GitSha1(content)}\""));
         await Write(stream, 200, h, content, method != "HEAD");
+    }
+
+    async Task WaitUntilStopped()
+    {
+        try { await Task.Delay(Timeout.Infinite, _stop.Token); } catch (OperationCanceledException) { }
     }
 
     static async Task WriteHead(NetworkStream s, int status, List<(string, string)> headers, long length)

@@ -80,6 +80,13 @@ public sealed class HubTests : IDisposable
         File.WriteAllText(Path.Combine(hfHome, "token"), "hf_saved\n");
         Assert.Equal("hf_saved", From(("HF_HOME", hfHome)).Token);
         Assert.Equal("hf_env", From(("HF_HOME", hfHome), ("HF_TOKEN", "hf_env")).Token);
+
+        Assert.Equal(TimeSpan.FromSeconds(10), none.EtagTimeout);
+        Assert.Equal(TimeSpan.FromSeconds(10), none.DownloadTimeout);
+        Assert.Equal(TimeSpan.FromSeconds(2.5), From(("HF_HUB_ETAG_TIMEOUT", "2.5")).EtagTimeout);
+        Assert.Equal(TimeSpan.FromSeconds(60), From(("HF_HUB_DOWNLOAD_TIMEOUT", "60")).DownloadTimeout);
+        var bad = Assert.Throws<LinearLensException>(() => From(("HF_HUB_DOWNLOAD_TIMEOUT", "soon")));
+        Assert.Contains("HF_HUB_DOWNLOAD_TIMEOUT='soon' is not a number of seconds", bad.Message);
     }
 
     [Fact]
@@ -213,6 +220,28 @@ public sealed class HubTests : IDisposable
         Assert.Contains("answered HTTP 503", down.Stderr);
         server.AddRepo("org/other", origin);
         AssertOneLineError(Generate(Online(), "org/other"), "/org/other/resolve/main/config.json answered HTTP 503; try again later");
+    }
+
+    /// <summary>A Hub that stops answering: the metadata and download limits end the wait (no hang), the cache answers.</summary>
+    [Fact]
+    public void StalledHubTimesOut()
+    {
+        string origin = Checkpoint("stall");
+        server.AddRepo("org/stall", origin);
+        var fast = Online() with { EtagTimeout = TimeSpan.FromSeconds(0.3), DownloadTimeout = TimeSpan.FromSeconds(0.3) };
+
+        // A body that stops: each try waits the download limit, then resumes; the run gives up after three.
+        server.StallLfs = true;
+        AssertOneLineError(Generate(fast, "org/stall"), "broke off at 3000 of", "after 3 tries (no data for 0.3 s (HF_HUB_DOWNLOAD_TIMEOUT))");
+        server.StallLfs = false;
+        Assert.Equal(0, Generate(fast, "org/stall").ExitCode);
+
+        // Metadata that never comes: the cached snapshot answers; without one, the error says why.
+        server.StallResolve = true;
+        var cached = Generate(fast, "org/stall");
+        Assert.Equal(0, cached.ExitCode);
+        Assert.Contains("no answer within 0.3 s (HF_HUB_ETAG_TIMEOUT)", cached.Stderr);
+        AssertOneLineError(Generate(fast, "org/elsewhere"), "cannot reach", "no answer within 0.3 s (HF_HUB_ETAG_TIMEOUT)", "not in the Hugging Face cache");
     }
 
     [Fact]
