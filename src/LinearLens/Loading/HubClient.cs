@@ -173,15 +173,15 @@ public sealed partial class HubClient : IDisposable
                     url = new Uri(url, location.OriginalString);
                     continue;
                 }
-                return Meta(response, url, location, repoId, revision, file);   // absolute: the CDN holding a large file
+                return Meta(response, url, location);   // absolute: the CDN holding a large file
             }
-            if (status is >= 200 and < 300) return Meta(response, url, url, repoId, revision, file);
+            if (status is >= 200 and < 300) return Meta(response, url, url);
             if (IsEntryNotFound(response)) return null;
             throw Failure(response, url, repoId, revision);
         }
     }
 
-    FileMeta Meta(HttpResponseMessage r, Uri url, Uri location, string repoId, string revision, string file)
+    FileMeta Meta(HttpResponseMessage r, Uri url, Uri location)
     {
         string? Header(string name) => r.Headers.TryGetValues(name, out var v) ? v.FirstOrDefault()
             : r.Content.Headers.TryGetValues(name, out var c) ? c.FirstOrDefault() : null;
@@ -242,7 +242,7 @@ public sealed partial class HubClient : IDisposable
         {
             long have = File.Exists(partial) ? new FileInfo(partial).Length : 0;
             if (have > meta.Size) { File.Delete(partial); have = 0; }
-            if (have == meta.Size) break;
+            if (have == meta.Size && File.Exists(partial)) break;
             try
             {
                 GetInto(partial, have, file, meta);
@@ -252,7 +252,7 @@ public sealed partial class HubClient : IDisposable
             {
                 long now = File.Exists(partial) ? new FileInfo(partial).Length : 0;
                 if (attempt < AttemptsPerFile) continue;   // resume with Range from what arrived
-                throw new LinearLensException($"download of {file} from {meta.Location} broke off at {now} of {meta.Size} bytes after {attempt} tries ({e.Message}); run the command again to resume from {partial}");
+                throw new LinearLensException($"download of {file} from {Short(meta.Location)} broke off at {now} of {meta.Size} bytes after {attempt} tries ({e.Message}); run the command again to resume from {partial}");
             }
         }
         long length = new FileInfo(partial).Length;
@@ -338,6 +338,9 @@ public sealed partial class HubClient : IDisposable
         }
     }
 
+    /// <summary>A URL without its query: a CDN's signed query is long and of no use in a message.</summary>
+    static string Short(Uri url) => url.GetLeftPart(UriPartial.Path);
+
     static string? ErrorCode(HttpResponseMessage r) => r.Headers.TryGetValues("X-Error-Code", out var v) ? v.FirstOrDefault() : null;
 
     static bool IsEntryNotFound(HttpResponseMessage r) =>
@@ -357,7 +360,7 @@ public sealed partial class HubClient : IDisposable
     {
         int status = (int)r.StatusCode;
         string? code = ErrorCode(r);
-        string what = repoId ?? url.ToString();
+        string what = repoId ?? Short(url);
         string? hubMessage = r.Headers.TryGetValues("X-Error-Message", out var m) ? m.FirstOrDefault() : null;
         string detail = $"HTTP {status}{(code is null ? "" : " " + code)}{(hubMessage is null ? "" : ": " + HubCache.Shorten(hubMessage))}";
         if (code == "RevisionNotFound")
@@ -372,7 +375,7 @@ public sealed partial class HubClient : IDisposable
                 : $"the token in HF_TOKEN was refused for {what} ({detail}); check HF_TOKEN";
         if (code == "RepoNotFound" || status == 404)
             return $"{what} is no local folder and no model on {_options.Endpoint} ({detail}); check the path or the Hub id";
-        return $"{url} answered {detail}; try again later";
+        return $"{Short(url)} answered {detail}; try again later";
     }
 
     /// <summary>The Hub could not be reached at all (no connection, no name resolution, no answer).</summary>

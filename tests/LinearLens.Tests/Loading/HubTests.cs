@@ -163,6 +163,7 @@ public sealed class HubTests : IDisposable
     public void ShardedCheckpointDownloadsEveryShard()
     {
         string origin = Checkpoint("sharded", shards: 3);
+        File.WriteAllBytes(Path.Combine(origin, "special_tokens_map.json"), []);   // an empty file is a blob too
         string commit = server.AddRepo("org/sharded", origin);
         var expected = Generate(Online(), origin);
         var r = Generate(Online(), "org/sharded");
@@ -181,9 +182,26 @@ public sealed class HubTests : IDisposable
         Assert.Equal(Path.Combine("..", "..", "blobs", HubTestServer.GitSha1(File.ReadAllBytes(Path.Combine(origin, HubCache.IndexFile)))),
             RelativeLink(Path.Combine(snapshot, HubCache.IndexFile)));
         Assert.True(File.Exists(Path.Combine(repo, ".no_exist", commit, "model.safetensors")));
+        Assert.Equal(Path.Combine("..", "..", "blobs", "e69de29bb2d1d6434b8b29ae775ad8c2e48c5391"), RelativeLink(Path.Combine(snapshot, "special_tokens_map.json")));
+        Assert.Equal(0, new FileInfo(Path.Combine(repo, "blobs", "e69de29bb2d1d6434b8b29ae775ad8c2e48c5391")).Length);
 
         server.Dispose();
         Assert.Equal(expected.Stdout, Generate(OfflineOptions, "org/sharded").Stdout);
+    }
+
+    /// <summary>The real stories260K with its tokenizer: --text through a Hub id gives what the folder gives.</summary>
+    [SharedFact("models", "stories260K", "hf")]
+    public void RealModelWithTokenizerRunsByHubId()
+    {
+        string commit = server.AddRepo("karpathy/stories260K", SharedData.Stories260K);
+        string[] args = ["--text", "Lily went to the park", "--max-new-tokens", "8", "--json"];
+        var expected = CliRunner.RunWith(Online(), ["generate", "--model", SharedData.Stories260K, .. args]);
+        Assert.Equal(0, expected.ExitCode);
+        var r = CliRunner.RunWith(Online(), ["generate", "--model", "karpathy/stories260K", .. args]);
+        Assert.True(r.ExitCode == 0, r.Stderr);
+        Assert.Equal(expected.Stdout, r.Stdout);
+        string snapshot = Path.Combine(Cache, "models--karpathy--stories260K", "snapshots", commit);
+        Assert.Equal(Directory.GetFiles(SharedData.Stories260K).Select(Path.GetFileName).Order(), Directory.GetFileSystemEntries(snapshot).Select(Path.GetFileName).Order());
     }
 
     [Fact]
