@@ -1,4 +1,3 @@
-using System.Text.Json;
 using System.Text.RegularExpressions;
 
 namespace LinearLens.Loading;
@@ -89,36 +88,11 @@ public sealed partial class HubCache(string cacheDir, string repoId)
     {
         if (!File.Exists(Path.Combine(snapshot, "config.json"))) return "config.json";
         if (File.Exists(Path.Combine(snapshot, "model.safetensors"))) return null;
-        string index = Path.Combine(snapshot, IndexFile);
+        string index = Path.Combine(snapshot, SafetensorsWriter.IndexFileName);
         if (!File.Exists(index)) return "model.safetensors";
-        foreach (string shard in ShardNames(index))
+        foreach (string shard in TensorStore.ShardNames(index))
             if (!File.Exists(Path.Combine(snapshot, shard))) return shard;
         return null;
-    }
-
-    public const string IndexFile = "model.safetensors.index.json";
-
-    /// <summary>The distinct shard file names an index names, each checked to be a plain name inside the folder.</summary>
-    public static IReadOnlyList<string> ShardNames(string indexPath)
-    {
-        try
-        {
-            using var doc = JsonDocument.Parse(File.ReadAllText(indexPath));
-            if (doc.RootElement.ValueKind != JsonValueKind.Object || !doc.RootElement.TryGetProperty("weight_map", out var map)
-                || map.ValueKind != JsonValueKind.Object)
-                throw new LinearLensException($"{indexPath} has no weight_map object; the index file is corrupt");
-            var names = new List<string>();
-            foreach (var p in map.EnumerateObject())
-            {
-                string n = p.Value.ValueKind == JsonValueKind.String ? p.Value.GetString()! : "";
-                if (!PlainFileName().IsMatch(n) || n.Contains(".."))
-                    throw new LinearLensException($"{indexPath}: shard name '{Shorten(n)}' of tensor '{Shorten(p.Name)}' is not a plain file name");
-                if (!names.Contains(n)) names.Add(n);
-            }
-            if (names.Count == 0) throw new LinearLensException($"{indexPath}: weight_map is empty; the index file is corrupt");
-            return names;
-        }
-        catch (JsonException e) { throw new LinearLensException($"{indexPath} is not valid JSON: {e.Message}"); }
     }
 
     internal static string Shorten(string s) => s.Length <= 80 ? s : s[..77] + "…";
@@ -126,6 +100,4 @@ public sealed partial class HubCache(string cacheDir, string repoId)
     [GeneratedRegex("^[0-9a-f]{40}$")]
     private static partial Regex CommitPattern();
 
-    [GeneratedRegex(@"^[A-Za-z0-9_][A-Za-z0-9._-]*$")]
-    private static partial Regex PlainFileName();
 }

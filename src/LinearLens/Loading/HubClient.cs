@@ -109,11 +109,11 @@ public sealed partial class HubClient : IDisposable
             foreach (string file in OptionalFiles) FetchIfPresent(cache, repoId, commit, file);
             if (!FetchIfPresent(cache, repoId, commit, "model.safetensors"))
             {
-                if (!FetchIfPresent(cache, repoId, commit, HubCache.IndexFile))
-                    throw new LinearLensException($"{repoId} (revision {revision}) has neither model.safetensors nor {HubCache.IndexFile}; LinearLens reads safetensors checkpoints");
-                foreach (string shard in HubCache.ShardNames(Path.Combine(cache.SnapshotFolder(commit), HubCache.IndexFile)))
+                if (!FetchIfPresent(cache, repoId, commit, SafetensorsWriter.IndexFileName))
+                    throw new LinearLensException($"{repoId} (revision {revision}) has neither model.safetensors nor {SafetensorsWriter.IndexFileName}; LinearLens reads safetensors checkpoints");
+                foreach (string shard in TensorStore.ShardNames(Path.Combine(cache.SnapshotFolder(commit), SafetensorsWriter.IndexFileName)))
                     if (!FetchIfPresent(cache, repoId, commit, shard))
-                        throw NotAModel(repoId, revision, shard + $" (named by {HubCache.IndexFile})");
+                        throw NotAModel(repoId, revision, shard + $" (named by {SafetensorsWriter.IndexFileName})");
             }
         }
         catch (HubUnreachableException e)

@@ -173,14 +173,14 @@ public sealed class HubTests : IDisposable
         string repo = Path.Combine(Cache, "models--org--sharded"), snapshot = Path.Combine(repo, "snapshots", commit);
         var shards = Directory.GetFiles(origin, "model-*.safetensors").Select(Path.GetFileName).Order().ToArray();
         Assert.Equal(3, shards.Length);
-        Assert.Equal(shards, HubCache.ShardNames(Path.Combine(snapshot, HubCache.IndexFile)).Order());
+        Assert.Equal(shards, TensorStore.ShardNames(Path.Combine(snapshot, SafetensorsWriter.IndexFileName)).Order());
         foreach (var shard in shards)
         {
             string sha = HubTestServer.Sha256(File.ReadAllBytes(Path.Combine(origin, shard!)));
             Assert.Equal(Path.Combine("..", "..", "blobs", sha), RelativeLink(Path.Combine(snapshot, shard!)));
         }
-        Assert.Equal(Path.Combine("..", "..", "blobs", HubTestServer.GitSha1(File.ReadAllBytes(Path.Combine(origin, HubCache.IndexFile)))),
-            RelativeLink(Path.Combine(snapshot, HubCache.IndexFile)));
+        Assert.Equal(Path.Combine("..", "..", "blobs", HubTestServer.GitSha1(File.ReadAllBytes(Path.Combine(origin, SafetensorsWriter.IndexFileName)))),
+            RelativeLink(Path.Combine(snapshot, SafetensorsWriter.IndexFileName)));
         Assert.True(File.Exists(Path.Combine(repo, ".no_exist", commit, "model.safetensors")));
         Assert.Equal(Path.Combine("..", "..", "blobs", "e69de29bb2d1d6434b8b29ae775ad8c2e48c5391"), RelativeLink(Path.Combine(snapshot, "special_tokens_map.json")));
         Assert.Equal(0, new FileInfo(Path.Combine(repo, "blobs", "e69de29bb2d1d6434b8b29ae775ad8c2e48c5391")).Length);
