@@ -104,4 +104,46 @@ public class FamilyParityTests
         Assert.Equal(rb.Logits, ra.Logits);
         Assert.Equal(rb.Final, ra.Final);
     }
+
+    /// <summary>
+    /// Greedy generation that grows past N0 = 6 (prompt 4, 5 new tokens): the CLI's tokens and log-probabilities equal
+    /// the spec decoder run on the whole sequence at every step — HF's semantics, where the cache is recomputed with the
+    /// long factors when the length first exceeds N0. A cache kept across the switch would change the last steps.
+    /// </summary>
+    [Theory]
+    [InlineData("tiny-phi3")]
+    [InlineData("tiny-phi4-mini")]
+    public void Generation_across_N0_matches_the_spec_on_the_whole_sequence(string preset)
+    {
+        using var tmp = new ScratchFolder("famgen");
+        var w = RandomCheckpoint.Write(tmp.Path, RandomCheckpointSpec.Preset(preset), 3);
+        var ids = new List<int> { 5, 17, 33, 2 };
+        var r = CliRunner.Run("generate", "--model", w.Folder, "--token-ids", string.Join(",", ids), "--max-new-tokens", "5",
+            "--ignore-eos", "--json");
+        Assert.True(r.ExitCode == 0, r.Stderr);
+        using var doc = System.Text.Json.JsonDocument.Parse(r.Stdout);
+        int[] outIds = doc.RootElement.GetProperty("output_ids").EnumerateArray().Select(x => x.GetInt32()).ToArray();
+        double[] logprobs = doc.RootElement.GetProperty("logprobs").EnumerateArray().Select(x => x.GetDouble()).ToArray();
+        Assert.Equal(5, outIds.Length);
+        int V = w.Spec.Vocab;
+        for (int step = 0; step < 5; step++)
+        {
+            var o = SpecDecoder.Run(w, ids.ToArray());
+            var last = o.LogitsRow(ids.Count - 1).ToArray();
+            int best = Array.IndexOf(last, last.Max());
+            double max = last.Max(), lse = max + Math.Log(last.Sum(z => Math.Exp(z - max)));
+            Assert.Equal(best, outIds[step]);
+            Assert.True(Math.Abs(last[best] - lse - logprobs[step]) <= 1e-10, $"step {step} (length {ids.Count}): logprob {logprobs[step]:R}, spec {last[best] - lse:R}");
+            ids.Add(best);
+        }
+        Assert.True(ids.Count > w.Spec.LongRopeOriginalMax + 1);
+
+        // Control: a model that never switched to long_factor gives a different last log-probability.
+        var s = w.Spec.RopeScaling!;
+        var shortOnly = w.Spec with { RopeScaling = s with { LongFactor = s.ShortFactor } };
+        var prefix = ids.Take(ids.Count - 1).ToArray();
+        var lastShort = SpecDecoder.Run(shortOnly, w.Values, prefix).LogitsRow(prefix.Length - 1).ToArray();
+        double m = lastShort.Max(), l = m + Math.Log(lastShort.Sum(z => Math.Exp(z - m)));
+        Assert.True(Math.Abs(lastShort[outIds[4]] - l - logprobs[4]) > 1e-6);
+    }
 }
