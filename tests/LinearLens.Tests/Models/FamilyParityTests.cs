@@ -146,4 +146,36 @@ public class FamilyParityTests
         double m = lastShort.Max(), l = m + Math.Log(lastShort.Sum(z => Math.Exp(z - m)));
         Assert.True(Math.Abs(lastShort[outIds[4]] - l - logprobs[4]) > 1e-6);
     }
+
+    /// <summary>The real-shape presets' config.json (no weights written) loads with the intended shape and windows.</summary>
+    [Theory]
+    [InlineData("phi-4")]
+    [InlineData("phi-4-mini")]
+    [InlineData("olmo-2-7b")]
+    [InlineData("ministral-8b")]
+    [InlineData("qwen2.5-7b")]
+    [InlineData("qwen3-8b")]
+    [InlineData("qwen3-14b")]
+    public void Real_shape_configs_load(string preset)
+    {
+        using var tmp = new ScratchFolder("famreal");
+        var s = RandomCheckpointSpec.Preset(preset);
+        File.WriteAllText(Path.Combine(tmp.Path, "config.json"), RandomCheckpoint.ConfigJson(s));
+        var c = ModelConfig.Load(tmp.Path);
+        Assert.Equal(s.Hidden, c.HiddenSize);
+        Assert.Equal(s.Intermediate, c.IntermediateSize);
+        Assert.Equal(s.Layers, c.NumLayers);
+        Assert.Equal(s.Heads, c.NumHeads);
+        Assert.Equal(s.KvHeads, c.NumKvHeads);
+        Assert.Equal(s.HeadDim, c.HeadDim);
+        Assert.Equal(s.Vocab, c.VocabSize);
+        Assert.Equal(s.Tie, c.TieWordEmbeddings);
+        Assert.Equal(s.RmsNormEps, c.RmsNormEps);
+        for (int l = 0; l < s.Layers; l++)
+        {
+            Assert.Equal(s.WindowOf(l), c.SlidingWindow[l]);
+            Assert.Equal(s.ScalingOf(l)?.Type ?? "default", c.Rope[l].Type);
+            Assert.Equal(s.RopeTheta, c.Rope[l].Theta);
+        }
+    }
 }

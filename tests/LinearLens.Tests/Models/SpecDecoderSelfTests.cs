@@ -487,6 +487,13 @@ public class SpecDecoderSelfTests
     [InlineData("phi3-v5")]
     [InlineData("phi4-mini-v5")]
     [InlineData("olmo2-v5")]
+    [InlineData("phi-4")]
+    [InlineData("phi-4-mini")]
+    [InlineData("olmo-2-7b")]
+    [InlineData("ministral-8b")]
+    [InlineData("qwen2.5-7b")]
+    [InlineData("qwen3-8b")]
+    [InlineData("qwen3-14b")]
     public void Config_json_parses_back_to_the_intended_values(string key)
     {
         var spec = Variant(key);
@@ -499,7 +506,7 @@ public class SpecDecoderSelfTests
         Assert.Equal(mt switch
         {
             "phi3" => "Phi3ForCausalLM", "olmo2" => "Olmo2ForCausalLM", "mistral" => "MistralForCausalLM",
-            "ministral" => "MinistralForCausalLM", "qwen2" => "Qwen2ForCausalLM", _ => "LlamaForCausalLM",
+            "ministral" => "MinistralForCausalLM", "qwen2" => "Qwen2ForCausalLM", "qwen3" => "Qwen3ForCausalLM", _ => "LlamaForCausalLM",
         }, arch);
         int d = c.GetProperty("hidden_size").GetInt32(), H = c.GetProperty("num_attention_heads").GetInt32();
         int L = c.GetProperty("num_hidden_layers").GetInt32();
@@ -545,7 +552,7 @@ public class SpecDecoderSelfTests
             {
                 "mistral" or "phi3" => sw,                                        // one mask for all layers; layer_types unread
                 "ministral" => (types?[l] ?? (sw is not null ? "sliding_attention" : "full_attention")) == "sliding_attention" ? sw : null,
-                "qwen2" => QwenWindow(c, types, sw, l),
+                "qwen2" or "qwen3" => QwenWindow(c, types, sw, l),
                 _ => null,
             };
             Assert.True(w == spec.WindowOf(l), $"{key}: layer {l} window {w} from config.json, spec says {spec.WindowOf(l)}");
