@@ -148,4 +148,46 @@ public class FrozenSpecTests
         if (rec.TryGetProperty("offset_norm", out var on)) Check("offset_norm", [on.GetDouble()], [cNorm], cNorm == 0 ? 1e-14 : 1e-12);
         Assert.True(errors.Count == 0, $"{preset} {string.Join(" ", options)}: " + string.Join("; ", errors));
     }
+
+    /// <summary>
+    /// `analyze` attributes the predicted logit to tokens plus a bias entry: contribution_i = w_tok·(Jᵢxᵢ),
+    /// bias = w_tok·c, their sum = the logit — each equal to the reference's (w_tok the LM-head row).
+    /// </summary>
+    [Theory]
+    [InlineData("tiny-qwen2")]
+    [InlineData("tiny-llama-bias")]
+    [InlineData("tiny-phi3")]
+    public void Analyze_attribution_has_the_reference_contributions_and_bias(string preset)
+    {
+        using var tmp = new ScratchFolder("frozenattr");
+        var w = RandomCheckpoint.Write(tmp.Path, RandomCheckpointSpec.Preset(preset), 31);
+        int[] ids = Tokens(7, 6);
+        int n = ids.Length, d = w.Spec.Hidden;
+        var reference = SpecFrozenMap.Jacobian(w, ids, new SpecTarget(w.Spec.Layers));
+        var star = SpecDecoder.Run(w, ids);
+        var r = CliRunner.Run("analyze", "--model", w.Folder, "--token-ids", string.Join(",", ids), "--json", "--no-ordinary",
+            "--layers", w.Spec.Layers.ToString(), "--method", "full");
+        Assert.True(r.ExitCode == 0, r.Stderr);
+        using var doc = JsonDocument.Parse(r.Stdout);
+        var a = doc.RootElement.GetProperty("attribution")[0];
+        int tok = a.GetProperty("token_id").GetInt32();
+        double[] lm = (w.Spec.Tie ? w.Values("model.embed_tokens.weight") : w.Values("lm_head.weight")).AsSpan(tok * d, d).ToArray();
+        var expected = new double[n];
+        for (int i = 0; i < n; i++)
+            for (int k = 0; k < d; k++)
+            {
+                double jx = 0;
+                for (int j = 0; j < d; j++) jx += reference.J[(k * n + i) * d + j] * reference.Input[i * d + j];
+                expected[i] += lm[k] * jx;
+            }
+        double bias = lm.Select((x, k) => x * reference.Offset[k]).Sum();
+        double logit = star.LogitsRow(n - 1)[tok];
+        double scale = Math.Abs(logit) + expected.Sum(Math.Abs);
+        double[] got = a.GetProperty("contributions").EnumerateArray().Select(x => x.GetDouble()).ToArray();
+        for (int i = 0; i < n; i++) Assert.True(Math.Abs(got[i] - expected[i]) <= 1e-12 * scale, $"token {i}: {got[i]:R} vs {expected[i]:R}");
+        Assert.True(Math.Abs(a.GetProperty("bias").GetDouble() - bias) <= 1e-12 * scale, $"bias {a.GetProperty("bias").GetDouble():R} vs {bias:R}");
+        Assert.True(Math.Abs(a.GetProperty("logit").GetDouble() - logit) <= 1e-12 * scale);
+        if (!w.Spec.HasBias) Assert.Equal(0.0, bias);
+        else Assert.True(Math.Abs(bias) > 1e-6);
+    }
 }
