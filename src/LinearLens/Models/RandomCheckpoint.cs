@@ -139,7 +139,7 @@ public sealed record RandomCheckpointSpec(
 
     /// <summary>
     /// The window W of layer i (keys with 0 ≤ s−t ≤ W−1 visible), or null for full causal attention. Qwen2's config
-    /// sets sliding_window to None unless use_sliding_window, so its sliding layers then have no window.
+    /// sets sliding_window to None unless use_sliding_window (sliding layer_types then make HF raise; Validate rejects them).
     /// </summary>
     public int? WindowOf(int layer) =>
         !IsSliding(layer) ? null : ModelType == "qwen2" && !UseSlidingWindow ? null : SlidingWindow;
@@ -319,6 +319,11 @@ public sealed record RandomCheckpointSpec(
             if (ModelType is "llama" or "phi3" or "olmo2") throw new ArgumentException($"{ModelType} has no layer_types");
         }
         if (Shards < 1) throw new ArgumentException("shards must be ≥ 1");
+        // HF raises for a sliding layer without a window (masking_utils: "Could not find a `sliding_window` argument in
+        // the config, or it is not set"); Qwen2Config nulls sliding_window unless use_sliding_window.
+        int? effectiveWindow = ModelType == "qwen2" && !UseSlidingWindow ? null : SlidingWindow;
+        if (ModelType is "qwen2" or "ministral" && effectiveWindow is null && LayerTypes?.Contains("sliding_attention") == true)
+            throw new ArgumentException($"{ModelType}: sliding layer_types without an effective sliding_window (HF raises)");
         if (PartialRotaryFactor != 1.0 && !IsPhi3) throw new ArgumentException("partial_rotary_factor is a phi3 option");
         if (PartialRotaryFactor is <= 0 or > 1 || RotaryDim % 2 != 0 || RotaryDim == 0)
             throw new ArgumentException($"partial_rotary_factor {PartialRotaryFactor} gives rotary dim {RotaryDim} (must be even, 2..head_dim)");

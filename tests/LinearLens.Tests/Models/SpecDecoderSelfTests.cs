@@ -451,7 +451,6 @@ public class SpecDecoderSelfTests
         "ministral-no-window" => RandomCheckpointSpec.Preset("tiny-ministral") with { LayerTypes = null, SlidingWindow = null },
         "qwen2-window-off" => RandomCheckpointSpec.Preset("tiny-qwen2") with { UseSlidingWindow = false },
         "qwen2-explicit-types" => RandomCheckpointSpec.Preset("tiny-qwen2") with { LayerTypes = ["sliding_attention", "full_attention"] },
-        "qwen2-types-without-use" => RandomCheckpointSpec.Preset("tiny-qwen2") with { UseSlidingWindow = false, LayerTypes = ["sliding_attention", "sliding_attention"] },
         "phi3-v5" => RandomCheckpointSpec.Preset("tiny-phi3") with { UseRopeParametersV5 = true },
         "phi4-mini-v5" => RandomCheckpointSpec.Preset("tiny-phi4-mini") with { UseRopeParametersV5 = true },
         "olmo2-v5" => RandomCheckpointSpec.Preset("tiny-olmo2") with { UseRopeParametersV5 = true },
@@ -483,7 +482,6 @@ public class SpecDecoderSelfTests
     [InlineData("ministral-no-window")]
     [InlineData("qwen2-window-off")]
     [InlineData("qwen2-explicit-types")]
-    [InlineData("qwen2-types-without-use")]
     [InlineData("phi3-v5")]
     [InlineData("phi4-mini-v5")]
     [InlineData("olmo2-v5")]
@@ -737,7 +735,6 @@ public class SpecDecoderSelfTests
         Assert.Equal(new int?[] { 3, 3, 3 }, Enumerable.Range(0, 3).Select(Variant("ministral-default-types").WindowOf));
         Assert.Equal(new int?[] { null, 3 }, Enumerable.Range(0, 2).Select(RandomCheckpointSpec.Preset("tiny-qwen2").WindowOf));
         Assert.Equal(new int?[] { null, null }, Enumerable.Range(0, 2).Select(Variant("qwen2-window-off").WindowOf));
-        Assert.Equal(new int?[] { null, null }, Enumerable.Range(0, 2).Select(Variant("qwen2-types-without-use").WindowOf));
         Assert.Equal(new int?[] { 4, 4 }, Enumerable.Range(0, 2).Select(RandomCheckpointSpec.Preset("tiny-phi3").WindowOf));
         Assert.Equal(new int?[] { null, null }, Enumerable.Range(0, 2).Select(RandomCheckpointSpec.Preset("tiny-olmo2").WindowOf));
 
@@ -961,5 +958,9 @@ public class SpecDecoderSelfTests
         Assert.Throws<ArgumentException>(() => (RandomCheckpointSpec.Preset("tiny-qwen2") with { HeadDim = 8 }).Validate());
         Assert.Throws<ArgumentException>(() => (RandomCheckpointSpec.Preset("tiny-phi3") with { PartialRotaryFactor = 0.75 }).Validate());
         Assert.Throws<ArgumentException>(() => (RandomCheckpointSpec.Preset("tiny-mistral") with { AttentionBias = true }).Validate());
+        // Sliding layers without an effective window: HF raises in create_sliding_window_causal_mask.
+        Assert.Throws<ArgumentException>(() => (RandomCheckpointSpec.Preset("tiny-qwen2") with { UseSlidingWindow = false, LayerTypes = ["sliding_attention", "full_attention"] }).Validate());
+        Assert.Throws<ArgumentException>(() => (RandomCheckpointSpec.Preset("tiny-ministral") with { SlidingWindow = null }).Validate());
+        (RandomCheckpointSpec.Preset("tiny-qwen2") with { UseSlidingWindow = false }).Validate();
     }
 }
