@@ -154,8 +154,6 @@ public class FamilyConfigTests
     }
 
     [Theory]
-    [InlineData("tiny-llama", "dynamic")]
-    [InlineData("tiny-llama", "yarn")]
     [InlineData("tiny-qwen2", "yarn")]
     [InlineData("tiny-mistral", "dynamic")]
     public void Unsupported_rope_types_are_one_line_errors(string preset, string type)
@@ -169,7 +167,6 @@ public class FamilyConfigTests
     [Theory]
     [InlineData("tiny-phi3")]
     [InlineData("tiny-olmo2")]
-    [InlineData("tiny-qwen2")]
     public void Unknown_activation_is_a_one_line_error(string preset)
     {
         using var tmp = new ScratchFolder("famact");
