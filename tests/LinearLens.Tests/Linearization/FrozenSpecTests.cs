@@ -81,6 +81,8 @@ public class FrozenSpecTests
     public static TheoryData<string, string[]> EngineCases => new()
     {
         { "tiny-phi3", [] },
+        { "tiny-phi3@5", [] },                      // 5 tokens ≤ N0: short factors
+        { "tiny-phi4-mini@6", ["--layer", "2", "--key", "attn"] },
         { "tiny-phi3", ["--layer", "1", "--key", "mlp"] },
         { "tiny-phi3", ["--detach", "reference"] },
         { "tiny-phi3", ["--detach", "reference", "--layer", "2", "--key", "mlp", "--mode", "layerwise"] },
@@ -109,8 +111,11 @@ public class FrozenSpecTests
     public void Engine_jacobian_and_offset_match_the_reference(string preset, string[] options)
     {
         using var tmp = new ScratchFolder("frozeneng");
+        int at = preset.IndexOf('@');
+        int n = at < 0 ? 8 : int.Parse(preset[(at + 1)..]);
+        if (at >= 0) preset = preset[..at];
         var w = RandomCheckpoint.Write(tmp.Sub("m"), RandomCheckpointSpec.Preset(preset), 29);
-        int[] ids = Tokens(8, preset.Length);
+        int[] ids = Tokens(n, preset.Length);
         string Opt(string name, string def) { int i = Array.IndexOf(options, name); return i >= 0 ? options[i + 1] : def; }
         var target = new SpecTarget(int.Parse(Opt("--layer", w.Spec.Layers.ToString())), Opt("--key", "layer"),
             Opt("--mode", "cumulative") == "layerwise", !options.Contains("--no-final-norm"), Opt("--detach", "ours") == "reference");
