@@ -93,6 +93,7 @@ public class FrozenSpecTests
         { "tiny-olmo2", ["--layer", "2", "--key", "mlp", "--mode", "layerwise"] },
         { "tiny-olmo2", ["--detach", "reference", "--layer", "1", "--key", "attn"] },
         { "tiny-olmo2", ["--detach", "reference", "--layer", "2", "--key", "mlp", "--no-final-norm"] },
+        { "tiny-olmo2-bias", ["--layer", "2", "--key", "attn"] },
         { "tiny-mistral", [] },
         { "tiny-mistral", ["--layer", "2", "--key", "attn", "--mode", "layerwise"] },
         { "tiny-ministral", [] },
@@ -114,7 +115,8 @@ public class FrozenSpecTests
         int at = preset.IndexOf('@');
         int n = at < 0 ? 8 : int.Parse(preset[(at + 1)..]);
         if (at >= 0) preset = preset[..at];
-        var w = RandomCheckpoint.Write(tmp.Sub("m"), RandomCheckpointSpec.Preset(preset), 29);
+        var spec = preset == "tiny-olmo2-bias" ? RandomCheckpointSpec.Preset("tiny-olmo2") with { AttentionBias = true } : RandomCheckpointSpec.Preset(preset);
+        var w = RandomCheckpoint.Write(tmp.Sub("m"), spec, 29);
         int[] ids = Tokens(n, preset.Length);
         string Opt(string name, string def) { int i = Array.IndexOf(options, name); return i >= 0 ? options[i + 1] : def; }
         var target = new SpecTarget(int.Parse(Opt("--layer", w.Spec.Layers.ToString())), Opt("--key", "layer"),

@@ -22,6 +22,7 @@ public class FamilyParityTests
         { "tiny-phi3-bf16", 8 }, { "tiny-phi3-v5", 5 }, { "tiny-phi3-v5", 8 },
         { "tiny-olmo2-v5", 8 }, { "tiny-mistral-layer-types", 8 }, { "tiny-ministral-default", 8 },
         { "tiny-qwen2-window-off", 8 }, { "tiny-qwen2-bf16", 8 }, { "tiny-llama-bias-v5", 8 }, { "tiny-mistral-head-dim", 8 },
+        { "tiny-olmo2-bias", 8 },
     };
 
     static RandomCheckpointSpec Case(string name) => name switch
@@ -34,6 +35,7 @@ public class FamilyParityTests
         "tiny-qwen2-window-off" => RandomCheckpointSpec.Preset("tiny-qwen2") with { UseSlidingWindow = false },
         "tiny-qwen2-bf16" => RandomCheckpointSpec.Preset("tiny-qwen2") with { DType = DType.BF16 },
         "tiny-llama-bias-v5" => RandomCheckpointSpec.Preset("tiny-llama-bias") with { UseRopeParametersV5 = true },
+        "tiny-olmo2-bias" => RandomCheckpointSpec.Preset("tiny-olmo2") with { AttentionBias = true },
         // Mistral-Nemo style: head_dim given and H·D = 64 ≠ d = 48.
         "tiny-mistral-head-dim" => RandomCheckpointSpec.Preset("tiny-mistral") with { Hidden = 48, Intermediate = 80 },
         _ => RandomCheckpointSpec.Preset(name),

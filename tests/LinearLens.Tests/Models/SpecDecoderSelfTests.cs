@@ -454,6 +454,7 @@ public class SpecDecoderSelfTests
         "phi3-v5" => RandomCheckpointSpec.Preset("tiny-phi3") with { UseRopeParametersV5 = true },
         "phi4-mini-v5" => RandomCheckpointSpec.Preset("tiny-phi4-mini") with { UseRopeParametersV5 = true },
         "olmo2-v5" => RandomCheckpointSpec.Preset("tiny-olmo2") with { UseRopeParametersV5 = true },
+        "olmo2-bias" => RandomCheckpointSpec.Preset("tiny-olmo2") with { AttentionBias = true },
         _ => RandomCheckpointSpec.Preset(key),
     };
 
@@ -485,6 +486,7 @@ public class SpecDecoderSelfTests
     [InlineData("phi3-v5")]
     [InlineData("phi4-mini-v5")]
     [InlineData("olmo2-v5")]
+    [InlineData("olmo2-bias")]
     [InlineData("phi-4")]
     [InlineData("phi-4-mini")]
     [InlineData("olmo-2-7b")]
@@ -557,6 +559,7 @@ public class SpecDecoderSelfTests
         }
 
         // Biases.
+        if (mt == "olmo2") Assert.Equal(spec.AttentionBias, c.GetProperty("attention_bias").GetBoolean());
         if (mt == "llama")
         {
             Assert.Equal(spec.AttentionBias, c.GetProperty("attention_bias").GetBoolean());

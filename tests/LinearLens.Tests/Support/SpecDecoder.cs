@@ -108,8 +108,8 @@ public static class SpecDecoder
         string family = spec.ModelType;
         bool gemma = family is "gemma3" or "gemma3_text";
         bool phi3 = family == "phi3", olmo2 = family == "olmo2";
-        bool qkvBias = family == "qwen2" || (family == "llama" && spec.AttentionBias);
-        bool oBias = family == "llama" && spec.AttentionBias;
+        bool qkvBias = family == "qwen2" || (family is "llama" or "olmo2" && spec.AttentionBias);
+        bool oBias = family is "llama" or "olmo2" && spec.AttentionBias;
         bool mlpBias = family == "llama" && spec.MlpBias;
         bool headQkNorm = family is "qwen3" or "gemma3" or "gemma3_text";
         double eps = spec.RmsNormEps;

@@ -69,8 +69,8 @@ public static class SpecFrozenMap
         string family = spec.ModelType;
         bool gemma = family is "gemma3" or "gemma3_text", phi3 = family == "phi3", olmo2 = family == "olmo2";
         bool postNorms = gemma || olmo2;
-        bool qkvBias = family == "qwen2" || (family == "llama" && spec.AttentionBias);
-        bool oBias = family == "llama" && spec.AttentionBias, mlpBias = family == "llama" && spec.MlpBias;
+        bool qkvBias = family == "qwen2" || (family is "llama" or "olmo2" && spec.AttentionBias);
+        bool oBias = family is "llama" or "olmo2" && spec.AttentionBias, mlpBias = family == "llama" && spec.MlpBias;
         bool gateLinear = target.Reference && phi3;
         bool tapBeforePostNorm = target.Reference && postNorms;
         var f = star.Factors;
