@@ -290,8 +290,18 @@ internal static unsafe class GemmPack
     /// [col0, col0+kc) — whole blocks, since depth blocks start at multiples of KC — decoded once into
     /// <paramref name="tmp"/>, then interleaved into the panel.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void GatherQuant<T>(byte* src, DType t, long rowBytes, long col0, int kc, int cnt, int R, T* dst, T* tmp) where T : unmanaged
     {
+        if (typeof(T) == typeof(double) && cnt == R && R % 4 == 0 && Avx2.IsSupported)
+        {
+            // float64 panels: rows decoded as float32 (exact; half the bytes), then widened four by four in registers and
+            // transposed, as a stored F32 weight is
+            float* rows = (float*)tmp;
+            for (int r = 0; r < cnt; r++) QuantDecode.Segment(src + r * rowBytes, t, col0, kc, rows + (long)r * kc);
+            WidenTransposed<LoadF32AsF64>((byte*)rows, (long)kc * sizeof(float), kc, R, (double*)dst);
+            return;
+        }
         for (int r = 0; r < cnt; r++) QuantDecode.Segment(src + r * rowBytes, t, col0, kc, tmp + (long)r * kc);
         Interleave(tmp, kc, kc, cnt, R, dst);
     }
@@ -301,6 +311,7 @@ internal static unsafe class GemmPack
     /// rows, elements [col0, col0+width) are decoded once into <paramref name="stage"/> and dealt out to the
     /// ⌈width/R⌉ panels (panel q at dst + q·R·kc, zero-padded), so no block is decoded twice for neighbouring panels.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void ContiguousQuant<T>(byte* src, DType t, long rowBytes, long col0, int kc, int width, int R, T* dst, T* stage) where T : unmanaged
     {
         int panels = (width + R - 1) / R;

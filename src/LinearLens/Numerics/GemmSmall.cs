@@ -192,78 +192,85 @@ internal static unsafe class GemmSmall
 
     static void QuantDotsOf<T>(in Problem<T> p, T* x, int nx, MatrixView y, int ny, long sx, long sy) where T : unmanaged, IBinaryFloatingPointIeee754<T>
     {
+        if (typeof(T) == typeof(double))
+            QuantDotsOf<double, LoadF32AsF64>(Unsafe.As<Problem<T>, Problem<double>>(ref Unsafe.AsRef(in p)), (double*)x, nx, y, ny, sx, sy);
+        else
+            QuantDotsOf<float, LoadF32AsF32>(Unsafe.As<Problem<T>, Problem<float>>(ref Unsafe.AsRef(in p)), (float*)x, nx, y, ny, sx, sy);
+    }
+
+    static void QuantDotsOf<T, L>(in Problem<T> p, T* x, int nx, MatrixView y, int ny, long sx, long sy)
+        where T : unmanaged, IBinaryFloatingPointIeee754<T> where L : IGemmLoader<T>
+    {
         int tasks = Gemm.TaskCount((long)nx * ny * p.K, (ny + 3) / 4);
         T* c = p.C; int k = p.K; T alpha = p.Alpha, beta = p.Beta;
-        if (tasks == 1) { QuantDotRange(x, nx, k, y, 0, ny, c, sx, sy, alpha, beta); return; }
+        if (tasks == 1) { QuantDotRange<T, L>(x, nx, k, y, 0, ny, c, sx, sy, alpha, beta); return; }
         GemmParallel.For(tasks, t =>
         {
             var (y0, y1) = Gemm.Split(ny, tasks, t, 4);
-            QuantDotRange(x, nx, k, y, y0, y1, c, sx, sy, alpha, beta);
+            QuantDotRange<T, L>(x, nx, k, y, y0, y1, c, sx, sy, alpha, beta);
         });
     }
 
     /// <summary>
     /// The dot path for quantized Y rows: four rows at a time, each decoded a <see cref="QuantChunk"/> slice at a time into
-    /// a per-thread staging block, with every (x row, y row) pair's vector sums carried from slice to slice — the same
-    /// in-order summation whatever the thread count.
+    /// a per-thread float32 staging block (decoded weights are exact float32 values; half the bytes of float64), with every
+    /// (x row, y row) pair's vector sums carried from slice to slice — the same in-order summation whatever the thread count.
     /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static void QuantDotRange<T>(T* x, int nx, int k, MatrixView y, int y0, int y1, T* c, long sx, long sy, T alpha, T beta)
-        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization), SkipLocalsInit]
+    static void QuantDotRange<T, L>(T* x, int nx, int k, MatrixView y, int y0, int y1, T* c, long sx, long sy, T alpha, T beta)
+        where T : unmanaged, IBinaryFloatingPointIeee754<T> where L : IGemmLoader<T>
     {
         if (y0 >= y1) return;
-        T* stage = (T*)GemmScratch.Current.Get(GemmScratch.Work, 4L * QuantChunk * sizeof(T));
-        bool simd = Simd;
+        float* stage = (float*)GemmScratch.Current.Get(GemmScratch.Work, 4L * QuantChunk * sizeof(float));
         int W = Vector256<T>.Count;
         var acc = stackalloc Vector256<T>[MaxRows * 8];
-        var sums = stackalloc T[MaxRows * 4];
         for (int j = y0; j < y1; j += 4)
         {
             int cnt = Math.Min(4, y1 - j);
             new Span<Vector256<T>>(acc, nx * 8).Clear();
-            new Span<T>(sums, nx * 4).Clear();
-            T* r0 = stage, r1 = cnt > 1 ? r0 + QuantChunk : r0, r2 = cnt > 2 ? r0 + 2 * QuantChunk : r0, r3 = cnt > 3 ? r0 + 3 * QuantChunk : r0;
+            byte* r0 = (byte*)stage, r1 = cnt > 1 ? r0 + QuantChunk * 4 : r0, r2 = cnt > 2 ? r0 + 2 * QuantChunk * 4 : r0, r3 = cnt > 3 ? r0 + 3 * QuantChunk * 4 : r0;
             for (int q0 = 0; q0 < k; q0 += QuantChunk)
             {
+                // k and every slice are whole blocks (≥ 32 elements), so no scalar tail is left below
                 int len = Math.Min(QuantChunk, k - q0);
                 for (int r = 0; r < cnt; r++) QuantDecode.Segment(y.Row(j + r), y.Type, q0, len, stage + r * QuantChunk);
-                for (int i = 0; i < nx; i++)
+                for (int i = 0; i < nx && !Simd; i++)
                 {
+                    // without AVX2: plain FMAs into lane 0 of the row's accumulators
                     T* xi = x + (long)i * k + q0;
-                    int q = 0;
-                    if (simd)
-                    {
-                        Vector256<T>* a = acc + i * 8;
-                        Vector256<T> a0 = a[0], a1 = a[1], a2 = a[2], a3 = a[3], b0 = a[4], b1 = a[5], b2 = a[6], b3 = a[7];
-                        for (; q + 2 * W <= len; q += 2 * W)
-                        {
-                            var xv = Vector256.Load(xi + q);
-                            a0 = FmaV(xv, Vector256.Load(r0 + q), a0); a1 = FmaV(xv, Vector256.Load(r1 + q), a1);
-                            a2 = FmaV(xv, Vector256.Load(r2 + q), a2); a3 = FmaV(xv, Vector256.Load(r3 + q), a3);
-                            var xw = Vector256.Load(xi + q + W);
-                            b0 = FmaV(xw, Vector256.Load(r0 + q + W), b0); b1 = FmaV(xw, Vector256.Load(r1 + q + W), b1);
-                            b2 = FmaV(xw, Vector256.Load(r2 + q + W), b2); b3 = FmaV(xw, Vector256.Load(r3 + q + W), b3);
-                        }
-                        a[0] = a0; a[1] = a1; a[2] = a2; a[3] = a3; a[4] = b0; a[5] = b1; a[6] = b2; a[7] = b3;
-                    }
-                    T* s = sums + i * 4;
-                    for (; q < len; q++)
+                    T* a = (T*)(acc + i * 8);
+                    for (int q = 0; q < len; q++)
                     {
                         T xq = xi[q];
-                        s[0] = T.FusedMultiplyAdd(xq, r0[q], s[0]); s[1] = T.FusedMultiplyAdd(xq, r1[q], s[1]);
-                        s[2] = T.FusedMultiplyAdd(xq, r2[q], s[2]); s[3] = T.FusedMultiplyAdd(xq, r3[q], s[3]);
+                        a[0] = T.FusedMultiplyAdd(xq, L.Scalar(r0, q), a[0]); a[W] = T.FusedMultiplyAdd(xq, L.Scalar(r1, q), a[W]);
+                        a[2 * W] = T.FusedMultiplyAdd(xq, L.Scalar(r2, q), a[2 * W]); a[3 * W] = T.FusedMultiplyAdd(xq, L.Scalar(r3, q), a[3 * W]);
                     }
+                }
+                for (int i = 0; i < nx && Simd; i++)
+                {
+                    T* xi = x + (long)i * k + q0;
+                    Vector256<T>* a = acc + i * 8;
+                    Vector256<T> a0 = a[0], a1 = a[1], a2 = a[2], a3 = a[3], b0 = a[4], b1 = a[5], b2 = a[6], b3 = a[7];
+                    for (int q = 0; q + 2 * W <= len; q += 2 * W)
+                    {
+                        var xv = Vector256.Load(xi + q);
+                        a0 = FmaV(xv, L.Load(r0, q), a0); a1 = FmaV(xv, L.Load(r1, q), a1);
+                        a2 = FmaV(xv, L.Load(r2, q), a2); a3 = FmaV(xv, L.Load(r3, q), a3);
+                        var xw = Vector256.Load(xi + q + W);
+                        b0 = FmaV(xw, L.Load(r0, q + W), b0); b1 = FmaV(xw, L.Load(r1, q + W), b1);
+                        b2 = FmaV(xw, L.Load(r2, q + W), b2); b3 = FmaV(xw, L.Load(r3, q + W), b3);
+                    }
+                    a[0] = a0; a[1] = a1; a[2] = a2; a[3] = a3; a[4] = b0; a[5] = b1; a[6] = b2; a[7] = b3;
                 }
             }
             for (int i = 0; i < nx; i++)
             {
                 Vector256<T>* a = acc + i * 8;
-                T* s = sums + i * 4;
                 T* cij = c + i * sx + j * sy;
-                Put(cij, s[0] + Vector256.Sum(a[0] + a[4]), alpha, beta);
-                if (cnt > 1) Put(cij + sy, s[1] + Vector256.Sum(a[1] + a[5]), alpha, beta);
-                if (cnt > 2) Put(cij + 2 * sy, s[2] + Vector256.Sum(a[2] + a[6]), alpha, beta);
-                if (cnt > 3) Put(cij + 3 * sy, s[3] + Vector256.Sum(a[3] + a[7]), alpha, beta);
+                Put(cij, Vector256.Sum(a[0] + a[4]), alpha, beta);
+                if (cnt > 1) Put(cij + sy, Vector256.Sum(a[1] + a[5]), alpha, beta);
+                if (cnt > 2) Put(cij + 2 * sy, Vector256.Sum(a[2] + a[6]), alpha, beta);
+                if (cnt > 3) Put(cij + 3 * sy, Vector256.Sum(a[3] + a[7]), alpha, beta);
             }
         }
     }

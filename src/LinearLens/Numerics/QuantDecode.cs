@@ -18,6 +18,7 @@ public static unsafe class QuantDecode
     /// Elements [start, start+count) of a quantized row beginning at <paramref name="row"/> (its block 0), widened to T.
     /// Whole blocks are decoded straight into <paramref name="dst"/>; a partial first or last block goes through a stack buffer.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization), SkipLocalsInit]
     public static void Segment<T>(byte* row, DType t, long start, int count, T* dst) where T : unmanaged
     {
         int be = t.BlockElements(), bb = t.BlockBytes();
@@ -41,6 +42,7 @@ public static unsafe class QuantDecode
     }
 
     /// <summary>Decodes <paramref name="blocks"/> consecutive blocks at <paramref name="b"/> into blocks·BlockElements values.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization), SkipLocalsInit]
     public static void Blocks<T>(DType t, byte* b, int blocks, T* y) where T : unmanaged
     {
         if (!Simd)
@@ -125,25 +127,30 @@ public static unsafe class QuantDecode
         return Avx2.And(Avx2.CompareEqual(Avx2.And(spread, bit), bit), Vector256.Create((byte)0x10)).AsSByte();
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void Q4_0<T>(byte* b, T* y) where T : unmanaged
         => Emit32(Avx2.Subtract(Nibbles16(b + 2), Vector256.Create((sbyte)8)), V(QuantReference.Half(b)), Vector256<float>.Zero, y);
 
     // y = q·d + m is computed as q·d − (−m): the same float32 addition.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void Q4_1<T>(byte* b, T* y) where T : unmanaged
         => Emit32(Nibbles16(b + 4), V(QuantReference.Half(b)), V(-QuantReference.Half(b + 2)), y);
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void Q5_0<T>(byte* b, T* y) where T : unmanaged
     {
         var q = Avx2.Or(Nibbles16(b + 6), Bits32(Unsafe.ReadUnaligned<uint>(b + 2)));
         Emit32(Avx2.Subtract(q, Vector256.Create((sbyte)16)), V(QuantReference.Half(b)), Vector256<float>.Zero, y);
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void Q5_1<T>(byte* b, T* y) where T : unmanaged
     {
         var q = Avx2.Or(Nibbles16(b + 8), Bits32(Unsafe.ReadUnaligned<uint>(b + 4)));
         Emit32(q, V(QuantReference.Half(b)), V(-QuantReference.Half(b + 2)), y);
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void Q8_0<T>(byte* b, T* y) where T : unmanaged
     {
         var d = V(QuantReference.Half(b));
@@ -155,6 +162,7 @@ public static unsafe class QuantDecode
         Emit8(Sse2.LoadScalarVector128((long*)(qs + 24)).AsSByte(), d, z, y + 24);
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void Q2_K<T>(byte* b, T* y) where T : unmanaged
     {
         byte* sc = b, q = b + 16;
@@ -172,6 +180,7 @@ public static unsafe class QuantDecode
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void Q3_K<T>(byte* b, T* y) where T : unmanaged
     {
         byte* q = b + 32, sc = b + 96;
@@ -195,6 +204,7 @@ public static unsafe class QuantDecode
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void Q4_K<T>(byte* b, T* y) where T : unmanaged
     {
         float d = QuantReference.Half(b), dmin = QuantReference.Half(b + 2);
@@ -211,6 +221,7 @@ public static unsafe class QuantDecode
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void Q5_K<T>(byte* b, T* y) where T : unmanaged
     {
         float d = QuantReference.Half(b), dmin = QuantReference.Half(b + 2);
@@ -232,6 +243,7 @@ public static unsafe class QuantDecode
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void Q6_K<T>(byte* b, T* y) where T : unmanaged
     {
         byte* ql = b, qh = b + 128;
@@ -264,9 +276,11 @@ public static unsafe class QuantDecode
     static Vector256<sbyte> Iq4Table => Vector256.Create((sbyte)-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113,
                                                          -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113);
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void Iq4Nl<T>(byte* b, T* y) where T : unmanaged
         => Emit32(Avx2.Shuffle(Iq4Table, Nibbles16(b + 2)), V(QuantReference.Half(b)), Vector256<float>.Zero, y);
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void Iq4Xs<T>(byte* b, T* y) where T : unmanaged
     {
         float d = QuantReference.Half(b); int sh = Unsafe.ReadUnaligned<ushort>(b + 2);
