@@ -145,6 +145,30 @@ public sealed unsafe class QuantGemmTests
         }
     }
 
+    [Theory]
+    [InlineData((int)GemmIsa.Scalar)]
+    [InlineData((int)GemmIsa.Avx2)]
+    [InlineData((int)GemmIsa.Avx512)]
+    public void Every_kernel_family_packs_quantized_panels(int isaCode)
+    {
+        var isa = (GemmIsa)isaCode;
+        if (isa == GemmIsa.Avx2 && !(System.Runtime.Intrinsics.X86.Avx2.IsSupported && System.Runtime.Intrinsics.X86.Fma.IsSupported)) return;
+        var saved = Gemm.ForcedIsa;
+        Gemm.ForcedIsa = isa; // thread-static: only products started by this thread are affected
+        try
+        {
+            var rng = new Random(70);
+            foreach (bool f32 in new[] { false, true })
+            {
+                DType dense = f32 ? DType.F32 : DType.F64;
+                Check(rng, f32, 29, 37, 512, false, dense, true, DType.Q4_K);     // panels of NR weight rows (fused)
+                Check(rng, f32, 13, 96, 41, false, dense, false, DType.Q8_0);     // whole kc×nc blocks staged
+                Check(rng, f32, 64, 9, 40, true, DType.Q5_0, false, dense);       // Aᵀ staged
+            }
+        }
+        finally { Gemm.ForcedIsa = saved; }
+    }
+
     [Fact]
     public void Depth_not_a_multiple_of_KC_and_long_rows()
     {
