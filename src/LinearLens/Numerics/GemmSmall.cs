@@ -221,6 +221,12 @@ internal static unsafe class GemmSmall
         where T : unmanaged, IBinaryFloatingPointIeee754<T> where L : IGemmLoader<T>
     {
         if (y0 >= y1) return;
+        if (nx == 1 && QuantDecode.HasFusedDot(y.Type))
+        {
+            // one activation row (decode): weights decoded in registers, row by row, no staging
+            for (int j = y0; j < y1; j++) Put(c + j * sy, QuantDecode.Dot(y.Type, y.Row(j), x, k), alpha, beta);
+            return;
+        }
         float* stage = (float*)GemmScratch.Current.Get(GemmScratch.Work, 4L * QuantChunk * sizeof(float));
         int W = Vector256<T>.Count;
         var acc = stackalloc Vector256<T>[MaxRows * 8];
