@@ -16,6 +16,7 @@ public static class Cli
             GenerateCommand.Create(stdout, stderr),
             JacobianCommand.Create(stdout, stderr),
             AnalyzeCommand.Create(stdout, stderr),
+            ReportCommand.Create(stdout, stderr),
             BenchCommand.Create(stdout, stderr),
             RandomCheckpointCommand.Create(stdout, stderr),
             SteerCommand.Create(stdout, stderr),

@@ -72,6 +72,10 @@ public sealed record AnalysisReport(
     /// <summary>How the spectra were obtained ("full" or "matrix-free") and why.</summary>
     public string Method { get; init; } = "full";
     public string MethodReason { get; init; } = "";
+    /// <summary>The model folder the analysis read (full path).</summary>
+    public string ModelPath { get; init; } = "";
+    /// <summary>The input text when it was given as text (null for token ids).</summary>
+    public string? InputText { get; init; }
 }
 
 /// <summary>
@@ -139,7 +143,7 @@ public static class Analyzer
             d, L, y, TokenDecoder.ToDouble<T>(J.Reconstruction), J.RelativeError, J.MaxAbsError,
             ordinary is null ? null : TokenDecoder.ToDouble<T>(ordinary.Reconstruction), ordinary?.RelativeError,
             perToken, combined, colRows, sweep, path, attributions,
-            heatToken, Spectra.TokenMatrix(J, heatToken), seconds) { Method = "full", MethodReason = reason };
+            heatToken, Spectra.TokenMatrix(J, heatToken), seconds) { Method = "full", MethodReason = reason, ModelPath = System.IO.Path.GetFullPath(ckpt.Folder) };
     }
 
     /// <summary>
@@ -218,7 +222,7 @@ public static class Analyzer
             model.Config.ModelType, Transformer<T>.DTypeName, ids, ids.Select(decoder.Text).ToArray(), predicted, decoder.Text(predicted),
             d, L, y, yHat, rel, maxAbs, null, null,
             perToken, combined, colRows, sweep, path, attributions, heatToken, heat, seconds)
-        { Method = "matrix-free", MethodReason = reason };
+        { Method = "matrix-free", MethodReason = reason, ModelPath = System.IO.Path.GetFullPath(ckpt.Folder) };
     }
 
     /// <summary>Whether the matrix-free analysis forms the output's J: it fits in 1 GB and costs fewer products than the per-token Lanczos runs.</summary>

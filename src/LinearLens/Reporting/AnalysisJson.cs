@@ -5,7 +5,7 @@ using LinearLens.Analysis;
 
 namespace LinearLens.Reporting;
 
-/// <summary>analysis.json: every number and decoded token of an <see cref="AnalysisReport"/> (the heat-map matrix aside; it is in the PNG).</summary>
+/// <summary>analysis.json: every number and decoded token of an <see cref="AnalysisReport"/> (the heat-map matrix aside: it is d×d, and drawn in jacobian_heatmap.png); report.html is built from it alone.</summary>
 public static class AnalysisJson
 {
     public static readonly JsonSerializerOptions Options = new() { Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping, WriteIndented = false };
@@ -13,6 +13,8 @@ public static class AnalysisJson
     public static JsonObject Build(AnalysisReport r) => new()
     {
         ["model_type"] = r.ModelType,
+        ["model_path"] = r.ModelPath,
+        ["input_text"] = r.InputText,
         ["dtype"] = r.DType,
         ["input_ids"] = Arr(r.InputIds),
         ["tokens"] = Arr(r.Tokens),
@@ -30,6 +32,9 @@ public static class AnalysisJson
             ["definition"] = "‖Σᵢ Jᵢxᵢ − y‖ / ‖y‖ with y the final-normed hidden state of the last position",
         },
         ["output"] = Arr(r.Output),
+        ["reconstructed_output"] = Arr(r.Reconstruction),
+        ["ordinary_reconstructed_output"] = r.OrdinaryReconstruction is null ? null : Arr(r.OrdinaryReconstruction),
+        ["heatmap_token"] = r.HeatmapToken,
         ["per_token"] = new JsonArray(r.PerToken.Select(Spectrum).ToArray<JsonNode?>()),
         ["combined"] = Spectrum(r.Combined),
         ["columns_and_rows"] = new JsonArray(r.ColumnsAndRows.Select(c => (JsonNode)new JsonObject
