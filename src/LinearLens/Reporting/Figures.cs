@@ -207,10 +207,12 @@ public static class Figures
     /// <summary>Lines colored by token position; the legend names a sample of the tokens (all of them when few).</summary>
     static string TokenLegendNote(int n) => n > MaxLegendItems ? $"; legend: {MaxLegendItems} of {n} tokens, color = position" : "";
 
+    static string TokenSubtitle(AnalysisReport r, int n) => Subtitle(r) + TokenLegendNote(n);
+
     static Plot TokenSpectra(AnalysisReport r)
     {
         int n = r.PerToken.Length;
-        var plt = NewPlot($"Singular values of each token's detached Jacobian Jᵢ (labels: decoded U₀{TokenLegendNote(n)})\n{Subtitle(r)}");
+        var plt = NewPlot($"Singular values of each token's detached Jacobian Jᵢ (labels: decoded U₀)\n{TokenSubtitle(r, n)}");
         var cmap = new ScottPlot.Colormaps.Viridis();
         var named = Sample(n, MaxLegendItems).ToHashSet();
         for (int i = 0; i < n; i++)
@@ -234,7 +236,7 @@ public static class Figures
     static Plot ColumnNorms(AnalysisReport r)
     {
         int n = r.ColumnsAndRows.Length;
-        var plt = NewPlot($"Sorted column norms ‖Jᵢ[:, j]‖ per token (labels: top column decoded{TokenLegendNote(n)})\n{Subtitle(r)}");
+        var plt = NewPlot($"Sorted column norms ‖Jᵢ[:, j]‖ per token (labels: top column decoded)\n{TokenSubtitle(r, n)}");
         var cmap = new ScottPlot.Colormaps.Viridis();
         var named = Sample(n, MaxLegendItems).ToHashSet();
         foreach (var c in r.ColumnsAndRows)
@@ -344,7 +346,7 @@ public static class Figures
         var shown = Sample(n, MaxTickLabels);
         plt.Axes.Bottom.SetTicks(shown.Select(x => (double)x).ToArray(), shown.Select(i => $"{i} {Label(r.Tokens[i])}").ToArray());
         plt.Axes.Bottom.TickLabelStyle.Rotation = 90;
-        plt.Axes.Bottom.TickLabelStyle.Alignment = Alignment.MiddleRight;
+        plt.Axes.Bottom.TickLabelStyle.Alignment = Alignment.MiddleLeft;
         plt.Axes.Bottom.TickLabelStyle.FontSize = 10;
         plt.Axes.Bottom.MinimumSize = 150;
         plt.Axes.SetLimitsX(-0.6, n - 0.4);
