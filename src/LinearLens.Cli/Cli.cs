@@ -11,8 +11,12 @@ public static class Cli
 {
     public static int Run(string[] args, TextWriter stdout, TextWriter stderr)
     {
-        var root = new RootCommand("LinearLens: an exactly equivalent linear system of a decoder LLM for one input text")
+        // A plain command named for the tool (a RootCommand takes the executable's name, "LinearLens.Cli" under dotnet run)
+        // with the help and version options a RootCommand would add.
+        var root = new Command("linearlens", "LinearLens: an exactly equivalent linear system of a decoder LLM for one input text")
         {
+            new System.CommandLine.Help.HelpOption(),
+            new VersionOption(),
             GenerateCommand.Create(stdout, stderr),
             JacobianCommand.Create(stdout, stderr),
             AnalyzeCommand.Create(stdout, stderr),

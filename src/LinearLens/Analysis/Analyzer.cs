@@ -74,6 +74,8 @@ public sealed record AnalysisReport(
     public string MethodReason { get; init; } = "";
     /// <summary>The model folder the analysis read (full path).</summary>
     public string ModelPath { get; init; } = "";
+    /// <summary>The options the analysis ran with, its layers resolved.</summary>
+    public AnalysisOptions Options { get; init; } = new();
     /// <summary>The input text when it was given as text (null for token ids).</summary>
     public string? InputText { get; init; }
 }
@@ -143,7 +145,7 @@ public static class Analyzer
             d, L, y, TokenDecoder.ToDouble<T>(J.Reconstruction), J.RelativeError, J.MaxAbsError,
             ordinary is null ? null : TokenDecoder.ToDouble<T>(ordinary.Reconstruction), ordinary?.RelativeError,
             perToken, combined, colRows, sweep, path, attributions,
-            heatToken, Spectra.TokenMatrix(J, heatToken), seconds) { Method = "full", MethodReason = reason, ModelPath = System.IO.Path.GetFullPath(ckpt.Folder) };
+            heatToken, Spectra.TokenMatrix(J, heatToken), seconds) { Method = "full", MethodReason = reason, ModelPath = System.IO.Path.GetFullPath(ckpt.Folder), Options = options with { Layers = layers } };
     }
 
     /// <summary>
@@ -222,7 +224,7 @@ public static class Analyzer
             model.Config.ModelType, Transformer<T>.DTypeName, ids, ids.Select(decoder.Text).ToArray(), predicted, decoder.Text(predicted),
             d, L, y, yHat, rel, maxAbs, null, null,
             perToken, combined, colRows, sweep, path, attributions, heatToken, heat, seconds)
-        { Method = "matrix-free", MethodReason = reason, ModelPath = System.IO.Path.GetFullPath(ckpt.Folder) };
+        { Method = "matrix-free", MethodReason = reason, ModelPath = System.IO.Path.GetFullPath(ckpt.Folder), Options = options with { Layers = layers } };
     }
 
     /// <summary>Whether the matrix-free analysis forms the output's J: it fits in 1 GB and costs fewer products than the per-token Lanczos runs.</summary>

@@ -70,7 +70,22 @@ public static class AnalysisJson
             ["logit"] = a.Logit,
             ["sum_error"] = a.SumError,
         }).ToArray<JsonNode?>()),
+        ["options"] = OptionsJson(r.Options),
         ["seconds"] = new JsonObject(r.Seconds.Select(kv => new KeyValuePair<string, JsonNode?>(kv.Key, kv.Value))),
+    };
+
+    /// <summary>The options that decide an analysis' results (a resumed `analyze --prompts` reuses a folder only when they match).</summary>
+    public static JsonObject OptionsJson(AnalysisOptions o) => new()
+    {
+        ["components"] = o.Components,
+        ["layers"] = o.Layers is null ? null : Arr(o.Layers),
+        ["attribute_ids"] = Arr(o.AttributeTokens),
+        ["ordinary"] = o.Ordinary,
+        ["decoded"] = o.Decoded,
+        ["method"] = o.Method.ToString(),
+        ["tolerance"] = o.Tolerance,
+        ["form_output_jacobian"] = o.FormOutputJacobian,
+        ["frobenius_probes"] = o.FrobeniusProbes,
     };
 
     static JsonObject Spectrum(Spectrum s) => new()

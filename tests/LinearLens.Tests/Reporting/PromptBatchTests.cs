@@ -99,6 +99,11 @@ public sealed class PromptBatchTests(ITestOutputHelper output) : IDisposable
         Assert.Equal(values[0], residual5["stable_rank"]!["min"]!.GetValue<double>());
         Assert.Equal(1 / values[5], residual5["sigma1_share"]!["min"]!.GetValue<double>(), 1e-12);
         Assert.True(File.Exists(Path.Combine(outDir, "summary.html")));
+
+        // Once more with the same options: nothing to do, the same summary.
+        r = CliRunner.Run(["analyze", "--model", SharedData.Stories260K, "--prompts", file, "--out", outDir, .. analysisOptions]);
+        Assert.Contains("6 prompts: 0 analysed, 6 already done", r.Stdout);
+        Assert.Equal(summary.ToJsonString(), Json(Path.Combine(outDir, "summary.json")).ToJsonString());
     }
 
     [Fact]
