@@ -21,9 +21,10 @@ static class AnalyzeCommand
         var prompts = new Option<string>("--prompts") { Description = "Analyse many prompts with one model load: a text file with one prompt per line, or JSON Lines with a \"text\" field; needs --out; an interrupted run resumes" };
         var figures = new Option<bool>("--figures") { Description = "With --prompts: also write each prompt's PNG figures (always written for a single input)" };
         var json = new Option<bool>("--json") { Description = "Print the analysis JSON on stdout" };
+        var detach = ModelInput.DetachOption();
         var method = new Option<string>("--method") { Description = "full (form every Jacobian), matrix-free (Lanczos over JVP/VJP products; ‖J‖_F² estimated; no column/row norms or ordinary Jacobian) or auto (by estimated cost)", DefaultValueFactory = _ => "auto" };
         var cmd = new Command("analyze", "Per-token and combined SVD decoded to tokens, layer sweep with stable rank and path, exact logit attribution, figures")
-        { components, layers, attribute, noOrdinary, outDir, json, method, prompts, figures };
+        { components, layers, attribute, noOrdinary, outDir, json, method, detach, prompts, figures };
         input.AddTo(cmd);
         cmd.SetAction(p =>
         {
@@ -34,6 +35,7 @@ static class AnalyzeCommand
                 Layers = p.GetValue(layers) is { } s ? ParseLayers(s) : null,
                 AttributeTokens = (p.GetValue(attribute) ?? []).Select(a => AttributeId(ckpt, a)).ToArray(),
                 Ordinary = !p.GetValue(noOrdinary),
+                Detach = ModelInput.ParseDetach(p.GetValue(detach)),
                 Method = p.GetValue(method) switch
                 {
                     "full" => SvdMethod.Full, "matrix-free" => SvdMethod.MatrixFree, "auto" => SvdMethod.Auto,

@@ -49,6 +49,7 @@ public static class HtmlReport
             if (a[key] is JsonValue hub) Fact(sb, "Hub id", $"<span class=\"tok\">{Text(hub.ToString())}</span>");
         if (Opt(a["model_path"]) is { Length: > 0 } mp) Fact(sb, "model", $"<span class=\"tok\" id=\"model-path\">{Text(mp)}</span>");
         Fact(sb, "precision", Text(dtype));
+        if (Opt(a["detach"]) is { } detach) Fact(sb, "detach policy", Text(detach));
         Fact(sb, "size", $"d = {I(a["hidden_size"])}, {I(a["num_layers"])} layers");
         Fact(sb, "method", $"{Text(Str(a["method"]))} <span class=\"muted\">({Text(Str(a["method_reason"]))})</span>");
         if (Opt(a["input_text"]) is { } text) Fact(sb, "input text", $"<span class=\"tok\" style=\"white-space:pre-wrap\">{Text(text)}</span>");
@@ -62,8 +63,10 @@ public static class HtmlReport
         string okClass = rel < (dtype == "float64" ? 1e-12 : 1e-5) ? "ok" : "bad";
         sb.Append("<section id=\"reconstruction\"><h2>Prediction and reconstruction</h2><dl class=\"facts\">");
         Fact(sb, "predicted next token", $"<span class=\"tok chip\">{Text(predicted)}</span> (id {I(a["predicted_id"])})");
-        Fact(sb, "detached Jacobian", $"‖Σᵢ Jᵢxᵢ − y‖/‖y‖ = <span class=\"{okClass}\" id=\"relative-error\">{E(rel)}</span> (max |error| {E(Num(rec["max_abs_error"]))}): the frozen linear system reproduces the model's output" +
-            (okClass == "ok" ? " exactly, up to rounding" : " only approximately"));
+        double offset = rec["offset_norm"] is JsonValue on ? (double)on : 0;
+        string c = offset > 0 ? " + c" : "";
+        Fact(sb, "detached Jacobian", $"‖Σᵢ Jᵢxᵢ{c} − y‖/‖y‖ = <span class=\"{okClass}\" id=\"relative-error\">{E(rel)}</span> (max |error| {E(Num(rec["max_abs_error"]))}): the frozen linear system reproduces the model's output" +
+            (okClass == "ok" ? " exactly, up to rounding" : " only approximately") + (offset > 0 ? $"; its constant term c (from the biases) has ‖c‖ = {G(offset)}" : ""));
         Fact(sb, "ordinary Jacobian", ord is double o ? $"‖Σᵢ Jᵢxᵢ − y‖/‖y‖ = <span id=\"ordinary-error\">{E(o)}</span>: the ordinary (non-frozen) Jacobian does not reconstruct y" : "<span class=\"muted\">not computed</span>");
         sb.Append("</dl></section>");
 
@@ -120,16 +123,16 @@ public static class HtmlReport
         sb.Append($"<div class=\"attribution\" data-token-id=\"{I(at["token_id"])}\"><h3>Logit of <span class=\"tok chip\">{Text(target)}</span> (id {I(at["token_id"])})</h3><div class=\"strip\">");
         for (int i = 0; i < c.Length; i++)
         {
-            double f = Math.Abs(c[i]) / max;
-            // white → green (positive) or red (negative), by |contribution| relative to the largest
-            var (r, g, b) = c[i] >= 0 ? (44, 160, 44) : (214, 39, 40);
-            string bg = $"rgb({Mix(r, f)},{Mix(g, f)},{Mix(b, f)})";
+            string bg = Shade(c[i], max);
             string tok = i < tokens.Length ? tokens[i] : "";
             sb.Append($"<span class=\"tok\" data-index=\"{i}\" data-contribution=\"{R(c[i])}\" style=\"background:{bg}\" title=\"#{i} {Text(tok)}: {Signed(c[i])}\">{Text(tok)}</span>");
         }
+        double bias = at["bias"] is JsonValue bv ? (double)bv : 0;
+        if (bias != 0)
+            sb.Append($"<span class=\"tok bias\" data-bias=\"{R(bias)}\" title=\"constant term c (biases): {Signed(bias)}\" style=\"background:{Shade(bias, max)}\">bias c</span>");
         sb.Append("</div>");
         double sum = Num(at["sum"]), logit = Num(at["logit"]);
-        sb.Append($"<p>Σ contributions = <b class=\"sum\" data-value=\"{R(sum)}\">{G(sum, 10)}</b>, logit = <b class=\"logit\" data-value=\"{R(logit)}\">{G(logit, 10)}</b>, " +
+        sb.Append($"<p>Σ contributions{(bias != 0 ? " + bias" : "")} = <b class=\"sum\" data-value=\"{R(sum)}\">{G(sum, 10)}</b>, logit = <b class=\"logit\" data-value=\"{R(logit)}\">{G(logit, 10)}</b>, " +
                   $"|difference| = <span class=\"{(Num(at["sum_error"]) <= 1e-8 * Math.Max(1, Math.Abs(logit)) ? "ok" : "bad")}\">{E(Num(at["sum_error"]))}</span></p>");
         // The largest contributions by magnitude: what a reader looks for first in a long input.
         var top = Enumerable.Range(0, c.Length).OrderByDescending(i => Math.Abs(c[i])).Take(10).ToArray();
@@ -139,6 +142,14 @@ public static class HtmlReport
     }
 
     static string Signed(double v) => v.ToString("+0.000000;-0.000000", System.Globalization.CultureInfo.InvariantCulture);
+
+    /// <summary>White → green (positive) or red (negative), by |value| relative to the largest.</summary>
+    static string Shade(double v, double max)
+    {
+        double f = Math.Abs(v) / max;
+        var (r, g, b) = v >= 0 ? (44, 160, 44) : (214, 39, 40);
+        return $"rgb({Mix(r, f)},{Mix(g, f)},{Mix(b, f)})";
+    }
 
     static int Mix(int channel, double f) => (int)Math.Round(255 + (channel - 255) * Math.Clamp(f, 0, 1));
 

@@ -43,7 +43,7 @@ public sealed class ReportTests(ITestOutputHelper output) : IDisposable
         var page = loaded.Page;
         var tokens = a["tokens"]!.AsArray().Select(t => t!.GetValue<string>()).ToArray();
         // every input token of the predicted logit's strip is there, in order, visible, with its exact value on hover
-        var boxes = await Boxes(page, ".attribution:first-of-type .strip .tok");
+        var boxes = await Boxes(page, ".attribution:first-of-type .strip .tok[data-index]");
         Assert.Equal(tokens.Length, boxes.Length);
         var contributions = a["attribution"]![0]!["contributions"]!.AsArray().Select(c => c!.GetValue<double>()).ToArray();
         for (int i = 0; i < tokens.Length; i++)
@@ -55,6 +55,10 @@ public sealed class ReportTests(ITestOutputHelper output) : IDisposable
         }
         // the values shown sum to the logit shown
         double sum = boxes.Sum(b => double.Parse(b.c!, System.Globalization.CultureInfo.InvariantCulture));
+        // a model with biases has one more entry, the constant term's
+        if (await page.GetAttributeAsync(".attribution:first-of-type .strip .bias", "data-bias") is { } bias)
+            sum += double.Parse(bias, System.Globalization.CultureInfo.InvariantCulture);
+        else Assert.Equal(0, a["attribution"]![0]!["bias"]?.GetValue<double>() ?? 0);
         double logit = double.Parse((await page.GetAttributeAsync(".attribution:first-of-type .logit", "data-value"))!, System.Globalization.CultureInfo.InvariantCulture);
         Assert.True(Math.Abs(sum - logit) <= 1e-9 * Math.Max(1, Math.Abs(logit)), $"Σ shown {sum} vs logit shown {logit}");
         Assert.Equal(a["attribution"]![0]!["logit"]!.GetValue<double>(), logit);
@@ -152,7 +156,7 @@ public sealed class ReportTests(ITestOutputHelper output) : IDisposable
         Assert.Equal(0, await loaded.Page.Locator("b b, .strip b").CountAsync());
         Assert.Equal("/models/<x>&\"y\"", await loaded.Page.Locator("#model-path").TextContentAsync());
         // the lone surrogates and control characters have a visible escaped form
-        var boxes = await Boxes(loaded.Page, ".attribution:first-of-type .strip .tok");
+        var boxes = await Boxes(loaded.Page, ".attribution:first-of-type .strip .tok[data-index]");
         Assert.Equal("\\uD800lone", boxes[6].text);
         Assert.Equal("tail\\uDC00", boxes[7].text);
         Assert.Equal("\\t\\u0001\\u007F\\u009F", boxes[5].text);

@@ -6,7 +6,7 @@ namespace LinearLens.Tests.Support;
 /// <summary>
 /// An <see cref="AnalysisReport"/> of any length with plausible, seeded values — for testing the layout of figures
 /// and pages on 500–2,000-token inputs, which a real analysis makes slowly (its attribution is O(n²·d)). The
-/// attribution sums exactly to its logit, as a real one does.
+/// attribution (with a bias entry, as a model with biases has) sums exactly to its logit, as a real one does.
 /// </summary>
 public static class SyntheticReport
 {
@@ -32,8 +32,8 @@ public static class SyntheticReport
                 for (int l = 1; l <= layers; l++) sweep.Add(new LayerSpectrum(l, key, mode, Spec($"{key} {l} {mode}", false), 1e-16));
         var path = Enumerable.Range(1, layers).Select(l => new PathPoint(l, [l / (double)layers, 0.3 * rng.NextDouble(), 0.1], Decoded())).ToArray();
         var contributions = Enumerable.Range(0, n).Select(_ => rng.NextDouble() - 0.45).ToArray();
-        double sum = contributions.Sum();
-        var attribution = new TokenAttribution(6, ".", contributions, sum, sum);
+        double bias = 0.25, sum = contributions.Sum() + bias;
+        var attribution = new TokenAttribution(6, ".", contributions, bias, sum, sum);
         var y = Enumerable.Range(0, d).Select(_ => rng.NextDouble() - 0.5).ToArray();
         var heat = Enumerable.Range(0, d * d).Select(_ => rng.NextDouble() - 0.5).ToArray();
         return new AnalysisReport("llama", "float64", Enumerable.Range(0, n).ToArray(), tokens, 6, ".", d, layers,
