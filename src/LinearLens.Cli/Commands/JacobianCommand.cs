@@ -64,46 +64,11 @@ static class JacobianCommand
         public bool WantedWithFull => Components is not null || PerToken;
     }
 
-    /// <summary>
-    /// `auto`: full when J fits the memory budget and its d transpose products cost less than the Lanczos estimate
-    /// (2 products per Krylov column, 10k + 100 columns at most, plus k for the residuals; per token for --per-token,
-    /// where a product runs only from the token's position on),
-    /// else matrix-free. Returns the choice and a one-line reason.
-    /// </summary>
-    static (SvdMethod method, string reason) Decide(ModelConfig c, int n, int elementSize, JacobianTarget target, SvdRequest req, bool nonlinear, string? outDir)
-    {
-        if (req.Method != SvdMethod.Auto) return (req.Method, "requested");
-        if (nonlinear) return (SvdMethod.Full, "the ordinary Jacobian (--nonlinear) is only formed in full");
-        if (outDir is not null) return (SvdMethod.Full, "--out writes the full J");
-        int d = c.HiddenSize;
-        long lin = 0;  // linear-path weights per layer run: W_v, W_o, W_up, W_down
-        int layers = target.Mode == JacobianMode.Cumulative ? target.Layer : 1;
-        lin = (long)layers * ((long)c.KvDim * d + (long)d * c.QDim + 2L * c.IntermediateSize * d);
-        double rowBytes = (3.0 * d + c.QDim + c.KvDim + c.IntermediateSize) * elementSize;
-        // whether J fits is judged with the narrow batch: a wider one is only taken when memory allows (DetachedJacobian.Batch)
-        double memFull = (double)d * n * d * elementSize + DetachedJacobian.Batch(c, n, elementSize, budget: 0).bufferBytes;
-        int k = Math.Min(req.K, d);
-        int krylov = Math.Min(d, 10 * k + 100);
-        int lanes = req.PerToken ? n : 1;
-        double productsFree = JacobianOperators.LanczosProducts(d, n, k, req.PerToken);
-        double productsFull = d;
-        int freeBatch = Math.Min(JacobianOperators.MaxBatch(n), lanes * Math.Clamp(k, 1, 4));
-        double memFree = n * (double)freeBatch * rowBytes + lanes * (double)krylov * (d + (req.PerToken ? d : (double)n * d)) * 8;   // Lanczos bases are double
-        double gflop(double products) => 2.0 * products * n * lin / 1e9;
-        string mem(double b) => b >= 1e9 ? $"{b / 1e9:F1} GB" : $"{b / 1e6:F0} MB";
-        string costs = $"full: J {mem(memFull)}, {productsFull:F0} products ≈ {gflop(productsFull):F0} GFLOP; matrix-free: {mem(memFree)}, ≤ {productsFree:F0} products ≈ {gflop(productsFree):F0} GFLOP";
-        if (memFull > DetachedJacobian.MemoryBudgetBytes)
-            return (SvdMethod.MatrixFree, $"J would need {mem(memFull)} > {mem(DetachedJacobian.MemoryBudgetBytes)} budget ({costs})");
-        return productsFree < productsFull
-            ? (SvdMethod.MatrixFree, $"fewer products ({costs})")
-            : (SvdMethod.Full, $"J fits in memory and costs no more ({costs})");
-    }
-
     static int Run<T>(Checkpoint ckpt, int[] ids, JacobianTarget target, bool nonlinear, string? outDir, bool json, SvdRequest req, TextWriter stdout, TextWriter stderr)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
         var model = new Transformer<T>(ckpt);
-        var (method, reason) = Decide(ckpt.Config, ids.Length, Unsafe.SizeOf<T>(), target, req, nonlinear, outDir);
+        var (method, reason) = MethodPlanner.ForJacobian(ckpt.Config, ids.Length, Unsafe.SizeOf<T>(), target, req.Method, req.K, req.PerToken, nonlinear, writesJ: outDir is not null);
         string methodName = method == SvdMethod.MatrixFree ? "matrix-free" : "full";
         stderr.WriteLine($"method: {methodName} ({reason})");
         var run = model.Forward(ids, trace: true, nonlinear: nonlinear, detach: req.Detach);
