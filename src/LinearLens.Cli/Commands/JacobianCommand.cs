@@ -293,15 +293,11 @@ sealed class TargetOptions
 
 static class Json
 {
-    /// <summary>Readable JSON: tokens such as "&lt;s&gt;" or "é" are written as they are, not as \u escapes.</summary>
-    public static readonly System.Text.Json.JsonSerializerOptions Options = new()
-    {
-        Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping,
-    };
+    public static System.Text.Json.JsonSerializerOptions Options => CommandJson.Options;
 
-    public static JsonArray Array<TV>(IEnumerable<TV> values) => new(values.Select(v => JsonValue.Create(v)).ToArray<JsonNode?>());
+    public static JsonArray Array<TV>(IEnumerable<TV> values) => CommandJson.Array(values);
 
-    public static string Write(JsonNode node) => node.ToJsonString(Options);
+    public static string Write(JsonNode node) => CommandJson.Write(node);
 
     /// <summary>Moves every field of <paramref name="extra"/> into <paramref name="target"/> (in order) and returns it.</summary>
     public static JsonObject Merge(JsonObject target, JsonObject extra)
