@@ -1,5 +1,6 @@
 using System.CommandLine;
 using LinearLens.Cli.Commands;
+using LinearLens.Loading;
 
 namespace LinearLens.Cli;
 
@@ -9,7 +10,13 @@ namespace LinearLens.Cli;
 /// </summary>
 public static class Cli
 {
-    public static int Run(string[] args, TextWriter stdout, TextWriter stderr)
+    /// <summary>Runs with the Hub options of this process's environment (HF_ENDPOINT, HF_HUB_CACHE, HF_TOKEN, HF_HUB_OFFLINE, …).</summary>
+    public static int Run(string[] args, TextWriter stdout, TextWriter stderr) => Run(args, stdout, stderr, HubOptions.FromProcess);
+
+    /// <summary>Runs with the given Hub options (tests: a loopback endpoint, a temporary cache) instead of the environment's.</summary>
+    public static int Run(string[] args, TextWriter stdout, TextWriter stderr, HubOptions hub) => Run(args, stdout, stderr, () => hub);
+
+    static int Run(string[] args, TextWriter stdout, TextWriter stderr, Func<HubOptions> hub)
     {
         // A plain command named for the tool (a RootCommand takes the executable's name, "LinearLens.Cli" under dotnet run)
         // with the help and version options a RootCommand would add.
@@ -17,13 +24,13 @@ public static class Cli
         {
             new System.CommandLine.Help.HelpOption(),
             new VersionOption(),
-            GenerateCommand.Create(stdout, stderr),
-            JacobianCommand.Create(stdout, stderr),
-            AnalyzeCommand.Create(stdout, stderr),
+            GenerateCommand.Create(stdout, stderr, hub),
+            JacobianCommand.Create(stdout, stderr, hub),
+            AnalyzeCommand.Create(stdout, stderr, hub),
             ReportCommand.Create(stdout, stderr),
-            BenchCommand.Create(stdout, stderr),
+            BenchCommand.Create(stdout, stderr, hub),
             RandomCheckpointCommand.Create(stdout, stderr),
-            SteerCommand.Create(stdout, stderr),
+            SteerCommand.Create(stdout, stderr, hub),
         };
         var parse = root.Parse(args);
         if (parse.Errors.Count > 0)

@@ -10,9 +10,9 @@ namespace LinearLens.Cli.Commands;
 /// <summary>`linearlens analyze`: SVD decoded to tokens, layer sweeps, stable rank, exact attribution; analysis.json and PNG figures.</summary>
 static class AnalyzeCommand
 {
-    public static Command Create(TextWriter stdout, TextWriter stderr)
+    public static Command Create(TextWriter stdout, TextWriter stderr, Func<HubOptions> hub)
     {
-        var input = new ModelInput();
+        var input = new ModelInput(hub, stderr);
         var components = new Option<int>("--components") { Description = "Singular triplets per matrix", DefaultValueFactory = _ => 8 };
         var layers = new Option<string>("--layers") { Description = "Layers of the sweep, e.g. 1,4,8 (default: about 8 evenly spaced, the last included)" };
         var attribute = new Option<string[]>("--attribute") { Description = "Also attribute these tokens' logits: an id (e.g. 42) or a text that is one token (e.g. \" Golden\"); repeatable", AllowMultipleArgumentsPerToken = false };
@@ -28,7 +28,8 @@ static class AnalyzeCommand
         input.AddTo(cmd);
         cmd.SetAction(p =>
         {
-            using var ckpt = Checkpoint.Open(p.GetValue(input.Model)!);
+            var source = input.Resolve(p);
+            using var ckpt = Checkpoint.Open(source.LocalPath);
             var options = new AnalysisOptions
             {
                 Components = p.GetValue(components),
@@ -50,14 +51,14 @@ static class AnalyzeCommand
                 string dir = p.GetValue(outDir) ?? throw new LinearLensException("--prompts needs --out DIR: each prompt gets a folder there, with summary.json and summary.html beside them");
                 var list = PromptFile.Read(file);
                 return input.IsFloat64(p)
-                    ? RunPrompts<double>(ckpt, list, options, dir, p.GetValue(figures), stdout, stderr)
-                    : RunPrompts<float>(ckpt, list, options, dir, p.GetValue(figures), stdout, stderr);
+                    ? RunPrompts<double>(ckpt, source, list, options, dir, p.GetValue(figures), stdout, stderr)
+                    : RunPrompts<float>(ckpt, source, list, options, dir, p.GetValue(figures), stdout, stderr);
             }
             var ids = input.Ids(p, ckpt);
             string? text = p.GetValue(input.Text);
             return input.IsFloat64(p)
-                ? Run<double>(ckpt, ids, text, options, p.GetValue(outDir), p.GetValue(json), stdout, stderr)
-                : Run<float>(ckpt, ids, text, options, p.GetValue(outDir), p.GetValue(json), stdout, stderr);
+                ? Run<double>(ckpt, source, ids, text, options, p.GetValue(outDir), p.GetValue(json), stdout, stderr)
+                : Run<float>(ckpt, source, ids, text, options, p.GetValue(outDir), p.GetValue(json), stdout, stderr);
         });
         return cmd;
     }
@@ -77,11 +78,12 @@ static class AnalyzeCommand
         return ids[0];
     }
 
-    static int Run<T>(Checkpoint ckpt, int[] ids, string? inputText, AnalysisOptions options, string? outDir, bool json, TextWriter stdout, TextWriter stderr)
+    static int Run<T>(Checkpoint ckpt, ResolvedModel source, int[] ids, string? inputText, AnalysisOptions options, string? outDir, bool json, TextWriter stdout, TextWriter stderr)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
         var model = new Transformer<T>(ckpt);
-        var report = Progress.RunStages(stderr, "analysis", progress => Analyzer.Run(model, ids, options, progress)) with { InputText = inputText };
+        var report = Progress.RunStages(stderr, "analysis", progress => Analyzer.Run(model, ids, options, progress))
+            with { InputText = inputText, HubId = source.HubId, HubRevision = source.Revision, HubCommit = source.Commit };
         stderr.WriteLine($"method: {report.Method} ({report.MethodReason})");
         if (outDir is not null) AnalysisFolder.Write(report, outDir, figures: true);
         if (json) { stdout.WriteLine(AnalysisJson.Write(report)); return 0; }
@@ -117,7 +119,7 @@ static class AnalyzeCommand
     }
 
     /// <summary>Many prompts, one model load: a line per prompt on stderr with an ETA; Ctrl-C stops after the current prompt.</summary>
-    static int RunPrompts<T>(Checkpoint ckpt, Prompt[] prompts, AnalysisOptions options, string outDir, bool figures, TextWriter stdout, TextWriter stderr)
+    static int RunPrompts<T>(Checkpoint ckpt, ResolvedModel source, Prompt[] prompts, AnalysisOptions options, string outDir, bool figures, TextWriter stdout, TextWriter stderr)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
         var model = new Transformer<T>(ckpt);
@@ -128,7 +130,7 @@ static class AnalyzeCommand
         {
             var result = PromptBatch.Run(model, prompts, outDir, options, figures, p =>
                 stderr.WriteLine($"prompt {p.Done}/{p.Total} (line {p.Prompt.Line}, {p.Tokens} tokens): " +
-                                 (p.Reused ? "already done" : $"{p.Seconds:F2} s") + (p.EtaSeconds is double eta ? $"; ETA {Eta(eta)}" : "")), cancel.Token);
+                                 (p.Reused ? "already done" : $"{p.Seconds:F2} s") + (p.EtaSeconds is double eta ? $"; ETA {Eta(eta)}" : "")), cancel.Token, source);
             stdout.WriteLine($"{prompts.Length} prompts: {result.Computed} analysed, {result.Reused} already done; wrote {result.SummaryJson} and {result.SummaryHtml}");
             return 0;
         }

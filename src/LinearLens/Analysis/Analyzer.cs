@@ -64,6 +64,10 @@ public sealed record AnalysisReport(
     public string MethodReason { get; init; } = "";
     /// <summary>The model folder the analysis read (full path).</summary>
     public string ModelPath { get; init; } = "";
+    /// <summary>Where the folder came from when --model named a Hub id: the id, the revision asked for and the commit it resolved to.</summary>
+    public string? HubId { get; init; }
+    public string? HubRevision { get; init; }
+    public string? HubCommit { get; init; }
     /// <summary>The options the analysis ran with, its layers resolved.</summary>
     public AnalysisOptions Options { get; init; } = new();
     /// <summary>The input text when it was given as text (null for token ids).</summary>

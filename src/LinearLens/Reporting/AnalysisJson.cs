@@ -14,6 +14,9 @@ public static class AnalysisJson
     {
         ["model_type"] = r.ModelType,
         ["model_path"] = r.ModelPath,
+        ["hub_id"] = r.HubId,
+        ["hub_revision"] = r.HubRevision,
+        ["hub_commit"] = r.HubCommit,
         ["input_text"] = r.InputText,
         ["dtype"] = r.DType,
         ["input_ids"] = Arr(r.InputIds),

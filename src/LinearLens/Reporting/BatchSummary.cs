@@ -56,6 +56,8 @@ public static class BatchSummary
         {
             ["model_type"] = first["model_type"]?.DeepClone(),
             ["model_path"] = first["model_path"]?.DeepClone(),
+            ["hub_id"] = first["hub_id"]?.DeepClone(),
+            ["hub_revision"] = first["hub_revision"]?.DeepClone(),
             ["dtype"] = first["dtype"]?.DeepClone(),
             ["num_layers"] = first["num_layers"]?.DeepClone(),
             ["count"] = analyses.Length,
@@ -101,6 +103,7 @@ public static class BatchSummary
         string modelType = s["model_type"]?.ToString() ?? "";
         sb.Append($"<header><h1>LinearLens: {count} prompts on {Text(modelType)}</h1><dl class=\"facts\">");
         sb.Append($"<dt>model type</dt><dd>{Text(modelType)}</dd>");
+        if (s["hub_id"]?.ToString() is { Length: > 0 } hub) sb.Append($"<dt>Hub id</dt><dd><span class=\"tok\">{Text(hub)}</span>{(s["hub_revision"]?.ToString() is { } rev ? $" revision {Text(rev)}" : "")}</dd>");
         if (s["model_path"]?.ToString() is { Length: > 0 } mp) sb.Append($"<dt>model</dt><dd><span class=\"tok\">{Text(mp)}</span></dd>");
         sb.Append($"<dt>precision</dt><dd>{Text(s["dtype"]?.ToString())}</dd><dt>prompts</dt><dd>{count}</dd></dl></header>");
 

@@ -36,15 +36,15 @@ public sealed record SteeringRun(SteeringResult Result, string? Text, string[] T
 /// <summary>What `steer` found: the concept operator and one steered generation per λ. Serialized by <see cref="ToJson"/>.</summary>
 public sealed record SteeringReport(
     string ModelType, string DType, int NumLayers, int Layer, DetachPolicy Detach, SteeringAlignment Alignment, int InjectAfterLayers,
-    int[] ConceptIds, string[] ConceptTokens, int[] OperatorShape, double OperatorRelativeError,
+    int[] ConceptIds, string[] ConceptTokens, int[] OperatorShape, string OperatorMethod, double OperatorRelativeError,
     int[] InputIds, int MaxNewTokens, double OperatorSeconds, SteeringRun[] Runs)
 {
     /// <summary>Builds the concept operator once and generates for every λ.</summary>
     public static SteeringReport Run<T>(Transformer<T> model, int[] conceptIds, int[] ids, int layer, double[] lambdas, int maxNewTokens,
-        SteeringAlignment alignment, bool stopAtEos, DetachPolicy detach, Action<double>? progress = null) where T : unmanaged, IFloatingPointIeee754<T>
+        SteeringAlignment alignment, bool stopAtEos, DetachPolicy detach, bool? form = null, Action<double>? progress = null) where T : unmanaged, IFloatingPointIeee754<T>
     {
         var sw = Stopwatch.StartNew();
-        var op = SteeringOperator<T>.Build(model, conceptIds, layer, progress, detach);
+        var op = SteeringOperator<T>.Build(model, conceptIds, layer, progress, detach, form);
         double buildSeconds = sw.Elapsed.TotalSeconds;
         var ckpt = model.Checkpoint;
         var decoder = new TokenDecoder(ckpt);
@@ -56,7 +56,7 @@ public sealed record SteeringReport(
             runs.Add(new SteeringRun(r, ckpt.Tokenizer?.Decode(r.NewIds.ToArray()), r.NewIds.Select(decoder.Text).ToArray(), sw.Elapsed.TotalSeconds - t0));
         }
         return new SteeringReport(ckpt.Config.ModelType, Transformer<T>.DTypeName, ckpt.Config.NumLayers, layer, detach, alignment, op.InjectAfterLayers(alignment),
-            conceptIds, conceptIds.Select(decoder.Text).ToArray(), [op.Hidden, op.ConceptTokens, op.Hidden], op.ReconstructionError,
+            conceptIds, conceptIds.Select(decoder.Text).ToArray(), [op.Hidden, op.ConceptTokens, op.Hidden], op.IsFormed ? "full" : "matrix-free", op.ReconstructionError,
             ids, maxNewTokens, buildSeconds, runs.ToArray());
     }
 
@@ -73,6 +73,7 @@ public sealed record SteeringReport(
         ["concept_tokens"] = CommandJson.Array(ConceptTokens),
         ["concept_scored_ids"] = CommandJson.Array(Runs[0].Result.ScoredConceptIds),
         ["operator_shape"] = CommandJson.Array(OperatorShape),
+        ["operator_method"] = OperatorMethod,
         ["operator_relative_error"] = OperatorRelativeError,
         ["input_ids"] = CommandJson.Array(InputIds),
         ["max_new_tokens"] = MaxNewTokens,

@@ -45,8 +45,9 @@ public static class HtmlReport
         sb.Append($"<header><h1>LinearLens: {Text(modelType)}, {n} tokens → <span class=\"tok\" id=\"predicted\">{Text(predicted)}</span></h1>");
         sb.Append("<dl class=\"facts\">");
         Fact(sb, "model type", Text(modelType));
-        foreach (var key in new[] { "hub_id", "model_id", "repo_id" })
-            if (a[key] is JsonValue hub) Fact(sb, "Hub id", $"<span class=\"tok\">{Text(hub.ToString())}</span>");
+        if (Opt(a["hub_id"]) is { } hub)
+            Fact(sb, "Hub id", $"<span class=\"tok\" id=\"hub-id\">{Text(hub)}</span>" + (Opt(a["hub_revision"]) is { } rev ? $" revision {Text(rev)}" : "") +
+                (Opt(a["hub_commit"]) is { } commit ? $" <span class=\"muted\">(commit {Text(commit)})</span>" : ""));
         if (Opt(a["model_path"]) is { Length: > 0 } mp) Fact(sb, "model", $"<span class=\"tok\" id=\"model-path\">{Text(mp)}</span>");
         Fact(sb, "precision", Text(dtype));
         if (Opt(a["detach"]) is { } detach) Fact(sb, "detach policy", Text(detach));

@@ -71,7 +71,7 @@ public static class PromptBatch
     public static string FolderName(int index) => $"prompt-{index + 1:D4}";
 
     public static BatchResult Run<T>(Transformer<T> model, Prompt[] prompts, string outDir, AnalysisOptions options, bool figures,
-        Action<BatchProgress>? progress = null, CancellationToken cancel = default)
+        Action<BatchProgress>? progress = null, CancellationToken cancel = default, Loading.ResolvedModel? source = null)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
         var tokenizer = model.Checkpoint.RequireTokenizer();
@@ -92,7 +92,10 @@ public static class PromptBatch
             if (done is not null) { analyses[i] = done; reused++; }
             else
             {
-                var report = Analyzer.Run(model, ids[i], options) with { InputText = prompts[i].Text };
+                var report = Analyzer.Run(model, ids[i], options) with
+                {
+                    InputText = prompts[i].Text, HubId = source?.HubId, HubRevision = source?.Revision, HubCommit = source?.Commit,
+                };
                 analyses[i] = AnalysisFolder.Write(report, folder, figures);
                 computed++;
                 computeSeconds += sw.Elapsed.TotalSeconds;

@@ -31,7 +31,7 @@ public sealed class CommandJsonKeysTests : IDisposable
     {
         var o = Json("steer", "--concept-token-ids", "1,7,8", "--lambda-sweep", "0,1", "--max-new-tokens", "2");
         Assert.Equal("model_type,dtype,num_layers,layer,detach,alignment,inject_after_layers,concept_ids,concept_tokens,concept_scored_ids,operator_shape," +
-                     "operator_relative_error,input_ids,max_new_tokens,operator_seconds,results", Keys(o));
+                     "operator_method,operator_relative_error,input_ids,max_new_tokens,operator_seconds,results", Keys(o));
         Assert.Equal("lambda,output_ids,text,tokens,logprobs,stopped_at_eos,concept_logprob_mean,concept_logprob_first,concept_logprob_per_step,concept_token_hits,seconds",
             Keys(o["results"]![1]!.AsObject()));
     }

@@ -127,7 +127,7 @@ public sealed class ReportTests(ITestOutputHelper output) : IDisposable
                           "\ud800lone", "tail\udc00", "😀 \u201cok\u201d", "", " ", "]]></title><b>"];
         var a = new JsonObject
         {
-            ["model_type"] = "llama", ["model_path"] = "/models/<x>&\"y\"", ["dtype"] = "float64", ["input_ids"] = new JsonArray(weird.Select((_, i) => (JsonNode)i).ToArray()),
+            ["model_type"] = "llama", ["model_path"] = "/models/<x>&\"y\"", ["hub_id"] = "Org/<Model>", ["hub_revision"] = "main", ["dtype"] = "float64", ["input_ids"] = new JsonArray(weird.Select((_, i) => (JsonNode)i).ToArray()),
             ["tokens"] = new JsonArray(weird.Select(t => (JsonNode)t).ToArray()), ["predicted_id"] = 3, ["predicted_token"] = "<b>\"x\"</b>&",
             ["hidden_size"] = 4, ["num_layers"] = 1, ["method"] = "full", ["method_reason"] = "requested",
             ["reconstruction"] = new JsonObject { ["relative_error"] = 1e-16, ["max_abs_error"] = 1e-16, ["ordinary_relative_error"] = null },
@@ -155,6 +155,7 @@ public sealed class ReportTests(ITestOutputHelper output) : IDisposable
         Assert.Equal(0, await loaded.Page.Locator("img").CountAsync());
         Assert.Equal(0, await loaded.Page.Locator("b b, .strip b").CountAsync());
         Assert.Equal("/models/<x>&\"y\"", await loaded.Page.Locator("#model-path").TextContentAsync());
+        Assert.Equal("Org/<Model>", await loaded.Page.Locator("#hub-id").TextContentAsync());
         // the lone surrogates and control characters have a visible escaped form
         var boxes = await Boxes(loaded.Page, ".attribution:first-of-type .strip .tok[data-index]");
         Assert.Equal("\\uD800lone", boxes[6].text);
