@@ -53,8 +53,9 @@ public static class HtmlReport
         if (Opt(a["detach"]) is { } detach) Fact(sb, "detach policy", Text(detach));
         Fact(sb, "size", $"d = {I(a["hidden_size"])}, {I(a["num_layers"])} layers");
         Fact(sb, "method", $"{Text(Str(a["method"]))} <span class=\"muted\">({Text(Str(a["method_reason"]))})</span>");
-        if (Opt(a["input_text"]) is { } text) Fact(sb, "input text", $"<span class=\"tok\" style=\"white-space:pre-wrap\">{Text(text)}</span>");
-        Fact(sb, "input ids", $"<span class=\"tok\" style=\"white-space:normal\">{string.Join(", ", Ints(a["input_ids"]))}</span>");
+        // long inputs: the text and the ids collapsed, so that the page starts with what was found
+        if (Opt(a["input_text"]) is { } text) Fact(sb, "input text", Collapsible(text.Length > 400, $"{text.Length} characters", $"<span class=\"tok\" style=\"white-space:pre-wrap\">{Text(text)}</span>"));
+        Fact(sb, "input ids", Collapsible(n > 40, $"{n} ids", $"<span class=\"tok\" style=\"white-space:normal\">{string.Join(", ", Ints(a["input_ids"]))}</span>"));
         sb.Append("</dl></header>");
 
         // Prediction and reconstruction.
@@ -243,6 +244,8 @@ public static class HtmlReport
         }
         sb.Append("</div></div></section>");
     }
+
+    static string Collapsible(bool collapse, string summary, string html) => collapse ? $"<details><summary>{Text(summary)}</summary>{html}</details>" : html;
 
     static void Fact(StringBuilder sb, string name, string html) => sb.Append($"<dt>{Text(name)}</dt><dd>{html}</dd>");
 
