@@ -18,11 +18,16 @@ public static class Cli
 
     static int Run(string[] args, TextWriter stdout, TextWriter stderr, Func<HubOptions> hub)
     {
-        var root = new RootCommand("LinearLens: an exactly equivalent linear system of a decoder LLM for one input text")
+        // A plain command named for the tool (a RootCommand takes the executable's name, "LinearLens.Cli" under dotnet run)
+        // with the help and version options a RootCommand would add.
+        var root = new Command("linearlens", "LinearLens: an exactly equivalent linear system of a decoder LLM for one input text")
         {
+            new System.CommandLine.Help.HelpOption(),
+            new VersionOption(),
             GenerateCommand.Create(stdout, stderr, hub),
             JacobianCommand.Create(stdout, stderr, hub),
             AnalyzeCommand.Create(stdout, stderr, hub),
+            ReportCommand.Create(stdout, stderr),
             BenchCommand.Create(stdout, stderr, hub),
             RandomCheckpointCommand.Create(stdout, stderr),
             SteerCommand.Create(stdout, stderr, hub),

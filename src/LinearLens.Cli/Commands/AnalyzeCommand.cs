@@ -17,17 +17,19 @@ static class AnalyzeCommand
         var layers = new Option<string>("--layers") { Description = "Layers of the sweep, e.g. 1,4,8 (default: about 8 evenly spaced, the last included)" };
         var attribute = new Option<string[]>("--attribute") { Description = "Also attribute these tokens' logits: an id (e.g. 42) or a text that is one token (e.g. \" Golden\"); repeatable", AllowMultipleArgumentsPerToken = false };
         var noOrdinary = new Option<bool>("--no-ordinary") { Description = "Skip the ordinary (non-frozen) Jacobian used for the reconstruction comparison" };
-        var outDir = new Option<string>("--out") { Description = "Write analysis.json and the PNG figures here" };
+        var outDir = new Option<string>("--out") { Description = "Write analysis.json, report.html and the PNG figures here (with --prompts: one folder per prompt, summary.json and summary.html)" };
+        var prompts = new Option<string>("--prompts") { Description = "Analyse many prompts with one model load: a text file with one prompt per line, or JSON Lines with a \"text\" field; needs --out; an interrupted run resumes" };
+        var figures = new Option<bool>("--figures") { Description = "With --prompts: also write each prompt's PNG figures (always written for a single input)" };
         var json = new Option<bool>("--json") { Description = "Print the analysis JSON on stdout" };
         var detach = ModelInput.DetachOption();
         var method = new Option<string>("--method") { Description = "full (form every Jacobian), matrix-free (Lanczos over JVP/VJP products; ‖J‖_F² estimated; no column/row norms or ordinary Jacobian) or auto (by estimated cost)", DefaultValueFactory = _ => "auto" };
         var cmd = new Command("analyze", "Per-token and combined SVD decoded to tokens, layer sweep with stable rank and path, exact logit attribution, figures")
-        { components, layers, attribute, noOrdinary, outDir, json, method, detach };
+        { components, layers, attribute, noOrdinary, outDir, json, method, detach, prompts, figures };
         input.AddTo(cmd);
         cmd.SetAction(p =>
         {
-            using var ckpt = input.Open(p);
-            var ids = input.Ids(p, ckpt);
+            var source = input.Resolve(p);
+            using var ckpt = Checkpoint.Open(source.LocalPath);
             var options = new AnalysisOptions
             {
                 Components = p.GetValue(components),
@@ -41,9 +43,22 @@ static class AnalyzeCommand
                     var other => throw new LinearLensException($"--method '{other}' is not a method; use full, matrix-free or auto"),
                 },
             };
+            if (p.GetValue(prompts) is { } file)
+            {
+                if (p.GetValue(input.Text) is not null || p.GetValue(input.TokenIds) is not null)
+                    throw new LinearLensException("give either --prompts FILE or --text/--token-ids, not both");
+                if (p.GetValue(json)) throw new LinearLensException("--json prints one analysis; with --prompts the results are the folders and summary.json under --out");
+                string dir = p.GetValue(outDir) ?? throw new LinearLensException("--prompts needs --out DIR: each prompt gets a folder there, with summary.json and summary.html beside them");
+                var list = PromptFile.Read(file);
+                return input.IsFloat64(p)
+                    ? RunPrompts<double>(ckpt, source, list, options, dir, p.GetValue(figures), stdout, stderr)
+                    : RunPrompts<float>(ckpt, source, list, options, dir, p.GetValue(figures), stdout, stderr);
+            }
+            var ids = input.Ids(p, ckpt);
+            string? text = p.GetValue(input.Text);
             return input.IsFloat64(p)
-                ? Run<double>(ckpt, ids, options, p.GetValue(outDir), p.GetValue(json), stdout, stderr)
-                : Run<float>(ckpt, ids, options, p.GetValue(outDir), p.GetValue(json), stdout, stderr);
+                ? Run<double>(ckpt, source, ids, text, options, p.GetValue(outDir), p.GetValue(json), stdout, stderr)
+                : Run<float>(ckpt, source, ids, text, options, p.GetValue(outDir), p.GetValue(json), stdout, stderr);
         });
         return cmd;
     }
@@ -63,20 +78,15 @@ static class AnalyzeCommand
         return ids[0];
     }
 
-    static int Run<T>(Checkpoint ckpt, int[] ids, AnalysisOptions options, string? outDir, bool json, TextWriter stdout, TextWriter stderr)
+    static int Run<T>(Checkpoint ckpt, ResolvedModel source, int[] ids, string? inputText, AnalysisOptions options, string? outDir, bool json, TextWriter stdout, TextWriter stderr)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
         var model = new Transformer<T>(ckpt);
-        var report = Progress.RunStages(stderr, "analysis", progress => Analyzer.Run(model, ids, options, progress));
+        var report = Progress.RunStages(stderr, "analysis", progress => Analyzer.Run(model, ids, options, progress))
+            with { InputText = inputText, HubId = source.HubId, HubRevision = source.Revision, HubCommit = source.Commit };
         stderr.WriteLine($"method: {report.Method} ({report.MethodReason})");
-        string text = AnalysisJson.Write(report);
-        if (outDir is not null)
-        {
-            Directory.CreateDirectory(outDir);
-            File.WriteAllText(Path.Combine(outDir, "analysis.json"), text);
-            Figures.WriteAll(report, outDir);
-        }
-        if (json) { stdout.WriteLine(text); return 0; }
+        if (outDir is not null) AnalysisFolder.Write(report, outDir, figures: true);
+        if (json) { stdout.WriteLine(AnalysisJson.Write(report)); return 0; }
         Summary(report, outDir, stdout);
         return 0;
     }
@@ -105,6 +115,53 @@ static class AnalyzeCommand
             o.WriteLine($"attribution of {Q(a.Token)} ({a.TokenId}): Σ contributions = {a.Sum:G10}, logit = {a.Logit:G10}, |diff| = {a.SumError:E1}");
             o.WriteLine("  " + string.Join("  ", a.Contributions.Select((v, i) => $"{Q(r.Tokens[i])} {v:+0.000;-0.000}")));
         }
-        if (outDir is not null) o.WriteLine($"wrote analysis.json and figures to {Path.GetFullPath(outDir)}");
+        if (outDir is not null) o.WriteLine($"wrote analysis.json, figures and {Path.Combine(Path.GetFullPath(outDir), HtmlReport.FileName)}");
+    }
+
+    /// <summary>Many prompts, one model load: a line per prompt on stderr with an ETA; Ctrl-C stops after the current prompt.</summary>
+    static int RunPrompts<T>(Checkpoint ckpt, ResolvedModel source, Prompt[] prompts, AnalysisOptions options, string outDir, bool figures, TextWriter stdout, TextWriter stderr)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        var model = new Transformer<T>(ckpt);
+        using var cancel = new CancellationTokenSource();
+        ConsoleCancelEventHandler onCancel = (_, e) => { e.Cancel = true; cancel.Cancel(); stderr.WriteLine("stopping after the current prompt (finished prompts are kept; run again to resume)"); };
+        Console.CancelKeyPress += onCancel;
+        try
+        {
+            var result = PromptBatch.Run(model, prompts, outDir, options, figures, p =>
+                stderr.WriteLine($"prompt {p.Done}/{p.Total} (line {p.Prompt.Line}, {p.Tokens} tokens): " +
+                                 (p.Reused ? "already done" : $"{p.Seconds:F2} s") + (p.EtaSeconds is double eta ? $"; ETA {Eta(eta)}" : "")), cancel.Token, source);
+            stdout.WriteLine($"{prompts.Length} prompts: {result.Computed} analysed, {result.Reused} already done; wrote {result.SummaryJson} and {result.SummaryHtml}");
+            return 0;
+        }
+        catch (OperationCanceledException)
+        {
+            stderr.WriteLine("error: interrupted; the finished prompts' folders are complete; run the same command again to do the rest");
+            return 130;
+        }
+        finally { Console.CancelKeyPress -= onCancel; }
+    }
+
+    static string Eta(double s) => s < 90 ? $"{s:F0} s" : s < 5400 ? $"{s / 60:F1} min" : $"{s / 3600:F1} h";
+}
+
+/// <summary>`linearlens report DIR`: rebuilds report.html from DIR/analysis.json (and summary.html from DIR/summary.json).</summary>
+static class ReportCommand
+{
+    public static Command Create(TextWriter stdout, TextWriter stderr)
+    {
+        var dir = new Argument<string>("DIR") { Description = "A folder written by 'analyze --out' (analysis.json) or 'analyze --prompts … --out' (summary.json)" };
+        var cmd = new Command("report", "Rebuild report.html from analysis.json (and summary.html from summary.json) in a folder") { dir };
+        cmd.SetAction(p =>
+        {
+            string folder = p.GetValue(dir)!;
+            if (!Directory.Exists(folder)) throw new LinearLensException($"{folder} is not a folder; give the --out folder of an 'analyze' run");
+            bool any = false;
+            if (File.Exists(Path.Combine(folder, AnalysisFolder.JsonName))) { stdout.WriteLine($"wrote {HtmlReport.WriteFromFolder(folder)}"); any = true; }
+            if (File.Exists(Path.Combine(folder, BatchSummary.JsonName))) { stdout.WriteLine($"wrote {BatchSummary.WriteHtmlFromFolder(folder)}"); any = true; }
+            if (!any) throw new LinearLensException($"{Path.GetFullPath(folder)} has neither analysis.json nor summary.json; run 'linearlens analyze --out {folder}' first");
+            return 0;
+        });
+        return cmd;
     }
 }

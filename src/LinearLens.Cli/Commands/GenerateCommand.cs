@@ -1,8 +1,8 @@
 using System.CommandLine;
 using System.Numerics;
-using System.Text.Json.Nodes;
 using LinearLens.Loading;
 using LinearLens.Models;
+using LinearLens.Reporting;
 
 namespace LinearLens.Cli.Commands;
 
@@ -31,25 +31,8 @@ static class GenerateCommand
     static int Run<T>(Checkpoint ckpt, int[] ids, int maxNew, bool stopAtEos, bool json, TextWriter stdout)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
-        var model = new Transformer<T>(ckpt);
-        var g = Generator.Greedy(model, ids, maxNew, stopAtEos);
-        string? text = ckpt.Tokenizer?.Decode(g.NewIds);
-        if (json)
-        {
-            var o = new JsonObject
-            {
-                ["model_type"] = ckpt.Config.ModelType,
-                ["dtype"] = Transformer<T>.DTypeName,
-                ["input_ids"] = new JsonArray(ids.Select(i => (JsonNode)i).ToArray()),
-                ["output_ids"] = new JsonArray(g.NewIds.Select(i => (JsonNode)i).ToArray()),
-                ["text"] = text,
-                ["tokens"] = new JsonArray(ModelInput.TokenStrings(ckpt, g.NewIds).Select(s => (JsonNode)s).ToArray()),
-                ["logprobs"] = new JsonArray(g.LogProbs.Select(v => (JsonNode)v).ToArray()),
-                ["stopped_at_eos"] = g.StoppedAtEos,
-            };
-            stdout.WriteLine(Json.Write(o));
-        }
-        else stdout.WriteLine(text ?? string.Join(",", g.NewIds));
+        var report = GenerationReport.Run(new Transformer<T>(ckpt), ids, maxNew, stopAtEos);
+        stdout.WriteLine(json ? CommandJson.Write(report.ToJson()) : report.Text ?? string.Join(",", report.Generation.NewIds));
         return 0;
     }
 }

@@ -1,10 +1,10 @@
 using System.CommandLine;
 using System.Globalization;
 using System.Numerics;
-using System.Text.Json.Nodes;
 using LinearLens.Analysis;
 using LinearLens.Loading;
 using LinearLens.Models;
+using LinearLens.Reporting;
 
 namespace LinearLens.Cli.Commands;
 
@@ -105,77 +105,26 @@ static class SteerCommand
 
     static int Run<T>(Checkpoint ckpt, Options o, TextWriter stdout, TextWriter stderr) where T : unmanaged, IFloatingPointIeee754<T>
     {
-        var sw = System.Diagnostics.Stopwatch.StartNew();
         var model = new Transformer<T>(ckpt);
         foreach (int id in o.ConceptIds)
             if ((uint)id >= (uint)ckpt.Config.VocabSize)
                 throw new LinearLensException($"--concept-token-ids: token id {id} is outside the vocabulary 0…{ckpt.Config.VocabSize - 1}");
         model.Validate(o.Ids, o.MaxNew);
-        var op = Progress.Run(stderr, "concept operator", report => SteeringOperator<T>.Build(model, o.ConceptIds, o.Layer, report, o.Detach, o.Form));
-        double buildSeconds = sw.Elapsed.TotalSeconds;
-        var results = new List<(SteeringResult r, double seconds)>();
-        foreach (double l in o.Lambdas)
-        {
-            var t0 = sw.Elapsed.TotalSeconds;
-            var r = Steering.Generate(model, op, o.Ids, l, o.MaxNew, o.Alignment, o.StopAtEos);
-            results.Add((r, sw.Elapsed.TotalSeconds - t0));
-        }
+        var report = Progress.Run(stderr, "concept operator", progress =>
+            SteeringReport.Run(model, o.ConceptIds, o.Ids, o.Layer, o.Lambdas, o.MaxNew, o.Alignment, o.StopAtEos, o.Detach, o.Form, progress));
+        if (o.Json) { stdout.WriteLine(CommandJson.Write(report.ToJson())); return 0; }
         var tok = ckpt.Tokenizer;
-        if (o.Json)
+        string concept = tok?.Decode(o.ConceptIds) ?? string.Join(",", o.ConceptIds);
+        string prompt = tok?.Decode(o.Ids) ?? string.Join(",", o.Ids);
+        stdout.WriteLine($"{report.ModelType}, {report.DType}; concept {JacobianCommand.Quote(concept)} ({report.ConceptIds.Length} tokens), J^c after {o.Layer} of {report.NumLayers} layers; {o.Alignment.ToString().ToLowerInvariant()} alignment: added after {report.InjectAfterLayers} layers");
+        stdout.WriteLine("concept log-prob = mean over generated steps of the mean log softmax at the concept's distinct non-BOS/EOS ids");
+        foreach (var run in report.Runs)
         {
-            var root = new JsonObject
-            {
-                ["model_type"] = ckpt.Config.ModelType,
-                ["dtype"] = Transformer<T>.DTypeName,
-                ["num_layers"] = ckpt.Config.NumLayers,
-                ["layer"] = o.Layer,
-                ["detach"] = o.Detach.ToString().ToLowerInvariant(),
-                ["alignment"] = o.Alignment.ToString().ToLowerInvariant(),
-                ["inject_after_layers"] = op.InjectAfterLayers(o.Alignment),
-                ["concept_ids"] = Json.Array(o.ConceptIds),
-                ["concept_tokens"] = Json.Array(ModelInput.TokenStrings(ckpt, o.ConceptIds)),
-                ["concept_scored_ids"] = Json.Array(results[0].r.ScoredConceptIds),
-                ["operator_shape"] = Json.Array([op.Hidden, op.ConceptTokens, op.Hidden]),
-                ["operator_method"] = op.IsFormed ? "full" : "matrix-free",
-                ["operator_relative_error"] = op.ReconstructionError,
-                ["input_ids"] = Json.Array(o.Ids),
-                ["max_new_tokens"] = o.MaxNew,
-                ["operator_seconds"] = buildSeconds,
-                ["results"] = new JsonArray(results.Select(x => (JsonNode)ResultJson(ckpt, x.r, x.seconds)).ToArray()),
-            };
-            stdout.WriteLine(Json.Write(root));
-        }
-        else
-        {
-            string concept = tok?.Decode(o.ConceptIds) ?? string.Join(",", o.ConceptIds);
-            string prompt = tok?.Decode(o.Ids) ?? string.Join(",", o.Ids);
-            stdout.WriteLine($"{ckpt.Config.ModelType}, {Transformer<T>.DTypeName}; concept {JacobianCommand.Quote(concept)} ({op.ConceptTokens} tokens), J^c after {o.Layer} of {ckpt.Config.NumLayers} layers; {o.Alignment.ToString().ToLowerInvariant()} alignment: added after {op.InjectAfterLayers(o.Alignment)} layers");
-            stdout.WriteLine("concept log-prob = mean over generated steps of the mean log softmax at the concept's distinct non-BOS/EOS ids");
-            foreach (var (r, _) in results)
-            {
-                string cont = tok?.Decode(r.NewIds) ?? string.Join(",", r.NewIds);
-                stdout.WriteLine($"λ = {r.Lambda.ToString("G4", CultureInfo.InvariantCulture),-6} concept log-prob {Fmt(r.MeanConceptLogProb),8}  {JacobianCommand.Quote(prompt + " ⟶ " + cont)}");
-            }
+            string cont = run.Text ?? string.Join(",", run.Result.NewIds);
+            stdout.WriteLine($"λ = {run.Result.Lambda.ToString("G4", CultureInfo.InvariantCulture),-6} concept log-prob {Fmt(run.Result.MeanConceptLogProb),8}  {JacobianCommand.Quote(prompt + " ⟶ " + cont)}");
         }
         return 0;
     }
 
     static string Fmt(double v) => double.IsNaN(v) ? "n/a" : v.ToString("F3", CultureInfo.InvariantCulture);
-
-    static JsonNode? Num(double v) => double.IsFinite(v) ? JsonValue.Create(v) : null;
-
-    static JsonObject ResultJson(Checkpoint ckpt, SteeringResult r, double seconds) => new()
-    {
-        ["lambda"] = r.Lambda,
-        ["output_ids"] = Json.Array(r.NewIds),
-        ["text"] = ckpt.Tokenizer?.Decode(r.NewIds),
-        ["tokens"] = Json.Array(ModelInput.TokenStrings(ckpt, r.NewIds)),
-        ["logprobs"] = Json.Array(r.LogProbs),
-        ["stopped_at_eos"] = r.StoppedAtEos,
-        ["concept_logprob_mean"] = Num(r.MeanConceptLogProb),
-        ["concept_logprob_first"] = Num(r.FirstConceptLogProb),
-        ["concept_logprob_per_step"] = new JsonArray(r.ConceptLogProbs.Select(Num).ToArray()),
-        ["concept_token_hits"] = r.ConceptTokenHits,
-        ["seconds"] = seconds,
-    };
 }

@@ -36,18 +36,6 @@ public sealed record AnalysisOptions
     /// <summary>Rademacher probes of the Hutchinson estimate of ‖J‖_F² (matrix-free).</summary>
     public int FrobeniusProbes { get; init; } = 64;
 
-    /// <summary>Auto's rule: full when forming every Jacobian of the analysis costs under ~1 TFLOP and J fits in 1 GB.</summary>
-    public static (SvdMethod method, string reason) Decide(Loading.ModelConfig c, int n, int sweepLayers, SvdMethod requested)
-    {
-        if (requested != SvdMethod.Auto) return (requested, "requested");
-        int d = c.HiddenSize;
-        double lin = (double)c.KvDim * d + (double)d * c.QDim + 2.0 * c.IntermediateSize * d;
-        double flops = 2.0 * d * n * lin * c.NumLayers * (2 + 3 * sweepLayers);   // output J, ordinary J, 6 per sweep layer (~half the depth on average)
-        double bytes = 8.0 * d * n * d;
-        string cost = $"forming every Jacobian ≈ {flops / 1e12:F2} TFLOP, J {bytes / 1e6:F0} MB";
-        return flops < 1e12 && bytes < 1e9 ? (SvdMethod.Full, cost) : (SvdMethod.MatrixFree, cost);
-    }
-
     public static int[] DefaultLayers(int layers) =>
         layers <= 8 ? Enumerable.Range(1, layers).ToArray()
         : Enumerable.Range(0, 8).Select(k => (int)Math.Round(1 + k * (layers - 1) / 7.0)).Distinct().ToArray();
@@ -74,6 +62,16 @@ public sealed record AnalysisReport(
     /// <summary>How the spectra were obtained ("full" or "matrix-free") and why.</summary>
     public string Method { get; init; } = "full";
     public string MethodReason { get; init; } = "";
+    /// <summary>The model folder the analysis read (full path).</summary>
+    public string ModelPath { get; init; } = "";
+    /// <summary>Where the folder came from when --model named a Hub id: the id, the revision asked for and the commit it resolved to.</summary>
+    public string? HubId { get; init; }
+    public string? HubRevision { get; init; }
+    public string? HubCommit { get; init; }
+    /// <summary>The options the analysis ran with, its layers resolved.</summary>
+    public AnalysisOptions Options { get; init; } = new();
+    /// <summary>The input text when it was given as text (null for token ids).</summary>
+    public string? InputText { get; init; }
     /// <summary>The detach policy the frozen map was built with.</summary>
     public Models.DetachPolicy Detach { get; init; } = Models.DetachPolicy.Ours;
     /// <summary>‖c‖ of the frozen map's constant term (0 without biases): ŷ = Σᵢ Jᵢxᵢ + c.</summary>
@@ -102,7 +100,7 @@ public static class Analyzer
         foreach (int l in layers)
             if (l < 1 || l > L) throw new LinearLensException($"--layers: layer {l} is outside 1…{L}");
         var decoder = new TokenDecoder(ckpt);
-        var (method, reason) = AnalysisOptions.Decide(model.Config, n, layers.Length, options.Method);
+        var (method, reason) = MethodPlanner.ForAnalysis(model.Config, n, layers.Length, options.Method);
         if (method == SvdMethod.MatrixFree) return RunMatrixFree(model, ids, options, layers, reason, progress);
 
         var run = model.Forward(ids, trace: true, nonlinear: options.Ordinary, detach: options.Detach);
@@ -145,7 +143,7 @@ public static class Analyzer
             d, L, y, TokenDecoder.ToDouble<T>(J.Reconstruction), J.RelativeError, J.MaxAbsError,
             ordinary is null ? null : TokenDecoder.ToDouble<T>(ordinary.Reconstruction), ordinary?.RelativeError,
             perToken, combined, colRows, sweep, path, attributions,
-            heatToken, Spectra.TokenMatrix(J, heatToken), seconds) { Method = "full", MethodReason = reason, Detach = options.Detach, OffsetNorm = Norm(J.Offset) };
+            heatToken, Spectra.TokenMatrix(J, heatToken), seconds) { Method = "full", MethodReason = reason, Detach = options.Detach, OffsetNorm = Norm(J.Offset), ModelPath = System.IO.Path.GetFullPath(ckpt.Folder), Options = options with { Layers = layers } };
     }
 
     /// <summary>
@@ -187,7 +185,7 @@ public static class Analyzer
         ColumnRowNorms[] colRows = [];
         int heatToken = n - 1;
         double[] heat;
-        if (options.FormOutputJacobian ?? FormOutputJacobian(d, n, K))
+        if (options.FormOutputJacobian ?? MethodPlanner.FormOutputJacobian(d, n, K))
         {
             var J = DetachedJacobian.Compute(map, final, f => progress?.Invoke("detached Jacobian", f));
             (perToken, colRows, combined, outputEntry) = OutputSpectra(J, K, options, y, decoder, progress);
@@ -224,12 +222,8 @@ public static class Analyzer
             model.Config.ModelType, Transformer<T>.DTypeName, ids, ids.Select(decoder.Text).ToArray(), predicted, decoder.Text(predicted),
             d, L, y, yHat, rel, maxAbs, null, null,
             perToken, combined, colRows, sweep, path, attributions, heatToken, heat, seconds)
-        { Method = "matrix-free", MethodReason = reason, Detach = options.Detach, OffsetNorm = Norm(offset) };
+        { Method = "matrix-free", MethodReason = reason, Detach = options.Detach, OffsetNorm = Norm(offset), ModelPath = System.IO.Path.GetFullPath(ckpt.Folder), Options = options with { Layers = layers } };
     }
-
-    /// <summary>Whether the matrix-free analysis forms the output's J: it fits in 1 GB and costs fewer products than the per-token Lanczos runs.</summary>
-    internal static bool FormOutputJacobian(int d, int n, int k) =>
-        8.0 * d * n * d <= 1e9 && d < JacobianOperators.LanczosProducts(d, n, k, perToken: true);
 
     /// <summary>Exact per-token spectra with column/row norms, and the combined spectrum, of a formed J.</summary>
     static (Spectrum[] perToken, ColumnRowNorms[] colRows, Spectrum combined, SweepEntry combinedRaw) OutputSpectra<T>(JacobianResult<T> J, int K, AnalysisOptions options,

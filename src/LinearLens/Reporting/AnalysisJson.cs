@@ -5,7 +5,7 @@ using LinearLens.Analysis;
 
 namespace LinearLens.Reporting;
 
-/// <summary>analysis.json: every number and decoded token of an <see cref="AnalysisReport"/> (the heat-map matrix aside; it is in the PNG).</summary>
+/// <summary>analysis.json: every number and decoded token of an <see cref="AnalysisReport"/> (the heat-map matrix aside: it is d×d, and drawn in jacobian_heatmap.png); report.html is built from it alone.</summary>
 public static class AnalysisJson
 {
     public static readonly JsonSerializerOptions Options = new() { Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping, WriteIndented = false };
@@ -13,6 +13,11 @@ public static class AnalysisJson
     public static JsonObject Build(AnalysisReport r) => new()
     {
         ["model_type"] = r.ModelType,
+        ["model_path"] = r.ModelPath,
+        ["hub_id"] = r.HubId,
+        ["hub_revision"] = r.HubRevision,
+        ["hub_commit"] = r.HubCommit,
+        ["input_text"] = r.InputText,
         ["dtype"] = r.DType,
         ["input_ids"] = Arr(r.InputIds),
         ["tokens"] = Arr(r.Tokens),
@@ -32,6 +37,9 @@ public static class AnalysisJson
             ["definition"] = "‖Σᵢ Jᵢxᵢ + c − y‖ / ‖y‖ with y the final-normed hidden state of the last position and c the frozen map's constant term (0 without biases)",
         },
         ["output"] = Arr(r.Output),
+        ["reconstructed_output"] = Arr(r.Reconstruction),
+        ["ordinary_reconstructed_output"] = r.OrdinaryReconstruction is null ? null : Arr(r.OrdinaryReconstruction),
+        ["heatmap_token"] = r.HeatmapToken,
         ["per_token"] = new JsonArray(r.PerToken.Select(Spectrum).ToArray<JsonNode?>()),
         ["combined"] = Spectrum(r.Combined),
         ["columns_and_rows"] = new JsonArray(r.ColumnsAndRows.Select(c => (JsonNode)new JsonObject
@@ -68,7 +76,23 @@ public static class AnalysisJson
             ["logit"] = a.Logit,
             ["sum_error"] = a.SumError,
         }).ToArray<JsonNode?>()),
+        ["options"] = OptionsJson(r.Options),
         ["seconds"] = new JsonObject(r.Seconds.Select(kv => new KeyValuePair<string, JsonNode?>(kv.Key, kv.Value))),
+    };
+
+    /// <summary>The options that decide an analysis' results (a resumed `analyze --prompts` reuses a folder only when they match).</summary>
+    public static JsonObject OptionsJson(AnalysisOptions o) => new()
+    {
+        ["components"] = o.Components,
+        ["layers"] = o.Layers is null ? null : Arr(o.Layers),
+        ["attribute_ids"] = Arr(o.AttributeTokens),
+        ["ordinary"] = o.Ordinary,
+        ["decoded"] = o.Decoded,
+        ["method"] = o.Method.ToString(),
+        ["detach"] = o.Detach.ToString().ToLowerInvariant(),
+        ["tolerance"] = o.Tolerance,
+        ["form_output_jacobian"] = o.FormOutputJacobian,
+        ["frobenius_probes"] = o.FrobeniusProbes,
     };
 
     static JsonObject Spectrum(Spectrum s) => new()

@@ -9,30 +9,60 @@ namespace LinearLens.Reporting;
 /// The paper's figures done properly, as PNG files (ScottPlot): heat map with singular-value inset, reconstruction
 /// scatter (detached vs ordinary, error in the title), per-token spectra with decoded tokens, column norms, layer
 /// spectra, stable rank across depth, the path plot and an attribution bar chart. Titles come from the data, never
-/// from a hard-coded input text. Token labels are escaped where no installed font has the glyphs.
+/// from a hard-coded input text. Token labels are escaped where the plot's font has no glyph for them. Legends sit
+/// outside the data area and name at most <see cref="MaxLegendItems"/> tokens; token axes label at most
+/// <see cref="MaxTickLabels"/> tokens, so a 2,000-token input gives the same readable figures as a 3-token one.
 /// </summary>
 public static class Figures
 {
     const int Width = 1000, Height = 650;
+    /// <summary>At most this many tokens are named in a legend (evenly spaced, first and last included).</summary>
+    public const int MaxLegendItems = 12;
+    /// <summary>At most this many token labels on a token axis.</summary>
+    public const int MaxTickLabels = 40;
+    /// <summary>At most this many characters of a token in a label.</summary>
+    const int MaxLabelChars = 18;
 
-    /// <summary>Writes every figure of a report into a folder; returns the file names.</summary>
+    /// <summary>The figures' names (without .png), in the order they are written and shown.</summary>
+    public static readonly string[] Order =
+    [
+        "jacobian_heatmap", "reconstruction", "singular_values", "column_norms",
+        .. new[] { "cumulative", "layerwise" }.SelectMany(m => new[] { "layer", "attn", "mlp" }.Select(k => $"layer_spectra_{k}_{m}")),
+        "stable_rank", "path", "attribution",
+    ];
+
+    /// <summary>Writes every figure of a report into a folder (each file complete or absent); returns the file names.</summary>
     public static IReadOnlyList<string> WriteAll(AnalysisReport r, string folder)
     {
         Directory.CreateDirectory(folder);
         var files = new List<string>();
-        void Save(string name, Action<string> draw) { draw(Path.Combine(folder, name)); files.Add(name); }
-        Save("jacobian_heatmap.png", p => Heatmap(r, p));
-        Save("reconstruction.png", p => Reconstruction(r, p));
-        Save("singular_values.png", p => TokenSpectra(r, p));
-        if (r.ColumnsAndRows.Length > 0) Save("column_norms.png", p => ColumnNorms(r, p));
+        AtomicFile.Write(Path.Combine(folder, "jacobian_heatmap.png"), p => File.WriteAllBytes(p, Heatmap(r).Png()));
+        files.Add("jacobian_heatmap.png");
+        foreach (var (name, plot) in Plots(r))
+        {
+            AtomicFile.Write(Path.Combine(folder, name + ".png"), p => plot.SavePng(p, Width, Height));
+            files.Add(name + ".png");
+        }
+        return files;
+    }
+
+    /// <summary>Every figure but the heat map as a ScottPlot plot (its layout inspectable before it is saved), with its name.</summary>
+    public static IReadOnlyList<(string name, Plot plot)> Plots(AnalysisReport r)
+    {
+        var plots = new List<(string, Plot)>
+        {
+            ("reconstruction", Reconstruction(r)),
+            ("singular_values", TokenSpectra(r)),
+        };
+        if (r.ColumnsAndRows.Length > 0) plots.Add(("column_norms", ColumnNorms(r)));
         foreach (var mode in new[] { JacobianMode.Cumulative, JacobianMode.Layerwise })
             foreach (var key in new[] { OutputKey.Layer, OutputKey.Attn, OutputKey.Mlp })
                 if (r.LayerSweep.Any(s => s.Key == key && s.Mode == mode))
-                    Save($"layer_spectra_{Name(key)}_{Name(mode)}.png", p => LayerSpectra(r, key, mode, p));
-        if (r.LayerSweep.Length > 0) Save("stable_rank.png", p => StableRank(r, p));
-        if (r.Path.Length > 0 && r.Path[0].Projections.Length >= 2) Save("path.png", p => PathPlot(r, p));
-        Save("attribution.png", p => AttributionBars(r, p));
-        return files;
+                    plots.Add(($"layer_spectra_{Name(key)}_{Name(mode)}", LayerSpectra(r, key, mode)));
+        if (r.LayerSweep.Length > 0) plots.Add(("stable_rank", StableRank(r)));
+        if (r.Path.Length > 0 && r.Path[0].Projections.Length >= 2) plots.Add(("path", PathPlot(r)));
+        plots.Add(("attribution", AttributionBars(r)));
+        return plots;
     }
 
     static string Name<TE>(TE e) where TE : Enum => e.ToString().ToLowerInvariant();
@@ -41,6 +71,7 @@ public static class Figures
         $"{r.ModelType}, {r.DType}, {r.InputIds.Length} tokens → {Label(r.PredictedToken)}";
 
     static readonly string SansFont = SKFontManager.Default.GetFontFamilies().Contains("DejaVu Sans") ? "DejaVu Sans" : Fonts.Sans;
+    static readonly SKTypeface SansTypeface = SKTypeface.FromFamilyName(SansFont);
 
     static Plot NewPlot(string title)
     {
@@ -50,25 +81,78 @@ public static class Figures
         return plt;
     }
 
+    /// <summary>The legend in its own panel right of the data area, so it can never cover data.</summary>
+    static void LegendOutside(Plot plt, Edge edge = Edge.Right)
+    {
+        plt.ShowLegend(edge);
+        plt.Legend.FontSize = 11;
+        plt.Legend.FontName = SansFont;
+    }
+
     static void IntegerTicks(IAxis axis) => axis.TickGenerator = new ScottPlot.TickGenerators.NumericAutomatic { IntegerTicksOnly = true };
 
-    /// <summary>A token as a label: quoted, whitespace made visible, characters no installed font can draw escaped.</summary>
+    /// <summary>At most `max` indices of 0…n−1, evenly spaced, the first and the last included.</summary>
+    public static int[] Sample(int n, int max) =>
+        n <= max ? Enumerable.Range(0, n).ToArray()
+        : Enumerable.Range(0, max).Select(k => (int)Math.Round(k * (n - 1) / (double)(max - 1))).Distinct().ToArray();
+
+    /// <summary>
+    /// A token as a label: quoted, whitespace made visible, control characters and characters the plot's font has no
+    /// glyph for escaped (\uXXXX), cut to a readable length.
+    /// </summary>
     public static string Label(string token)
     {
-        var s = token.Replace("\n", "\\n").Replace("\t", "\\t");
         var sb = new System.Text.StringBuilder();
-        foreach (var rune in s.EnumerateRunes())
+        int shown = 0;
+        foreach (var rune in EnumerateRunesLenient(token))
         {
-            string ch = rune.ToString();
-            bool drawable = rune.Value < 0x250 || SKFontManager.Default.MatchCharacter(rune.Value) is not null;
-            sb.Append(drawable ? ch : $"\\u{rune.Value:X4}");
+            if (shown++ == MaxLabelChars) { sb.Append('…'); break; }
+            sb.Append(rune.Value switch
+            {
+                '\n' => "\\n", '\t' => "\\t", '\r' => "\\r",
+                < 0x20 or (>= 0x7F and <= 0x9F) => $"\\u{rune.Value:X4}",
+                _ when rune.Value == 0xFFFD && token.Any(char.IsSurrogate) => "\\uFFFD",
+                _ => HasGlyph(rune) ? rune.ToString() : $"\\u{rune.Value:X4}",
+            });
         }
         return $"'{sb}'";
     }
 
+    static IEnumerable<System.Text.Rune> EnumerateRunesLenient(string s)
+    {
+        for (int i = 0; i < s.Length;)
+        {
+            if (System.Text.Rune.DecodeFromUtf16(s.AsSpan(i), out var rune, out int used) != System.Buffers.OperationStatus.Done) rune = System.Text.Rune.ReplacementChar;
+            yield return rune;
+            i += Math.Max(1, used);
+        }
+    }
+
+    /// <summary>Whether the plot's font draws this character (the one ScottPlot renders with).</summary>
+    public static bool HasGlyph(System.Text.Rune rune) => rune.Value == ' ' || SansTypeface.GetGlyph(rune.Value) != 0;
+
     static string Tokens(IEnumerable<ScoredToken> t, int k = 3) => string.Join(" ", t.Take(k).Select(x => Label(x.Text)));
 
-    static void Heatmap(AnalysisReport r, string path)
+    /// <summary>The heat map and, beside it (not over it), the token's top singular values.</summary>
+    public sealed record HeatmapFigure(Plot Main, Plot Inset, PixelRect MainRect, PixelRect InsetRect)
+    {
+        public int Width => (int)InsetRect.Right + 10;
+
+        public byte[] Png()
+        {
+            using var surface = SKSurface.Create(new SKImageInfo(Width, (int)MainRect.Bottom));
+            surface.Canvas.Clear(SKColors.White);
+            using (var mainImage = SKImage.FromEncodedData(Main.GetImage((int)MainRect.Width, (int)MainRect.Height).GetImageBytes()))
+                surface.Canvas.DrawImage(mainImage, MainRect.Left, MainRect.Top);
+            using (var insetImage = SKImage.FromEncodedData(Inset.GetImage((int)InsetRect.Width, (int)InsetRect.Height).GetImageBytes()))
+                surface.Canvas.DrawImage(insetImage, InsetRect.Left, InsetRect.Top);
+            using var image = surface.Snapshot();
+            using var png = image.Encode(SKEncodedImageFormat.Png, 100);
+            return png.ToArray();
+        }
+    }
+
+    public static HeatmapFigure Heatmap(AnalysisReport r)
     {
         int d = r.Hidden, i = r.HeatmapToken;
         var data = new double[d, d];
@@ -84,35 +168,23 @@ public static class Figures
         plt.Add.ColorBar(hm);
         plt.XLabel("input dimension j");
         plt.YLabel("output dimension k");
-        // Inset: the token's top singular values.
+        // The token's top singular values, in a panel of their own right of the heat map.
         var sv = r.PerToken[i].SingularValues;
         var inset = new Plot();
         inset.Font.Set(SansFont);
         IntegerTicks(inset.Axes.Bottom);
         var sc = inset.Add.Scatter(Enumerable.Range(0, sv.Length).Select(x => (double)x).ToArray(), sv);
         sc.Color = Colors.Black;
-        inset.Title($"σ of J{Sub(i)}", size: 11);
-        inset.FigureBackground.Color = Colors.White.WithAlpha(0.9);
-        Compose(plt, inset, path);
-    }
-
-    /// <summary>The main plot with a small plot drawn over its upper right corner (each rendered on its own, then composed).</summary>
-    static void Compose(Plot main, Plot inset, string path)
-    {
-        using var surface = SKSurface.Create(new SKImageInfo(Width, Height));
-        using (var mainImage = SKImage.FromEncodedData(main.GetImage(Width, Height).GetImageBytes()))
-            surface.Canvas.DrawImage(mainImage, 0, 0);
-        using (var insetImage = SKImage.FromEncodedData(inset.GetImage(250, 200).GetImageBytes()))
-            surface.Canvas.DrawImage(insetImage, Width - 420, 75);
-        using var image = surface.Snapshot();
-        using var png = image.Encode(SKEncodedImageFormat.Png, 100);
-        using var fs = File.Create(path);
-        png.SaveTo(fs);
+        inset.Axes.SetLimitsX(-0.5, sv.Length - 0.5);
+        inset.Title($"σₖ of J{Sub(i)}", size: 12);
+        inset.XLabel("component k");
+        var main = new PixelRect(0, Width, 0, Height);
+        return new HeatmapFigure(plt, inset, main, new PixelRect(Width + 10, Width + 290, 90, 330));
     }
 
     static string Sub(int i) => string.Concat(i.ToString().Select(c => (char)('₀' + (c - '0'))));
 
-    static void Reconstruction(AnalysisReport r, string path)
+    static Plot Reconstruction(AnalysisReport r)
     {
         string ord = r.OrdinaryRelativeError is double e ? $", ordinary {e:0.00e+00}" : "";
         var plt = NewPlot($"Reconstruction of y: detached ‖Σ Jᵢxᵢ − y‖/‖y‖ = {r.RelativeError:0.00e+00}{ord}\n{Subtitle(r)}");
@@ -128,51 +200,60 @@ public static class Figures
         line.Color = Colors.Gray; line.LinePattern = LinePattern.Dashed; line.LegendText = "identity";
         plt.XLabel("y (forward pass)");
         plt.YLabel("reconstruction");
-        plt.ShowLegend(Alignment.UpperLeft);
-        plt.SavePng(path, Width, Height);
+        LegendOutside(plt, Edge.Bottom);
+        return plt;
     }
 
-    static void TokenSpectra(AnalysisReport r, string path)
+    /// <summary>Lines colored by token position; the legend names a sample of the tokens (all of them when few).</summary>
+    static string TokenLegendNote(int n) => n > MaxLegendItems ? $"; legend: {MaxLegendItems} of {n} tokens, color = position" : "";
+
+    static string TokenSubtitle(AnalysisReport r, int n) => Subtitle(r) + TokenLegendNote(n);
+
+    static Plot TokenSpectra(AnalysisReport r)
     {
-        var plt = NewPlot($"Singular values of each token's detached Jacobian Jᵢ (labels: decoded U₀)\n{Subtitle(r)}");
-        var cmap = new ScottPlot.Colormaps.Viridis();
         int n = r.PerToken.Length;
+        var plt = NewPlot($"Singular values of each token's detached Jacobian Jᵢ (labels: decoded U₀)\n{TokenSubtitle(r, n)}");
+        var cmap = new ScottPlot.Colormaps.Viridis();
+        var named = Sample(n, MaxLegendItems).ToHashSet();
         for (int i = 0; i < n; i++)
         {
             var s = r.PerToken[i];
             var xs = Enumerable.Range(0, s.SingularValues.Length).Select(x => (double)x).ToArray();
             var line = plt.Add.Scatter(xs, s.SingularValues);
             line.Color = cmap.GetColor(n == 1 ? 0 : i / (double)(n - 1));
-            line.LegendText = $"{i} {Label(r.Tokens[i])}: U₀ {Tokens(s.Components.FirstOrDefault()?.Left ?? [])}";
+            line.MarkerSize = n > 100 ? 2 : 5;
+            line.LineWidth = n > 100 ? 1 : 1.5f;
+            if (named.Contains(i)) line.LegendText = $"{i} {Label(r.Tokens[i])}: U₀ {Tokens(s.Components.FirstOrDefault()?.Left ?? [])}";
         }
-        plt.Axes.SetLimitsX(-0.5, r.PerToken[0].SingularValues.Length * 1.6);
+        plt.Axes.SetLimitsX(-0.3, r.PerToken[0].SingularValues.Length - 0.7);
         IntegerTicks(plt.Axes.Bottom);
-        plt.XLabel("component");
-        plt.YLabel("σ");
-        plt.ShowLegend(Alignment.UpperRight);
-        plt.SavePng(path, Width, Height);
+        plt.XLabel("component k");
+        plt.YLabel("σₖ");
+        LegendOutside(plt);
+        return plt;
     }
 
-    static void ColumnNorms(AnalysisReport r, string path)
+    static Plot ColumnNorms(AnalysisReport r)
     {
-        var plt = NewPlot($"Sorted column norms ‖Jᵢ[:, j]‖ per token (labels: top column decoded)\n{Subtitle(r)}");
-        var cmap = new ScottPlot.Colormaps.Viridis();
         int n = r.ColumnsAndRows.Length;
+        var plt = NewPlot($"Sorted column norms ‖Jᵢ[:, j]‖ per token (labels: top column decoded)\n{TokenSubtitle(r, n)}");
+        var cmap = new ScottPlot.Colormaps.Viridis();
+        var named = Sample(n, MaxLegendItems).ToHashSet();
         foreach (var c in r.ColumnsAndRows)
         {
             var xs = Enumerable.Range(0, c.SortedColumnNorms.Length).Select(x => (double)x).ToArray();
             var line = plt.Add.ScatterLine(xs, c.SortedColumnNorms);
             line.Color = cmap.GetColor(n == 1 ? 0 : c.Token / (double)(n - 1));
-            line.LegendText = $"{c.Token} {Label(r.Tokens[c.Token])}: {Tokens(c.ColumnTokens[0])}";
+            if (named.Contains(c.Token)) line.LegendText = $"{c.Token} {Label(r.Tokens[c.Token])}: {Tokens(c.ColumnTokens[0])}";
         }
-        plt.Axes.SetLimitsX(-1, r.Hidden * 1.6);
+        plt.Axes.SetLimitsX(-1, r.Hidden);
         plt.XLabel("column (sorted)");
         plt.YLabel("column norm");
-        plt.ShowLegend(Alignment.UpperRight);
-        plt.SavePng(path, Width, Height);
+        LegendOutside(plt);
+        return plt;
     }
 
-    static void LayerSpectra(AnalysisReport r, OutputKey key, JacobianMode mode, string path)
+    static Plot LayerSpectra(AnalysisReport r, OutputKey key, JacobianMode mode)
     {
         var rows = r.LayerSweep.Where(s => s.Key == key && s.Mode == mode).OrderBy(s => s.Layer).ToArray();
         var plt = NewPlot($"{Name(key)} output, {Name(mode)}: singular values / σ₁ per layer (labels: U₀)\n{Subtitle(r)}");
@@ -185,15 +266,20 @@ public static class Figures
             line.Color = cmap.GetColor(rows.Length == 1 ? 0 : 0.85 * i / (rows.Length - 1));
             line.LegendText = $"layer {rows[i].Layer}: {Tokens(s.Components.FirstOrDefault()?.Left ?? [])}";
         }
-        plt.Axes.SetLimitsX(-0.5, rows[0].Spectrum.SingularValues.Length * 1.8);
+        plt.Axes.SetLimitsX(-0.3, rows[0].Spectrum.SingularValues.Length - 0.7);
         IntegerTicks(plt.Axes.Bottom);
-        plt.XLabel("component");
+        plt.XLabel("component k");
         plt.YLabel("σₖ / σ₁");
-        plt.ShowLegend(Alignment.UpperRight);
-        plt.SavePng(path, Width, Height);
+        LegendOutside(plt);
+        return plt;
     }
 
-    static void StableRank(AnalysisReport r, string path)
+    /// <summary>The legend text of a stable-rank line: which output, and whether cumulative or layerwise (and what that means).</summary>
+    public static string StableRankLegend(OutputKey key, JacobianMode mode) =>
+        $"{Name(key)} output{(key == OutputKey.Layer ? " (residual stream)" : "")}, " +
+        (mode == JacobianMode.Cumulative ? "cumulative (∂/∂ input embeddings; solid, ●)" : "layerwise (∂/∂ layer input; dashed, □)");
+
+    static Plot StableRank(AnalysisReport r)
     {
         var plt = NewPlot($"Stable rank ‖J‖²_F / σ₁² across depth (tokens combined)\n{Subtitle(r)}");
         foreach (var mode in new[] { JacobianMode.Cumulative, JacobianMode.Layerwise })
@@ -202,18 +288,21 @@ public static class Figures
                 var rows = r.LayerSweep.Where(s => s.Key == key && s.Mode == mode).OrderBy(s => s.Layer).ToArray();
                 if (rows.Length == 0) continue;
                 var line = plt.Add.Scatter(rows.Select(s => (double)s.Layer).ToArray(), rows.Select(s => s.Spectrum.StableRank).ToArray());
-                line.LegendText = $"{Name(key)} output{(key == OutputKey.Layer ? " (with residual)" : "")}, {Name(mode)}";
+                line.LegendText = StableRankLegend(key, mode);
                 line.LinePattern = mode == JacobianMode.Layerwise ? LinePattern.Dashed : LinePattern.Solid;
+                line.MarkerShape = mode == JacobianMode.Layerwise ? MarkerShape.OpenSquare : MarkerShape.FilledCircle;
+                line.MarkerSize = 8;
+                line.LineWidth = 2;
                 line.Color = key switch { OutputKey.Layer => Colors.Purple, OutputKey.Attn => Colors.Teal, _ => Colors.DarkOrange };
             }
         IntegerTicks(plt.Axes.Bottom);
         plt.XLabel("layers run");
         plt.YLabel("stable rank");
-        plt.ShowLegend(Alignment.UpperLeft);
-        plt.SavePng(path, Width, Height);
+        LegendOutside(plt, Edge.Bottom);
+        return plt;
     }
 
-    static void PathPlot(AnalysisReport r, string path)
+    static Plot PathPlot(AnalysisReport r)
     {
         var last = r.Path[^1];
         var plt = NewPlot($"Path of the top left singular vectors across layers, projected on layer {last.Layer}'s\n{Subtitle(r)}");
@@ -239,20 +328,30 @@ public static class Figures
         double y0 = r.Path.Min(p => p.Projections[1]), y1 = r.Path.Max(p => p.Projections[1]);
         double padX = Math.Max(0.05, 0.1 * (x1 - x0)), padY = Math.Max(0.05, 0.1 * (y1 - y0));
         plt.Axes.SetLimits(x0 - padX, x1 + 3 * padX, y0 - padY, y1 + padY);
-        plt.SavePng(path, Width, Height);
+        return plt;
     }
 
-    static void AttributionBars(AnalysisReport r, string path)
+    static Plot AttributionBars(AnalysisReport r)
     {
         var a = r.Attributions[0];
+        int n = r.Tokens.Length;
         var plt = NewPlot($"Exact contribution of each input token to the logit of {Label(a.Token)}: Σ = {a.Sum:G6}, logit = {a.Logit:G6} (|diff| {a.SumError:0.0e+00})\n{Subtitle(r)}");
         var bars = plt.Add.Bars(a.Contributions);
-        for (int i = 0; i < bars.Bars.Count; i++) bars.Bars[i].FillColor = a.Contributions[i] >= 0 ? Colors.SeaGreen : Colors.IndianRed;
-        plt.Axes.Bottom.SetTicks(Enumerable.Range(0, r.Tokens.Length).Select(x => (double)x).ToArray(), r.Tokens.Select((t, i) => $"{i} {Label(t)}").ToArray());
-        plt.Axes.Bottom.TickLabelStyle.Rotation = 45;
+        foreach (var (bar, i) in bars.Bars.Select((b, i) => (b, i)))
+        {
+            bar.FillColor = a.Contributions[i] >= 0 ? Colors.SeaGreen : Colors.IndianRed;
+            bar.LineWidth = 0;   // outlines of thin bars merge into one black band
+            bar.Size = 0.8;
+        }
+        var shown = Sample(n, MaxTickLabels);
+        plt.Axes.Bottom.SetTicks(shown.Select(x => (double)x).ToArray(), shown.Select(i => $"{i} {Label(r.Tokens[i])}").ToArray());
+        plt.Axes.Bottom.TickLabelStyle.Rotation = 90;
         plt.Axes.Bottom.TickLabelStyle.Alignment = Alignment.MiddleLeft;
-        plt.Axes.Bottom.MinimumSize = 120;
+        plt.Axes.Bottom.TickLabelStyle.FontSize = 10;
+        plt.Axes.Bottom.MinimumSize = 150;
+        plt.Axes.SetLimitsX(-0.6, n - 0.4);
+        if (n > MaxTickLabels) plt.XLabel($"input token (every {Math.Ceiling((n - 1) / (double)(MaxTickLabels - 1)):0}th labelled)");
         plt.YLabel("⟨W_U[t], Jᵢxᵢ⟩");
-        plt.SavePng(path, Width, Height);
+        return plt;
     }
 }

@@ -1,0 +1,26 @@
+using System.Text.Json.Nodes;
+using LinearLens.Analysis;
+
+namespace LinearLens.Reporting;
+
+/// <summary>
+/// What `analyze --out DIR` leaves in DIR: the PNG figures (optional), report.html and analysis.json. Every file is
+/// written under a temporary name and renamed when complete; analysis.json comes last, so a folder that has it is
+/// finished (that is what a resumed `analyze --prompts` run checks).
+/// </summary>
+public static class AnalysisFolder
+{
+    public const string JsonName = "analysis.json";
+
+    /// <summary>Writes the folder; returns analysis.json as the report read it.</summary>
+    public static JsonObject Write(AnalysisReport r, string folder, bool figures)
+    {
+        Directory.CreateDirectory(folder);
+        string text = AnalysisJson.Write(r);
+        var json = JsonNode.Parse(text)!.AsObject();   // the report reads the JSON, exactly as `linearlens report` does
+        if (figures) Figures.WriteAll(r, folder);
+        AtomicFile.WriteAllText(Path.Combine(folder, HtmlReport.FileName), HtmlReport.Build(json, figures ? HtmlReport.Pngs(folder) : []));
+        AtomicFile.WriteAllText(Path.Combine(folder, JsonName), text);
+        return json;
+    }
+}
