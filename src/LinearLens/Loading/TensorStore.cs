@@ -30,28 +30,40 @@ public sealed class TensorStore : IDisposable
                 var file = SafetensorsFile.Open(f);
                 store._files.Add(file);
                 foreach (var (name, t) in file.Tensors)
-                    if (Canonical(name) is { } canon) store._tensors[canon] = t with { Name = canon };
+                    if (Canonical(name) is { } canon)
+                    {
+                        if (store._tensors.TryGetValue(canon, out var other))
+                            throw new LinearLensException($"tensor '{canon}' is stored twice, in {Path.GetFileName(other.File)} and {Path.GetFileName(t.File)}; the checkpoint is inconsistent");
+                        store._tensors[canon] = t with { Name = canon };
+                    }
             }
             return store;
         }
         catch { store.Dispose(); throw; }
     }
 
+    /// <summary>The shard files an index names: its weight_map is an object of tensor name → plain file name in the same folder.</summary>
     static IEnumerable<string> ShardsOf(string index)
     {
         string folder = Path.GetDirectoryName(index)!;
-        try
+        using (var doc = JsonFile.Parse(File.ReadAllBytes(index), index, "the index file is corrupt; fetch it again"))
         {
-            using var doc = JsonDocument.Parse(File.ReadAllText(index));
             if (!doc.RootElement.TryGetProperty("weight_map", out var map) || map.ValueKind != JsonValueKind.Object)
                 throw new LinearLensException($"{index} has no weight_map object; the index file is corrupt");
-            var names = map.EnumerateObject().Select(p => p.Value.GetString() ?? "").Distinct().ToList();
-            foreach (var n in names)
-                if (n.Length == 0 || n.Contains('/') || n.Contains('\\') || n.Contains(".."))
-                    throw new LinearLensException($"{index}: shard name '{n}' is not a plain file name");
+            var names = new List<string>();
+            foreach (var p in map.EnumerateObject())
+            {
+                if (p.Value.ValueKind != JsonValueKind.String)
+                    throw new LinearLensException($"{index}: weight_map['{p.Name}'] is {JsonFile.Describe(p.Value)} where a shard file name was expected; the index file is corrupt");
+                string n = p.Value.GetString()!;
+                if (n.Length == 0 || n.Contains('/') || n.Contains('\\') || n.Contains("..") || n.Any(char.IsControl))
+                    throw new LinearLensException($"{index}: weight_map['{p.Name}'] = '{n}' is not a plain file name in the model folder");
+                if (!names.Contains(n)) names.Add(n);
+            }
+            if (names.Count == 0)
+                throw new LinearLensException($"{index}: weight_map is empty; the index file is corrupt");
             return names.Select(n => Path.Combine(folder, n)).ToList();
         }
-        catch (JsonException e) { throw new LinearLensException($"{index} is not valid JSON: {e.Message}"); }
     }
 
     static string? Canonical(string name)
