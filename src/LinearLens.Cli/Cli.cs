@@ -1,4 +1,5 @@
 using System.CommandLine;
+using System.CommandLine.Parsing;
 using LinearLens.Cli.Commands;
 
 namespace LinearLens.Cli;
@@ -23,7 +24,8 @@ public static class Cli
         var parse = root.Parse(args);
         if (parse.Errors.Count > 0)
         {
-            stderr.WriteLine($"error: {parse.Errors[0].Message} (see 'linearlens {string.Join(' ', parse.CommandResult.Command.Name == root.Name ? "" : parse.CommandResult.Command.Name)} --help')".Replace("  ", " "));
+            string command = parse.CommandResult.Command == root ? "" : " " + CommandPath(parse.CommandResult);
+            stderr.WriteLine($"error: {ParseErrorMessage(root, parse)} (see 'linearlens{command} --help')");
             return 2;
         }
         try
@@ -40,5 +42,41 @@ public static class Cli
             stderr.WriteLine($"error: {e.Message}");
             return 2;
         }
+    }
+
+    static string CommandPath(CommandResult r) =>
+        r.Parent is CommandResult { Command: not RootCommand } parent ? CommandPath(parent) + " " + r.Command.Name : r.Command.Name;
+
+    /// <summary>
+    /// System.CommandLine's parse errors in our words: an unknown command names the commands there are, a value that
+    /// does not convert names the option and the kind of value it takes (not a .NET type name).
+    /// </summary>
+    static string ParseErrorMessage(RootCommand root, ParseResult parse)
+    {
+        var command = parse.CommandResult.Command;
+        if (command.Subcommands.Count > 0 && parse.UnmatchedTokens.Count > 0)
+            return $"'{parse.UnmatchedTokens[0]}' is not a command of linearlens{(command == root ? "" : " " + command.Name)}; use one of {string.Join(", ", command.Subcommands.Select(c => c.Name))}";
+        if (command.Subcommands.Count == 0 && parse.UnmatchedTokens.Count > 0)
+            return $"'{parse.UnmatchedTokens[0]}' is not an option of linearlens {CommandPath(parse.CommandResult)}";
+        if (command.Subcommands.Count > 0)
+            return $"no command given; use one of {string.Join(", ", command.Subcommands.Select(c => c.Name))}";
+        foreach (var e in parse.Errors)
+        {
+            for (var r = e.SymbolResult; r is not null; r = r.Parent)
+                if (r is OptionResult o && e.Message.StartsWith("Cannot parse argument", StringComparison.Ordinal))
+                {
+                    var type = Nullable.GetUnderlyingType(o.Option.ValueType) ?? o.Option.ValueType;
+                    string what = type == typeof(int) ? $"a whole number (at most {int.MaxValue})"
+                        : type == typeof(long) ? "a whole number"
+                        : type == typeof(double) || type == typeof(float) ? "a number (e.g. 0.5 or 1e-8)"
+                        : type == typeof(bool) ? "true or false"
+                        : "a " + type.Name.ToLowerInvariant();
+                    string value = o.Tokens.Count > 0 ? o.Tokens[^1].Value : "";
+                    return $"{o.Option.Name} '{value}' is not {what}";
+                }
+            if (e.SymbolResult is OptionResult missing && missing.Tokens.Count == 0 && e.Message.StartsWith("Required argument missing", StringComparison.Ordinal))
+                return $"{missing.Option.Name} needs a value";
+        }
+        return parse.Errors[0].Message.TrimEnd('.');
     }
 }

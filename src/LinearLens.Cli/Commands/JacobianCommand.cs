@@ -284,7 +284,7 @@ static class JacobianCommand
         return Math.Sqrt(s);
     }
 
-    public static string Quote(string s) => System.Text.Json.JsonSerializer.Serialize(s, Json.Options);
+    public static string Quote(string s) => JsonText.Quote(s);
 }
 
 /// <summary>--layer, --key, --mode, --no-final-norm: which output a Jacobian is taken of.</summary>
@@ -325,15 +325,10 @@ sealed class TargetOptions
 
 static class Json
 {
-    /// <summary>Readable JSON: tokens such as "&lt;s&gt;" or "é" are written as they are, not as \u escapes.</summary>
-    public static readonly System.Text.Json.JsonSerializerOptions Options = new()
-    {
-        Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping,
-    };
-
     public static JsonArray Array<TV>(IEnumerable<TV> values) => new(values.Select(v => JsonValue.Create(v)).ToArray<JsonNode?>());
 
-    public static string Write(JsonNode node) => node.ToJsonString(Options);
+    /// <summary>Readable JSON with non-finite numbers as null (<see cref="JsonText"/>).</summary>
+    public static string Write(JsonNode node) => JsonText.Write(node);
 
     /// <summary>Moves every field of <paramref name="extra"/> into <paramref name="target"/> (in order) and returns it.</summary>
     public static JsonObject Merge(JsonObject target, JsonObject extra)

@@ -67,7 +67,7 @@ public sealed class MutationTests(ITestOutputHelper output) : IDisposable
                 }
                 catch (Exception e)
                 {
-                    outcome = "crash";
+                    outcome = $"crash ({e.GetType().Name})";
                     failures.Add($"{target} #{c} ({what}): {e.GetType().Name}: {e.Message.Split('\n')[0]}");
                 }
                 tally[$"{target} {outcome}"] = tally.GetValueOrDefault($"{target} {outcome}") + 1;
