@@ -71,7 +71,7 @@ static class AnalyzeCommand
         if (outDir is not null)
         {
             Directory.CreateDirectory(outDir);
-            File.WriteAllText(Path.Combine(outDir, "analysis.json"), text);
+            AtomicFile.WriteAllText(Path.Combine(outDir, "analysis.json"), text);
             Figures.WriteAll(report, outDir);
         }
         if (json) { stdout.WriteLine(text); return 0; }

@@ -20,7 +20,7 @@ public static class Figures
     {
         Directory.CreateDirectory(folder);
         var files = new List<string>();
-        void Save(string name, Action<string> draw) { draw(Path.Combine(folder, name)); files.Add(name); }
+        void Save(string name, Action<string> draw) { AtomicFile.Publish(Path.Combine(folder, name), draw); files.Add(name); }
         Save("jacobian_heatmap.png", p => Heatmap(r, p));
         Save("reconstruction.png", p => Reconstruction(r, p));
         Save("singular_values.png", p => TokenSpectra(r, p));
