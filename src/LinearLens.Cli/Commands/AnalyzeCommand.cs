@@ -25,7 +25,9 @@ static class AnalyzeCommand
         input.AddTo(cmd);
         cmd.SetAction(p =>
         {
+            Checks.OutputFolder(p.GetValue(outDir));
             using var ckpt = Checkpoint.Open(p.GetValue(input.Model)!);
+            if (p.GetResult(components) is { Implicit: false }) Checks.Components(p.GetValue(components), ckpt.Config);
             var ids = input.Ids(p, ckpt);
             var options = new AnalysisOptions
             {
@@ -54,7 +56,9 @@ static class AnalyzeCommand
 
     static int AttributeId(Checkpoint ckpt, string a)
     {
-        if (int.TryParse(a, out int id)) return id;
+        if (int.TryParse(a, out int id))
+            return (uint)id < (uint)ckpt.Config.VocabSize ? id
+                : throw new LinearLensException($"--attribute {id} is outside the vocabulary 0…{ckpt.Config.VocabSize - 1}; give a token id in range or a token text");
         var ids = ckpt.RequireTokenizer().EncodeWithoutSpecialTokens(a);
         if (ids.Length != 1)
             throw new LinearLensException($"--attribute \"{a}\" is {ids.Length} tokens ({string.Join(" ", ids.Select(i => $"{i}:{JacobianCommand.Quote(ckpt.Tokenizer!.TokenString(i))}"))}); give one token or its id");
@@ -64,6 +68,12 @@ static class AnalyzeCommand
     static int Run<T>(Checkpoint ckpt, int[] ids, AnalysisOptions options, string? outDir, bool json, TextWriter stdout, TextWriter stderr)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
+        var (method, _) = AnalysisOptions.Decide(ckpt.Config, ids.Length, (options.Layers ?? AnalysisOptions.DefaultLayers(ckpt.Config.NumLayers)).Length, options.Method);
+        Checks.Memory(ckpt.Config, new RunShape
+        {
+            Tokens = ids.Length, ElementSize = System.Runtime.CompilerServices.Unsafe.SizeOf<T>(), Trace = true, NonlinearTrace = options.Ordinary,
+            FullJacobians = method == SvdMethod.MatrixFree ? 0 : options.Ordinary ? 3 : 2,   // J, its combined copy, the ordinary J
+        });
         var model = new Transformer<T>(ckpt);
         var report = Progress.RunStages(stderr, "analysis", progress => Analyzer.Run(model, ids, options, progress));
         stderr.WriteLine($"method: {report.Method} ({report.MethodReason})");

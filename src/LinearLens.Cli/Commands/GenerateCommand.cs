@@ -31,6 +31,8 @@ static class GenerateCommand
     static int Run<T>(Checkpoint ckpt, int[] ids, int maxNew, bool stopAtEos, bool json, TextWriter stdout)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
+        if (maxNew < 0) throw new LinearLensException($"--max-new-tokens must be ≥ 0 (got {maxNew})");
+        Checks.Memory(ckpt.Config, new LinearLens.Analysis.RunShape { Tokens = ids.Length, NewTokens = maxNew, ElementSize = System.Runtime.CompilerServices.Unsafe.SizeOf<T>() });
         var model = new Transformer<T>(ckpt);
         var g = Generator.Greedy(model, ids, maxNew, stopAtEos);
         string? text = ckpt.Tokenizer?.Decode(g.NewIds);

@@ -42,13 +42,16 @@ static class JacobianCommand
             string? dir = p.GetValue(outDir);
             if (m == SvdMethod.MatrixFree && nl) throw new LinearLensException("--method matrix-free needs the frozen (detached) map; --nonlinear works only with --method full");
             if (m == SvdMethod.MatrixFree && dir is not null) throw new LinearLensException("--out writes the full J, which --method matrix-free never forms; use --method full");
-            using var ckpt = Checkpoint.Open(p.GetValue(input.Model)!);
-            var ids = input.Ids(p, ckpt);
-            var t = target.Parse(p, ckpt.Config.NumLayers);
             double tol = p.GetValue(tolerance);
             if (!(tol > 0 && tol < 1)) throw new LinearLensException($"--tolerance {tol} must lie between 0 and 1 (e.g. 1e-8)");
+            bool f64 = input.IsFloat64(p);
+            Checks.OutputFolder(dir);
+            using var ckpt = Checkpoint.Open(p.GetValue(input.Model)!);
+            Checks.Components(k, ckpt.Config);
+            var ids = input.Ids(p, ckpt);
+            var t = target.Parse(p, ckpt.Config.NumLayers);
             var svd = new SvdRequest(m, k, p.GetValue(perToken), tol);
-            return input.IsFloat64(p)
+            return f64
                 ? Run<double>(ckpt, ids, t, nl, dir, p.GetValue(json), svd, stdout, stderr)
                 : Run<float>(ckpt, ids, t, nl, dir, p.GetValue(json), svd, stdout, stderr);
         });
@@ -101,8 +104,14 @@ static class JacobianCommand
     static int Run<T>(Checkpoint ckpt, int[] ids, JacobianTarget target, bool nonlinear, string? outDir, bool json, SvdRequest req, TextWriter stdout, TextWriter stderr)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
-        var model = new Transformer<T>(ckpt);
         var (method, reason) = Decide(ckpt.Config, ids.Length, Unsafe.SizeOf<T>(), target, req, nonlinear, outDir);
+        Checks.Memory(ckpt.Config, new RunShape
+        {
+            Tokens = ids.Length, ElementSize = Unsafe.SizeOf<T>(), Trace = true, NonlinearTrace = nonlinear,
+            // J, and for the SVD its combined copy in double
+            FullJacobians = method == SvdMethod.MatrixFree ? 0 : req.WantedWithFull ? 2 : 1,
+        });
+        var model = new Transformer<T>(ckpt);
         string methodName = method == SvdMethod.MatrixFree ? "matrix-free" : "full";
         stderr.WriteLine($"method: {methodName} ({reason})");
         var run = model.Forward(ids, trace: true, nonlinear: nonlinear);

@@ -98,6 +98,9 @@ static class SteerCommand
     static int Run<T>(Checkpoint ckpt, Options o, TextWriter stdout, TextWriter stderr) where T : unmanaged, IFloatingPointIeee754<T>
     {
         var sw = System.Diagnostics.Stopwatch.StartNew();
+        int e = System.Runtime.CompilerServices.Unsafe.SizeOf<T>();
+        Checks.Memory(ckpt.Config, new RunShape { Tokens = o.ConceptIds.Length, ElementSize = e, Trace = true, FullJacobians = 1 });
+        Checks.Memory(ckpt.Config, new RunShape { Tokens = o.Ids.Length, NewTokens = o.MaxNew, ElementSize = e });
         var model = new Transformer<T>(ckpt);
         foreach (int id in o.ConceptIds)
             if ((uint)id >= (uint)ckpt.Config.VocabSize)
