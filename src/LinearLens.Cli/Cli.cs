@@ -37,10 +37,27 @@ public static class Cli
             stderr.WriteLine($"error: {e.Message}");
             return 2;
         }
+        catch (AggregateException e) when (e.Flatten().InnerExceptions.OfType<LinearLensException>().FirstOrDefault() is { } inner)
+        {
+            // raised inside a Parallel.For: the same one line
+            stderr.WriteLine($"error: {inner.Message}");
+            return 2;
+        }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
             stderr.WriteLine($"error: {e.Message}");
             return 2;
+        }
+        catch (OutOfMemoryException)
+        {
+            stderr.WriteLine("error: out of memory; use fewer tokens, --dtype float32 or --method matrix-free");
+            return 2;
+        }
+        catch (Exception e) when (Environment.GetEnvironmentVariable("LINEARLENS_DEBUG") is null)
+        {
+            // A bug, not bad input: still one line (set LINEARLENS_DEBUG=1 for the stack trace), and exit code 1.
+            stderr.WriteLine($"error: internal error ({e.GetType().Name}: {e.Message.Split('\n')[0]}); please report it with the command line (LINEARLENS_DEBUG=1 shows the stack trace)");
+            return 1;
         }
     }
 

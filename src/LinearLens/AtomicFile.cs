@@ -41,10 +41,13 @@ public static class AtomicFile
                 pending.Remove(temp);
             }
         }
-        catch
+        catch (Exception e)
         {
             lock (pending) pending.Remove(temp);
             try { File.Delete(temp); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+            // the file system's refusals (disk full, file too large, permission) are the user's to fix: one line
+            if (e is IOException or UnauthorizedAccessException || e is ArgumentOutOfRangeException && e.TargetSite?.DeclaringType?.Namespace?.StartsWith("System.IO") == true)
+                throw new LinearLensException($"could not write {full}: {e.Message.TrimEnd('.')}; nothing was left under that name (free disk space or write elsewhere)");
             throw;
         }
     }

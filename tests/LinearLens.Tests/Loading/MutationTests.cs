@@ -60,7 +60,7 @@ public sealed class MutationTests(ITestOutputHelper output) : IDisposable
                 File.WriteAllBytes(file, bytes);
                 string outcome;
                 try { outcome = Load(folder.dir); }
-                catch (LinearLensException e)
+                catch (Exception e) when (e is LinearLensException || e is AggregateException a && a.Flatten().InnerExceptions.All(x => x is LinearLensException))
                 {
                     outcome = "error line";
                     if (Environment.GetEnvironmentVariable("LINEARLENS_FUZZ_VERBOSE") is not null) output.WriteLine($"{target} #{c} ({what}): {e.Message}");
