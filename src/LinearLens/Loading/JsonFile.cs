@@ -27,6 +27,9 @@ public static class JsonFile
         catch { doc.Dispose(); throw; }
     }
 
+    /// <summary>Throws a one-line error when a string or key inside <paramref name="e"/> cannot be decoded (a lone surrogate escape).</summary>
+    public static void RequireDecodable(JsonElement e, string where) => CheckStrings(e, where, "the value", "fix the file");
+
     static void CheckStrings(JsonElement e, string path, string at, string fix)
     {
         switch (e.ValueKind)

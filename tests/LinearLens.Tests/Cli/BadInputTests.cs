@@ -251,9 +251,9 @@ public sealed class BadInputTests : IDisposable
     }
 
     [Theory]
-    [InlineData("[\"sliding_attention\", 3]", "'layer_types'[1] should be a string")]
-    [InlineData("[\"sliding_attention\", null]", "'layer_types'[1] should be a string")]
-    [InlineData("\"full_attention\"", "'layer_types' should be a list of strings")]
+    [InlineData("[\"sliding_attention\", 3, \"full_attention\"]", "layer_types[1] = 3 (expected")]
+    [InlineData("[\"sliding_attention\", null, \"full_attention\"]", "layer_types[1] = null (expected")]
+    [InlineData("[\"sliding_attention\", \"\\ud800\", \"full_attention\"]", "not a valid Unicode string")]
     public void LayerTypesEntriesThatAreNotStrings(string raw, string message)
     {
         string gemma = Path.Combine(dir, "gemma");
