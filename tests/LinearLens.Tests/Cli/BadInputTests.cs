@@ -361,11 +361,17 @@ public sealed class BadInputTests : IDisposable
     public void NanWeightsGiveOneErrorLineInAnalyze()
     {
         PoisonEmbeddings(float.NaN);
-        var r = CliRunner.Run("analyze", "--model", dir, "--token-ids", "1,2,3", "--no-ordinary");
+        AssertOneErrorLine(CliRunner.Run("analyze", "--model", dir, "--token-ids", "1,2,3", "--no-ordinary"));
+        AssertOneErrorLine(CliRunner.Run("analyze", "--model", dir, "--token-ids", "1,2,3", "--method", "matrix-free"));
+    }
+
+    /// <summary>Exit 2 and exactly one error line (progress lines such as "method: …" may precede it), no stack trace, no result.</summary>
+    static void AssertOneErrorLine(CliRunner.Result r)
+    {
         Assert.Equal(2, r.ExitCode);
-        var lines = r.Stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries).Where(l => l.StartsWith("error:")).ToArray();
-        Assert.Single(lines);
+        Assert.Single(r.Stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries), l => l.StartsWith("error: "));
         Assert.DoesNotContain("   at ", r.Stderr);
+        Assert.Equal("", r.Stdout);
     }
 
     [Theory]
@@ -376,7 +382,7 @@ public sealed class BadInputTests : IDisposable
         PoisonEmbeddings(float.NaN);
         var r = CliRunner.Run(command, "--model", dir, "--token-ids", "1,2,3", flag);
         // either the forward pass stops on the non-finite state (one error line), or the JSON is valid with null for NaN
-        if (r.ExitCode == 2) { AssertOneLineError(r, ""); return; }
+        if (r.ExitCode == 2) { AssertOneErrorLine(r); return; }
         Assert.Equal(0, r.ExitCode);
         JsonNode.Parse(r.Stdout);
         Assert.DoesNotContain("NaN", r.Stdout);
@@ -386,7 +392,7 @@ public sealed class BadInputTests : IDisposable
     public void HugeLambdaNeverCrashesTheJsonWriter()
     {
         var r = CliRunner.Run("steer", "--model", dir, "--concept-token-ids", "5,6", "--token-ids", "1,2", "--lambda", "1e300", "--max-new-tokens", "2", "--json");
-        if (r.ExitCode == 2) { AssertOneLineError(r, ""); return; }
+        if (r.ExitCode == 2) { AssertOneErrorLine(r); return; }
         Assert.Equal(0, r.ExitCode);
         var o = JsonNode.Parse(r.Stdout)!;
         Assert.Equal(1e300, o["results"]![0]!["lambda"]!.GetValue<double>());

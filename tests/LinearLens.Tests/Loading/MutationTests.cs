@@ -51,7 +51,10 @@ public sealed class MutationTests(ITestOutputHelper output) : IDisposable
         foreach (var target in Enum.GetValues<Target>())
         {
             // Each target mutates one file of a good checkpoint; the configs rotate over the three families.
-            var folders = new[] { "tiny-llama", "tiny-qwen3", "tiny-gemma3" }.Select(p => Prepare(target, p)).ToArray();
+            string[] presets = target is Target.Config
+                ? ["tiny-llama", "tiny-qwen3", "tiny-gemma3", "tiny-gemma3-multimodal", "tiny-phi4-mini", "tiny-olmo2", "tiny-ministral", "tiny-qwen2"]
+                : ["tiny-llama"];
+            var folders = presets.Select(p => Prepare(target, p)).ToArray();
             for (int c = 0; c < perTarget; c++)
             {
                 var folder = folders[target is Target.Config ? c % folders.Length : 0];
