@@ -10,7 +10,7 @@ namespace LinearLens.Cli.Commands;
 /// <summary>`linearlens bench gemm|forward`: speed in GFLOP/s and tokens/s, printed one case per line.</summary>
 static class BenchCommand
 {
-    public static Command Create(TextWriter stdout, TextWriter stderr)
+    public static Command Create(TextWriter stdout, TextWriter stderr, Func<HubOptions> hub)
     {
         var bench = new Command("bench", "Measure speed (GEMM GFLOP/s, forward tokens/s)");
 
@@ -47,14 +47,14 @@ static class BenchCommand
         });
         bench.Subcommands.Add(gemm);
 
-        var input = new ModelInput();
+        var input = new ModelInput(hub, stderr);
         var reps = new Option<int>("--repeat") { Description = "Timed repetitions", DefaultValueFactory = _ => 3 };
         var forward = new Command("forward", "Forward-pass tokens/s over a prompt, and decode tokens/s") { reps };
         input.AddTo(forward);
         forward.SetAction(p =>
         {
             if (p.GetValue(reps) < 1) throw new LinearLensException($"--repeat {p.GetValue(reps)} must be at least 1");
-            using var ckpt = Checkpoint.Open(p.GetValue(input.Model)!);
+            using var ckpt = input.Open(p);
             var ids = input.Ids(p, ckpt);
             Checks.Memory(ckpt.Config, new LinearLens.Analysis.RunShape { Tokens = ids.Length, NewTokens = 16, ElementSize = input.IsFloat64(p) ? 8 : 4 });
             return input.IsFloat64(p) ? Forward<double>(ckpt, ids, p.GetValue(reps), stdout) : Forward<float>(ckpt, ids, p.GetValue(reps), stdout);

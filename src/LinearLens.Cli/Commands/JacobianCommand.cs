@@ -13,9 +13,9 @@ namespace LinearLens.Cli.Commands;
 /// <summary>`linearlens jacobian`: the detached Jacobian of one output, its reconstruction check, optional .npy files.</summary>
 static class JacobianCommand
 {
-    public static Command Create(TextWriter stdout, TextWriter stderr)
+    public static Command Create(TextWriter stdout, TextWriter stderr, Func<HubOptions> hub)
     {
-        var input = new ModelInput();
+        var input = new ModelInput(hub, stderr);
         var target = new TargetOptions();
         var outDir = new Option<string>("--out") { Description = "Write jacobian.npy, embeddings.npy, output.npy, contributions.npy here" };
         var json = new Option<bool>("--json") { Description = "Print one JSON object on stdout" };
@@ -48,7 +48,7 @@ static class JacobianCommand
             bool f64 = input.IsFloat64(p);
             var detachMode = ModelInput.ParseDetach(p.GetValue(detach));
             Checks.OutputFolder(dir);
-            using var ckpt = Checkpoint.Open(p.GetValue(input.Model)!);
+            using var ckpt = input.Open(p);
             Checks.Components(k, ckpt.Config);
             var ids = input.Ids(p, ckpt);
             var t = target.Parse(p, ckpt.Config.NumLayers);

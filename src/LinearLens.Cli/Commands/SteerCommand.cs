@@ -13,9 +13,9 @@ static class SteerCommand
 {
     static readonly double[] DefaultSweep = [0, 0.25, 0.5, 1];
 
-    public static Command Create(TextWriter stdout, TextWriter stderr)
+    public static Command Create(TextWriter stdout, TextWriter stderr, Func<HubOptions> hub)
     {
-        var input = new ModelInput();
+        var input = new ModelInput(hub, stderr);
         var concept = new Option<string>("--concept") { Description = "Concept text to steer toward (tokenized like --text)" };
         var conceptIds = new Option<string>("--concept-token-ids") { Description = "Concept token ids instead of text, e.g. 1,403,407" };
         var layer = new Option<int?>("--layer") { Description = "Layer l of the concept operator J^c (1 … num_layers; default ⌊2·num_layers/3⌋)" };
@@ -43,7 +43,7 @@ static class SteerCommand
             int max = p.GetValue(maxNew);
             if (max < 0) throw new LinearLensException($"--max-new-tokens must be ≥ 0 (got {max})");
             bool f64 = input.IsFloat64(p);
-            using var ckpt = Checkpoint.Open(p.GetValue(input.Model)!);
+            using var ckpt = input.Open(p);
             var cids = ConceptIds(p.GetValue(concept), p.GetValue(conceptIds), ckpt);
             var ids = input.Ids(p, ckpt);
             int L = ckpt.Config.NumLayers;

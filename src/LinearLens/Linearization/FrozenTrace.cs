@@ -30,8 +30,22 @@ public sealed class FrozenTrace<T> where T : unmanaged, IFloatingPointIeee754<T>
     public T[][] ResidPre { get; }
     /// <summary>ρ of the attention input norm [n] (ln1.hook_scale), where the layer has one.</summary>
     public T[]?[] AttnInScale { get; }
-    /// <summary>Attention probabilities [H][n][n]: row s (query), column t (key); zero where masked.</summary>
-    public T[][] AttnProbs { get; }
+    /// <summary>
+    /// Attention probabilities [H][n][n]: row s (query), column t (key); zero where masked — or null when the trace keeps
+    /// instead what recomputes them exactly (<see cref="RecomputesProbabilities"/>): H·n² numbers per layer would make a
+    /// 2,048-token trace of a 28-layer model 15 GB.
+    /// </summary>
+    public T[]?[] AttnProbs { get; }
+    /// <summary>Whether P is rebuilt blockwise inside the frozen map's products from q, k (after norms and RoPE) and each row's maximum and normalizer.</summary>
+    public bool RecomputesProbabilities { get; }
+    /// <summary>Recomputing P: q [n×H·D] and k [n×K·D] as attention saw them, each softmax row's max and sum [H][n].</summary>
+    public T[]?[] AttnQ { get; }
+    public T[]?[] AttnK { get; }
+    public T[]?[] AttnRowMax { get; }
+    public T[]?[] AttnRowSum { get; }
+
+    /// <summary>Bytes of stored probabilities above which a trace recomputes them instead (unless asked otherwise).</summary>
+    public const long ProbabilityBudgetBytes = 512L << 20;
     /// <summary>The attention branch W_o·o (+ b_o) before its post-norm [n×d], where the layer has an attention-out norm.</summary>
     public T[]?[] AttnRaw { get; }
     /// <summary>ρ of the attention output norm [n], where the layer has one (Gemma 3, OLMo 2).</summary>
@@ -60,7 +74,9 @@ public sealed class FrozenTrace<T> where T : unmanaged, IFloatingPointIeee754<T>
     /// </summary>
     public NonlinearTrace<T>? Nonlinear { get; }
 
-    public FrozenTrace(ModelConfig c, int n, DetachPolicy detach = DetachPolicy.Ours, bool nonlinear = false)
+    /// <param name="storeProbabilities">Keep P itself (null: when H·n²·L fits <see cref="ProbabilityBudgetBytes"/>, or the
+    /// ordinary Jacobian needs it); false: keep q, k and the row statistics and recompute P inside each product.</param>
+    public FrozenTrace(ModelConfig c, int n, DetachPolicy detach = DetachPolicy.Ours, bool nonlinear = false, bool? storeProbabilities = null)
     {
         Tokens = n; Layers = c.NumLayers; Detach = detach;
         MlpFreezing = detach == DetachPolicy.Reference ? c.Family.ReferenceMlp : MlpFreezing.Gate;
@@ -71,7 +87,14 @@ public sealed class FrozenTrace<T> where T : unmanaged, IFloatingPointIeee754<T>
         T[][] PerLayer(long len) => Enumerable.Range(0, layers).Select(_ => Pinned.Array<T>(len)).ToArray();
         T[]?[] Where(bool present, long len) => present ? PerLayer(len) : new T[]?[layers];
         AttnInScale = Where(norms.AttnIn is not null, n);
-        AttnProbs = PerLayer((long)c.NumHeads * n * n);
+        long probBytes = (long)c.NumHeads * n * n * layers * System.Runtime.CompilerServices.Unsafe.SizeOf<T>();
+        bool store = nonlinear || (storeProbabilities ?? probBytes <= ProbabilityBudgetBytes) || n <= 4;
+        RecomputesProbabilities = !store;
+        AttnProbs = Where(store, (long)c.NumHeads * n * n);
+        AttnQ = Where(!store, (long)n * c.QDim);
+        AttnK = Where(!store, (long)n * c.KvDim);
+        AttnRowMax = Where(!store, (long)c.NumHeads * n);
+        AttnRowSum = Where(!store, (long)c.NumHeads * n);
         AttnRaw = Where(norms.AttnOut is not null, (long)n * d);
         AttnOutScale = Where(norms.AttnOut is not null, n);
         AttnOut = PerLayer((long)n * d);

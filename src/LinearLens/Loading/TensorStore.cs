@@ -1,4 +1,5 @@
 using System.Text.Json;
+using System.Text.RegularExpressions;
 
 namespace LinearLens.Loading;
 
@@ -7,7 +8,7 @@ namespace LinearLens.Loading;
 /// Names are canonicalised to the text-only layout (`model.…`, `lm_head.weight`): multimodal Gemma 3 prefixes
 /// (`language_model.model.`, `model.language_model.`) are mapped, vision tensors and rotary buffers ignored.
 /// </summary>
-public sealed class TensorStore : IDisposable
+public sealed partial class TensorStore : IDisposable
 {
     readonly List<SafetensorsFile> _files = [];
     readonly Dictionary<string, StoredTensor> _tensors = new();
@@ -46,24 +47,30 @@ public sealed class TensorStore : IDisposable
     static IEnumerable<string> ShardsOf(string index)
     {
         string folder = Path.GetDirectoryName(index)!;
-        using (var doc = JsonFile.Parse(File.ReadAllBytes(index), index, "the index file is corrupt; fetch it again"))
+        return ShardNames(index).Select(n => Path.Combine(folder, n)).ToList();
+    }
+
+    /// <summary>
+    /// The distinct shard file names an index names: its weight_map is an object of tensor name → plain file name in
+    /// the same folder, every value checked for its JSON type.
+    /// </summary>
+    public static IReadOnlyList<string> ShardNames(string indexPath)
+    {
+        using var doc = JsonFile.Parse(File.ReadAllBytes(indexPath), indexPath, "the index file is corrupt; fetch it again");
+        if (!doc.RootElement.TryGetProperty("weight_map", out var map) || map.ValueKind != JsonValueKind.Object)
+            throw new LinearLensException($"{indexPath} has no weight_map object; the index file is corrupt");
+        var names = new List<string>();
+        foreach (var p in map.EnumerateObject())
         {
-            if (!doc.RootElement.TryGetProperty("weight_map", out var map) || map.ValueKind != JsonValueKind.Object)
-                throw new LinearLensException($"{index} has no weight_map object; the index file is corrupt");
-            var names = new List<string>();
-            foreach (var p in map.EnumerateObject())
-            {
-                if (p.Value.ValueKind != JsonValueKind.String)
-                    throw new LinearLensException($"{index}: weight_map['{p.Name}'] is {JsonFile.Describe(p.Value)} where a shard file name was expected; the index file is corrupt");
-                string n = p.Value.GetString()!;
-                if (n.Length == 0 || n.Contains('/') || n.Contains('\\') || n.Contains("..") || n.Any(char.IsControl))
-                    throw new LinearLensException($"{index}: weight_map['{p.Name}'] = '{n}' is not a plain file name in the model folder");
-                if (!names.Contains(n)) names.Add(n);
-            }
-            if (names.Count == 0)
-                throw new LinearLensException($"{index}: weight_map is empty; the index file is corrupt");
-            return names.Select(n => Path.Combine(folder, n)).ToList();
+            if (p.Value.ValueKind != JsonValueKind.String)
+                throw new LinearLensException($"{indexPath}: weight_map['{HubCache.Shorten(p.Name)}'] is {JsonFile.Describe(p.Value)} where a shard file name was expected; the index file is corrupt");
+            string n = p.Value.GetString()!;
+            if (!PlainFileName().IsMatch(n) || n.Contains(".."))
+                throw new LinearLensException($"{indexPath}: shard name '{HubCache.Shorten(n)}' of tensor '{HubCache.Shorten(p.Name)}' is not a plain file name");
+            if (!names.Contains(n)) names.Add(n);
         }
+        if (names.Count == 0) throw new LinearLensException($"{indexPath}: weight_map is empty; the index file is corrupt");
+        return names;
     }
 
     static string? Canonical(string name)
@@ -96,4 +103,7 @@ public sealed class TensorStore : IDisposable
         foreach (var f in _files) f.Dispose();
         _files.Clear();
     }
+
+    [GeneratedRegex(@"^[A-Za-z0-9_][A-Za-z0-9._-]*$")]
+    private static partial Regex PlainFileName();
 }

@@ -116,19 +116,20 @@ public sealed class Transformer<T> where T : unmanaged, IFloatingPointIeee754<T>
 
     /// <summary>Forward pass over a prompt from position 0, optionally recording the frozen trace.</summary>
     public ForwardResult<T> Forward(ReadOnlySpan<int> ids, bool allLogits = false, bool trace = false, bool nonlinear = false,
-        DetachPolicy detach = DetachPolicy.Ours)
+        DetachPolicy detach = DetachPolicy.Ours, bool? storeProbabilities = null)
     {
         Validate(ids);
-        return ForwardEmbeddings(Embed(ids), ids.Length, allLogits, trace, nonlinear, detach);
+        return ForwardEmbeddings(Embed(ids), ids.Length, allLogits, trace, nonlinear, detach, storeProbabilities);
     }
 
     /// <summary>Forward pass from given input embeddings x [n×d] (Gemma: already scaled), no cache kept.</summary>
     /// <param name="nonlinear">Also record what the ordinary (non-frozen) Jacobian needs (implies trace).</param>
+    /// <param name="storeProbabilities">See <see cref="FrozenTrace{T}(ModelConfig, int, DetachPolicy, bool, bool?)"/>.</param>
     public ForwardResult<T> ForwardEmbeddings(T[] x, int n, bool allLogits = false, bool trace = false, bool nonlinear = false,
-        DetachPolicy detach = DetachPolicy.Ours)
+        DetachPolicy detach = DetachPolicy.Ours, bool? storeProbabilities = null)
     {
         var cache = new KvCache<T>(Config, n);
-        var tr = trace || nonlinear ? new FrozenTrace<T>(Config, n, detach, nonlinear) : null;
+        var tr = trace || nonlinear ? new FrozenTrace<T>(Config, n, detach, nonlinear, storeProbabilities) : null;
         var final = Run(x, n, cache, tr);
         var logits = Logits(final, n, allLogits ? 0 : n - 1);
         CheckFinite(logits, "the logits");
@@ -178,7 +179,9 @@ public sealed class Transformer<T> where T : unmanaged, IFloatingPointIeee754<T>
 
         var x = Norm(h, rows, p.AttnIn, ws.X, trace?.AttnInScale[l], ws);
         QkvRope(l, x, rows, startPos, cache, rope, ws, nl);
-        Blocks<T>.Attention(ws.Q, rows, startPos, cache.Keys[l], cache.Values[l], Config, Config.SlidingWindow[l], ws.Scores, ws.O, trace?.AttnProbs[l]);
+        if (trace?.AttnQ[l] is { } tq) { Keep(ws.Q, tq); Keep(ws.K, trace.AttnK[l]!); }
+        Blocks<T>.Attention(ws.Q, rows, startPos, cache.Keys[l], cache.Values[l], Config, Config.SlidingWindow[l], ws.Scores, ws.O,
+            trace?.AttnProbs[l], trace?.AttnRowMax[l], trace?.AttnRowSum[l]);
         Blocks<T>.Linear(ws.O, rows, p.Weights.O, p.OBias, ws.A);
         if (trace?.AttnRaw[l] is { } attnRaw) Keep(ws.A, attnRaw);   // before its post-norm
         Norm(ws.A, rows, p.AttnOut, ws.A, trace?.AttnOutScale[l], ws);

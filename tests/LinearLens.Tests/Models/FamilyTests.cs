@@ -285,4 +285,34 @@ public class FamilyTests
             seq.Add(g.NewIds[s]);
         }
     }
+
+    [Theory]
+    [InlineData("""{"model_type":"qwen3","rope_scaling":{"rope_type":"yarn","factor":4}}""", "rope_type 'yarn' is not supported")]
+    [InlineData("""{"model_type":"llama","rope_scaling":{"type":"dynamic","factor":2}}""", "rope_type 'dynamic' is not supported")]
+    [InlineData("""{"model_type":"mistral","hidden_act":"relu"}""", "activation 'relu' is not supported")]
+    [InlineData("""{"model_type":"gpt_neox"}""", "model_type 'gpt_neox' is not supported")]
+    [InlineData("""{"model_type":"phi3","head_dim":16,"num_attention_heads":4,"hidden_size":64,"rope_scaling":{"type":"longrope","short_factor":[1,1],"long_factor":[1,1]}}""", "longrope short_factor/long_factor have 2/2 entries")]
+    public void UnsupportedConfigurationsAreOneClearError(string json, string message)
+    {
+        using var doc = System.Text.Json.JsonDocument.Parse(json);
+        var e = Assert.Throws<LinearLensException>(() => ModelConfig.Parse(doc.RootElement));
+        Assert.Contains(message, e.Message);
+    }
+
+    [Fact]
+    public void PhiRewritesSuAndYarnToLongropeWithTheTopLevelOriginalLength()
+    {
+        foreach (var type in new[] { "su", "yarn", "longrope" })
+        {
+            string json = """{"model_type":"phi3","hidden_size":64,"num_attention_heads":4,"max_position_embeddings":131072,"original_max_position_embeddings":4096,"rope_scaling":{"type":"TYPE","short_factor":[1,1,1,1,1,1,1,1],"long_factor":[2,2,2,2,2,2,2,2]}}""";
+            using var doc = System.Text.Json.JsonDocument.Parse(json.Replace("TYPE", type));
+            var c = ModelConfig.Parse(doc.RootElement);
+            var r = c.Rope[0];
+            Assert.Equal("longrope", r.Type);
+            Assert.Equal(4096, r.OriginalMaxPositions);
+            Assert.Equal(1.1902380714238083, r.AttentionFactor, 1e-15);   // √(1 + ln 32 / ln 4096), architectures.md §5
+            Assert.False(r.UsesLongFactors(4096));
+            Assert.True(r.UsesLongFactors(4097));
+        }
+    }
 }
