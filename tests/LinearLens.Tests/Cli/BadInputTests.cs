@@ -523,6 +523,27 @@ public sealed class BadInputTests : IDisposable
     }
 
     [Fact]
+    public void FileSizeLimitLeavesOnlyCompleteAnalysisFiles()
+    {
+        if (!OperatingSystem.IsLinux()) return;
+        string outDir = Path.Combine(dir, "a");
+        // 64 KiB per file: analysis.json of this model fits, the larger PNGs do not
+        var r = RunProcess($"ulimit -f 64; trap '' XFSZ; exec dotnet {Cli} analyze --model {dir} --token-ids 1,2,3 --out {outDir}", 120_000);
+        Assert.Equal(2, r.code);
+        Assert.Single(r.stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries), l => l.StartsWith("error: could not write"));
+        Assert.Empty(Directory.GetFiles(outDir, ".*"));
+        foreach (var png in Directory.GetFiles(outDir, "*.png"))
+            Assert.True(File.ReadAllBytes(png).AsSpan()[^8..].SequenceEqual(new byte[] { 0x49, 0x45, 0x4E, 0x44, 0xAE, 0x42, 0x60, 0x82 }), $"{png} is truncated (no IEND chunk)");
+        if (File.Exists(Path.Combine(outDir, "analysis.json"))) JsonNode.Parse(File.ReadAllText(Path.Combine(outDir, "analysis.json")));
+
+        string ckpt = Path.Combine(dir, "rc");
+        r = RunProcess($"ulimit -f 64; trap '' XFSZ; exec dotnet {Cli} random-checkpoint --preset tiny-llama --out {ckpt}", 60_000);
+        Assert.Equal(2, r.code);
+        Assert.False(File.Exists(Path.Combine(ckpt, "model.safetensors")));
+        Assert.Empty(Directory.GetFiles(ckpt, ".*"));
+    }
+
+    [Fact]
     public void CtrlCExits130PromptlyAndLeavesNoPartialFile()
     {
         if (!OperatingSystem.IsLinux()) return;
