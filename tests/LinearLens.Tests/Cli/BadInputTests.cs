@@ -336,8 +336,8 @@ public sealed class BadInputTests : IDisposable
     public void JacobianOfTooManyTokensStopsWithTheEstimate()
     {
         EditConfig(c => c["max_position_embeddings"] = 1_000_000);
-        string ids = string.Join(",", Enumerable.Repeat("1", 300_000));   // H·n² attention probabilities: terabytes
-        var r = CliRunner.Run("jacobian", "--model", dir, "--token-ids", ids, "--method", "matrix-free");
+        string ids = string.Join(",", Enumerable.Repeat("1", 300_000));   // the forward pass's n² scores and the ordinary trace's H·n² probabilities: terabytes
+        var r = CliRunner.Run("jacobian", "--model", dir, "--token-ids", ids, "--nonlinear");
         AssertOneLineError(r, "this run would need about");
         Assert.Contains("frozen trace", r.Stderr);
     }
@@ -350,6 +350,10 @@ public sealed class BadInputTests : IDisposable
         var traced = ResourceEstimate.Estimate(c, new RunShape { Tokens = 100, ElementSize = 8, Trace = true, FullJacobians = 1 }).bytes;
         // J alone is d·n·d·8 = 64·100·64·8 bytes; the trace holds H·n² probabilities per layer
         Assert.True(traced - plain >= 64.0 * 100 * 64 * 8 + 2 * 4 * 100 * 100 * 8, $"{plain} → {traced}");
+        // past the trace's probability budget it keeps q and k instead: linear in n, as FrozenTrace allocates
+        double Trace(int n) => ResourceEstimate.Estimate(c, new RunShape { Tokens = n, ElementSize = 8, Trace = true }).bytes
+            - ResourceEstimate.Estimate(c, new RunShape { Tokens = n, ElementSize = 8 }).bytes;
+        Assert.True(Trace(40_000) < 2.5 * Trace(20_000), $"{Trace(20_000)} → {Trace(40_000)}");
         Assert.Throws<LinearLensException>(() => ResourceEstimate.Check(c, new RunShape { Tokens = 100, ElementSize = 8 }, available: 1000));
         ResourceEstimate.Check(c, new RunShape { Tokens = 100, ElementSize = 8 }, available: 1L << 40);
     }
