@@ -7,26 +7,35 @@ namespace LinearLens.Cli.Commands;
 static class Checks
 {
     /// <summary>
-    /// An output folder: created when missing, and proven writable with a probe file — so that a file in the way or a
-    /// folder without write permission is found now, not after minutes of analysis.
+    /// An output folder: it, or the nearest folder above it that exists (where it will be created), must be a folder
+    /// this process can write into — proven with a probe file — so that a file in the way or a folder without write
+    /// permission is found now, not after minutes of analysis. Nothing is created here: a run that fails later
+    /// leaves no empty folder behind.
     /// </summary>
     public static void OutputFolder(string? dir, string option = "--out")
     {
         if (dir is null) return;
         if (dir.Length == 0) throw new LinearLensException($"{option} is empty; give a folder to write into");
-        if (File.Exists(dir))
+        string full = Path.GetFullPath(dir);
+        if (File.Exists(full))
             throw new LinearLensException($"{option} {dir} is a file; give a folder (it is created if missing), or remove the file");
+        string existing = full;
+        while (!Directory.Exists(existing))
+        {
+            if (File.Exists(existing))
+                throw new LinearLensException($"{option} {dir} cannot be created: {existing} is a file; give another folder");
+            existing = Path.GetDirectoryName(existing) ?? throw new LinearLensException($"{option} {dir}: no folder of it exists");
+        }
+        string probe = Path.Combine(existing, $".linearlens-write-test-{Environment.ProcessId}");
         try
         {
-            Directory.CreateDirectory(dir);
-            string probe = Path.Combine(dir, $".linearlens-write-test-{Environment.ProcessId}");
             File.WriteAllBytes(probe, []);
             File.Delete(probe);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
             string why = e is UnauthorizedAccessException ? "permission denied" : e.Message;
-            throw new LinearLensException($"{option} {dir} cannot be written ({why}); give a folder you can write to");
+            throw new LinearLensException($"{option} {dir} cannot be written ({why} in {existing}); give a folder you can write to");
         }
     }
 

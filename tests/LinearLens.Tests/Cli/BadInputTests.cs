@@ -442,8 +442,17 @@ public sealed class BadInputTests : IDisposable
         string file = Path.Combine(dir, "a-file");
         File.WriteAllText(file, "x");
         var r = CliRunner.Run("analyze", "--model", dir, "--token-ids", "1,2", "--out", Path.Combine(file, "sub"));
-        AssertOneLineError(r, "cannot be written");
+        AssertOneLineError(r, "cannot be created");
         Assert.DoesNotContain("analysis:", r.Stderr);   // no progress: nothing was computed
+    }
+
+    [Fact]
+    public void OutInAFolderThatRefusesFiles()
+    {
+        // /proc refuses new files even for root, so this holds in CI, where tests run as root (chmod would not stop root)
+        if (!OperatingSystem.IsLinux()) return;
+        var r = CliRunner.Run("jacobian", "--model", dir, "--token-ids", "1,2", "--out", "/proc/linearlens-out");
+        AssertOneLineError(r, "--out /proc/linearlens-out cannot be written");
     }
 
     [Fact]
