@@ -157,13 +157,14 @@ public sealed record ModelConfig
         _ => throw new LinearLensException($"{where}: activation '{act}' is not supported (silu, gelu_pytorch_tanh)"),
     };
 
+    /// <summary>Size limits checked as the keys are read (Keys.Int), before Parse sizes any array by them.</summary>
+    const int MaxLayers = 10_000, MaxDimension = 1 << 24;
+
     /// <summary>
     /// Range checks of every value the loader and the forward pass rely on, so that a bad config.json ends in one
     /// line here rather than a crash, a huge allocation or a silent NaN later. The size limits are far beyond any
     /// real model (the largest have d ≈ 16k, I ≈ 53k, L ≈ 126, V ≈ 262k) and keep every derived size in range.
     /// </summary>
-    const int MaxLayers = 10_000, MaxDimension = 1 << 24;
-
     void Validate(string where)
     {
         void Range(string name, long v, long max)
