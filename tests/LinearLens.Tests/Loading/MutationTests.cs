@@ -20,7 +20,7 @@ public sealed class MutationTests(ITestOutputHelper output) : IDisposable
     public void Dispose() => Directory.Delete(root, true);
 
     static int Seed => int.TryParse(Environment.GetEnvironmentVariable("LINEARLENS_FUZZ_SEED"), out int s) ? s : 20261201;
-    static int CasesPerTarget => int.TryParse(Environment.GetEnvironmentVariable("LINEARLENS_FUZZ_CASES"), out int n) ? n : 300;
+    static int CasesPerTarget => int.TryParse(Environment.GetEnvironmentVariable("LINEARLENS_FUZZ_CASES"), out int n) ? n : 500;
 
     /// <summary>A minimal WordLevel tokenizer.json with two special tokens, so that tokenizer_config.json is read.</summary>
     public const string TokenizerJson = """
