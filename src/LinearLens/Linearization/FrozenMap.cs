@@ -43,8 +43,8 @@ public sealed class FrozenMap<T> where T : unmanaged, IFloatingPointIeee754<T>
     public ReadOnlySpan<T> SiteValue(JacobianTarget t) => t.Key switch
     {
         OutputKey.Layer => Trace.ResidPre[t.Layer].AsSpan((n - 1) * d, d),
-        OutputKey.Attn => (TapsRaw(t) ? Trace.AttnRaw[t.Layer - 1]! : Trace.AttnOut[t.Layer - 1]).AsSpan((n - 1) * d, d),
-        _ => (TapsRaw(t) ? Trace.MlpRaw[t.Layer - 1]! : Trace.MlpOut[t.Layer - 1]).AsSpan((n - 1) * d, d),
+        OutputKey.Attn => TapsRaw(t) ? Trace.AttnRaw[t.Layer - 1]! : Trace.AttnOut[t.Layer - 1],
+        _ => TapsRaw(t) ? Trace.MlpRaw[t.Layer - 1]! : Trace.MlpOut[t.Layer - 1],
     };
 
     /// <summary>Whether the target's attn/mlp tap lies before that branch's post-norm (--detach reference, where the layer has one).</summary>

@@ -40,27 +40,33 @@ public sealed class FrozenTrace<T> where T : unmanaged, IFloatingPointIeee754<T>
     public bool RecomputesProbabilities { get; }
     /// <summary>Recomputing P: q [n×H·D] and k [n×K·D] as attention saw them, each softmax row's max and sum [H][n].</summary>
     public T[]?[] AttnQ { get; }
-    public T[]?[] AttnK { get; }
+    public T[]?[] AttnK { get; private set; }
     public T[]?[] AttnRowMax { get; }
     public T[]?[] AttnRowSum { get; }
 
+    /// <summary>Takes the forward pass's key cache (k after norms and RoPE, [n×K·D] per layer) when P is to be recomputed: no copy.</summary>
+    internal void KeepKeys(T[][] keys)
+    {
+        if (RecomputesProbabilities) AttnK = keys.Select(k => (T[]?)k).ToArray();
+    }
+
     /// <summary>Bytes of stored probabilities above which a trace recomputes them instead (unless asked otherwise).</summary>
     public const long ProbabilityBudgetBytes = 512L << 20;
-    /// <summary>The attention branch W_o·o (+ b_o) before its post-norm [n×d], where the layer has an attention-out norm.</summary>
+    /// <summary>The attention branch W_o·o (+ b_o) before its post-norm, last position [d], where the layer has an attention-out norm.</summary>
     public T[]?[] AttnRaw { get; }
     /// <summary>ρ of the attention output norm [n], where the layer has one (Gemma 3, OLMo 2).</summary>
     public T[]?[] AttnOutScale { get; }
-    /// <summary>What the attention branch adds to the residual stream [n×d] (hook_attn_out; after its post-norm).</summary>
+    /// <summary>What the attention branch adds to the residual stream, last position [d] (hook_attn_out; after its post-norm).</summary>
     public T[][] AttnOut { get; }
     /// <summary>ρ of the MLP input norm [n] (ln2.hook_scale), where the layer has one.</summary>
     public T[]?[] MlpInScale { get; }
     /// <summary>The MLP's frozen coefficient γ [n×I]: act(W_gate x), or u ⊙ σ(W_gate x) (see <see cref="MlpFreezing"/>).</summary>
     public T[][] MlpCoefficient { get; }
-    /// <summary>The MLP branch W_down z (+ b) before its post-norm [n×d], where the layer has an MLP-out norm.</summary>
+    /// <summary>The MLP branch W_down z (+ b) before its post-norm, last position [d], where the layer has an MLP-out norm.</summary>
     public T[]?[] MlpRaw { get; }
     /// <summary>ρ of the MLP output norm [n], where the layer has one.</summary>
     public T[]?[] MlpOutScale { get; }
-    /// <summary>What the MLP branch adds to the residual stream [n×d] (hook_mlp_out; after its post-norm).</summary>
+    /// <summary>What the MLP branch adds to the residual stream, last position [d] (hook_mlp_out; after its post-norm).</summary>
     public T[][] MlpOut { get; }
     /// <summary>ρ of the final norm (ln_final.hook_scale) [n].</summary>
     public T[] FinalScale { get; }
@@ -92,17 +98,18 @@ public sealed class FrozenTrace<T> where T : unmanaged, IFloatingPointIeee754<T>
         RecomputesProbabilities = !store;
         AttnProbs = Where(store, (long)c.NumHeads * n * n);
         AttnQ = Where(!store, (long)n * c.QDim);
-        AttnK = Where(!store, (long)n * c.KvDim);
+        AttnK = new T[]?[layers];   // the forward pass's own key cache, handed over by KeepKeys
         AttnRowMax = Where(!store, (long)c.NumHeads * n);
         AttnRowSum = Where(!store, (long)c.NumHeads * n);
-        AttnRaw = Where(norms.AttnOut is not null, (long)n * d);
+        // branch outputs are read only at the last position (the taps); the ordinary Jacobian keeps its own full copies
+        AttnRaw = Where(norms.AttnOut is not null, d);
         AttnOutScale = Where(norms.AttnOut is not null, n);
-        AttnOut = PerLayer((long)n * d);
+        AttnOut = PerLayer(d);
         MlpInScale = Where(norms.MlpIn is not null, n);
         MlpCoefficient = PerLayer((long)n * c.IntermediateSize);
-        MlpRaw = Where(norms.MlpOut is not null, (long)n * d);
+        MlpRaw = Where(norms.MlpOut is not null, d);
         MlpOutScale = Where(norms.MlpOut is not null, n);
-        MlpOut = PerLayer((long)n * d);
+        MlpOut = PerLayer(d);
         FinalScale = Pinned.Array<T>(n);
         Final = Pinned.Array<T>((long)n * d);
         Nonlinear = nonlinear ? new NonlinearTrace<T>(c, n) : null;
@@ -126,6 +133,11 @@ public sealed class NonlinearTrace<T> where T : unmanaged, IFloatingPointIeee754
     /// <summary>The gate before its activation, W_gate x, and the up projection W_up x [n×I].</summary>
     public T[][] GatePre { get; }
     public T[][] Up { get; }
+    /// <summary>The residual stream between the attention and the MLP branch, h' = h + attn [n×d].</summary>
+    public T[][] MidResidual { get; }
+    /// <summary>The branches before their post-norms at every position [n×d], where the layer has them.</summary>
+    public T[]?[] AttnRaw { get; }
+    public T[]?[] MlpRaw { get; }
 
     public NonlinearTrace(ModelConfig c, int n)
     {
@@ -134,5 +146,9 @@ public sealed class NonlinearTrace<T> where T : unmanaged, IFloatingPointIeee754
         QNormScale = PerLayer((long)n * c.NumHeads); KNormScale = PerLayer((long)n * c.NumKvHeads);
         QRot = PerLayer((long)n * c.QDim); KRot = PerLayer((long)n * c.KvDim); V = PerLayer((long)n * c.KvDim);
         GatePre = PerLayer((long)n * c.IntermediateSize); Up = PerLayer((long)n * c.IntermediateSize);
+        MidResidual = PerLayer((long)n * c.HiddenSize);
+        var norms = c.Family.Norms;
+        AttnRaw = norms.AttnOut is null ? new T[]?[c.NumLayers] : PerLayer((long)n * c.HiddenSize);
+        MlpRaw = norms.MlpOut is null ? new T[]?[c.NumLayers] : PerLayer((long)n * c.HiddenSize);
     }
 }

@@ -246,20 +246,22 @@ public sealed class HubTests : IDisposable
     {
         string origin = Checkpoint("stall");
         server.AddRepo("org/stall", origin);
-        var fast = Online() with { EtagTimeout = TimeSpan.FromSeconds(0.3), DownloadTimeout = TimeSpan.FromSeconds(0.3) };
+        // limits short enough for a quick test, long enough that a loaded CI machine still answers the requests that do not stall
+        var fast = Online() with { EtagTimeout = TimeSpan.FromSeconds(10), DownloadTimeout = TimeSpan.FromSeconds(1) };
 
         // A body that stops: each try waits the download limit, then resumes; the run gives up after three.
         server.StallLfs = true;
-        AssertOneLineError(Generate(fast, "org/stall"), "broke off at 3000 of", "after 3 tries (no data for 0.3 s (HF_HUB_DOWNLOAD_TIMEOUT))");
+        AssertOneLineError(Generate(fast, "org/stall"), "broke off at 3000 of", "after 3 tries (no data for 1 s (HF_HUB_DOWNLOAD_TIMEOUT))");
         server.StallLfs = false;
         Assert.Equal(0, Generate(fast, "org/stall").ExitCode);
 
         // Metadata that never comes: the cached snapshot answers; without one, the error says why.
         server.StallResolve = true;
-        var cached = Generate(fast, "org/stall");
+        var stalled = fast with { EtagTimeout = TimeSpan.FromSeconds(1) };
+        var cached = Generate(stalled, "org/stall");
         Assert.Equal(0, cached.ExitCode);
-        Assert.Contains("no answer within 0.3 s (HF_HUB_ETAG_TIMEOUT)", cached.Stderr);
-        AssertOneLineError(Generate(fast, "org/elsewhere"), "cannot reach", "no answer within 0.3 s (HF_HUB_ETAG_TIMEOUT)", "not in the Hugging Face cache");
+        Assert.Contains("no answer within 1 s (HF_HUB_ETAG_TIMEOUT)", cached.Stderr);
+        AssertOneLineError(Generate(stalled, "org/elsewhere"), "cannot reach", "no answer within 1 s (HF_HUB_ETAG_TIMEOUT)", "not in the Hugging Face cache");
     }
 
     [Fact]
