@@ -1,4 +1,5 @@
 using System.CommandLine;
+using System.CommandLine.Parsing;
 using LinearLens.Cli.Commands;
 using LinearLens.Loading;
 
@@ -35,7 +36,8 @@ public static class Cli
         var parse = root.Parse(args);
         if (parse.Errors.Count > 0)
         {
-            stderr.WriteLine($"error: {parse.Errors[0].Message} (see 'linearlens {string.Join(' ', parse.CommandResult.Command.Name == root.Name ? "" : parse.CommandResult.Command.Name)} --help')".Replace("  ", " "));
+            string command = parse.CommandResult.Command == root ? "" : " " + CommandPath(parse.CommandResult);
+            stderr.WriteLine($"error: {ParseErrorMessage(root, parse)} (see 'linearlens{command} --help')");
             return 2;
         }
         try
@@ -47,10 +49,64 @@ public static class Cli
             stderr.WriteLine($"error: {e.Message}");
             return 2;
         }
+        catch (AggregateException e) when (e.Flatten().InnerExceptions.OfType<LinearLensException>().FirstOrDefault() is { } inner)
+        {
+            // raised inside a Parallel.For: the same one line
+            stderr.WriteLine($"error: {inner.Message}");
+            return 2;
+        }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
             stderr.WriteLine($"error: {e.Message}");
             return 2;
         }
+        catch (OutOfMemoryException)
+        {
+            stderr.WriteLine("error: out of memory; use fewer tokens, --dtype float32 or --method matrix-free");
+            return 2;
+        }
+        catch (Exception e) when (Environment.GetEnvironmentVariable("LINEARLENS_DEBUG") is null)
+        {
+            // A bug, not bad input: still one line (set LINEARLENS_DEBUG=1 for the stack trace), and exit code 1.
+            stderr.WriteLine($"error: internal error ({e.GetType().Name}: {e.Message.Split('\n')[0]}); please report it with the command line (LINEARLENS_DEBUG=1 shows the stack trace)");
+            return 1;
+        }
+    }
+
+    /// <summary>The command's path below the root ("bench gemm"): the root is the one command result without a parent.</summary>
+    static string CommandPath(CommandResult r) =>
+        r.Parent is CommandResult { Parent: not null } parent ? CommandPath(parent) + " " + r.Command.Name : r.Command.Name;
+
+    /// <summary>
+    /// System.CommandLine's parse errors in our words: an unknown command names the commands there are, a value that
+    /// does not convert names the option and the kind of value it takes (not a .NET type name).
+    /// </summary>
+    static string ParseErrorMessage(Command root, ParseResult parse)
+    {
+        var command = parse.CommandResult.Command;
+        if (command.Subcommands.Count > 0 && parse.UnmatchedTokens.Count > 0)
+            return $"'{parse.UnmatchedTokens[0]}' is not a command of linearlens{(command == root ? "" : " " + command.Name)}; use one of {string.Join(", ", command.Subcommands.Select(c => c.Name))}";
+        if (command.Subcommands.Count == 0 && parse.UnmatchedTokens.Count > 0)
+            return $"'{parse.UnmatchedTokens[0]}' is not an option of linearlens {CommandPath(parse.CommandResult)}";
+        if (command.Subcommands.Count > 0)
+            return $"no command given; use one of {string.Join(", ", command.Subcommands.Select(c => c.Name))}";
+        foreach (var e in parse.Errors)
+        {
+            for (var r = e.SymbolResult; r is not null; r = r.Parent)
+                if (r is OptionResult o && e.Message.StartsWith("Cannot parse argument", StringComparison.Ordinal))
+                {
+                    var type = Nullable.GetUnderlyingType(o.Option.ValueType) ?? o.Option.ValueType;
+                    string what = type == typeof(int) ? $"a whole number (at most {int.MaxValue})"
+                        : type == typeof(long) ? "a whole number"
+                        : type == typeof(double) || type == typeof(float) ? "a number (e.g. 0.5 or 1e-8)"
+                        : type == typeof(bool) ? "true or false"
+                        : "a " + type.Name.ToLowerInvariant();
+                    string value = o.Tokens.Count > 0 ? o.Tokens[^1].Value : "";
+                    return $"{o.Option.Name} '{value}' is not {what}";
+                }
+            if (e.SymbolResult is OptionResult missing && missing.Tokens.Count == 0 && e.Message.StartsWith("Required argument missing", StringComparison.Ordinal))
+                return $"{missing.Option.Name} needs a value";
+        }
+        return parse.Errors[0].Message.TrimEnd('.');
     }
 }

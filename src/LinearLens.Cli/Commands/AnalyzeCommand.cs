@@ -28,8 +28,10 @@ static class AnalyzeCommand
         input.AddTo(cmd);
         cmd.SetAction(p =>
         {
+            Checks.OutputFolder(p.GetValue(outDir));
             var source = input.Resolve(p);
             using var ckpt = Checkpoint.Open(source.LocalPath);
+            if (p.GetResult(components) is { Implicit: false }) Checks.Components(p.GetValue(components), ckpt.Config);
             var options = new AnalysisOptions
             {
                 Components = p.GetValue(components),
@@ -71,7 +73,9 @@ static class AnalyzeCommand
 
     static int AttributeId(Checkpoint ckpt, string a)
     {
-        if (int.TryParse(a, out int id)) return id;
+        if (int.TryParse(a, out int id))
+            return (uint)id < (uint)ckpt.Config.VocabSize ? id
+                : throw new LinearLensException($"--attribute {id} is outside the vocabulary 0…{ckpt.Config.VocabSize - 1}; give a token id in range or a token text");
         var ids = ckpt.RequireTokenizer().EncodeWithoutSpecialTokens(a);
         if (ids.Length != 1)
             throw new LinearLensException($"--attribute \"{a}\" is {ids.Length} tokens ({string.Join(" ", ids.Select(i => $"{i}:{JacobianCommand.Quote(ckpt.Tokenizer!.TokenString(i))}"))}); give one token or its id");
@@ -81,6 +85,12 @@ static class AnalyzeCommand
     static int Run<T>(Checkpoint ckpt, ResolvedModel source, int[] ids, string? inputText, AnalysisOptions options, string? outDir, bool json, TextWriter stdout, TextWriter stderr)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
+        var (method, _) = MethodPlanner.ForAnalysis(ckpt.Config, ids.Length, (options.Layers ?? AnalysisOptions.DefaultLayers(ckpt.Config.NumLayers)).Length, options.Method);
+        Checks.Memory(ckpt.Config, new RunShape
+        {
+            Tokens = ids.Length, ElementSize = System.Runtime.CompilerServices.Unsafe.SizeOf<T>(), Trace = true, NonlinearTrace = options.Ordinary,
+            FullJacobians = method == SvdMethod.MatrixFree ? 0 : options.Ordinary ? 3 : 2,   // J, its combined copy, the ordinary J
+        });
         var model = new Transformer<T>(ckpt);
         var report = Progress.RunStages(stderr, "analysis", progress => Analyzer.Run(model, ids, options, progress))
             with { InputText = inputText, HubId = source.HubId, HubRevision = source.Revision, HubCommit = source.Commit };

@@ -37,6 +37,15 @@ static class BenchCommand
                 Gemm.Threads = th;
             }
             var t = Precision(p.GetValue(dtype));
+            foreach (var (name, v) in new[] { ("--m", p.GetValue(m)), ("--n", p.GetValue(n)), ("--k", p.GetValue(k)) })
+                if (v is < 1) throw new LinearLensException($"{name} {v} must be at least 1 (a matrix dimension)");
+            if (p.GetValue(m) is not null || p.GetValue(n) is not null || p.GetValue(k) is not null)
+            {
+                double mm = p.GetValue(m) ?? 2048, nn = p.GetValue(n) ?? 2048, kk = p.GetValue(k) ?? 2048;
+                double bytes = (mm * kk + kk * nn + mm * nn) * 8 * 2;   // A, B (and its bf16 copy), C, packing
+                if (bytes > LinearLens.Analysis.ResourceEstimate.Available)
+                    throw new LinearLensException($"--m {mm} --n {nn} --k {kk} needs about {LinearLens.Analysis.ResourceEstimate.Size(bytes)} of memory but {LinearLens.Analysis.ResourceEstimate.Size(LinearLens.Analysis.ResourceEstimate.Available)} are available; give smaller sizes");
+            }
             if (p.GetValue(weights) is { } wName)
             {
                 if (p.GetValue(reference) is not null) throw new LinearLensException("--reference and --weights do not combine: a system BLAS takes no quantized weight");
@@ -64,8 +73,10 @@ static class BenchCommand
         input.AddTo(forward);
         forward.SetAction(p =>
         {
+            if (p.GetValue(reps) < 1) throw new LinearLensException($"--repeat {p.GetValue(reps)} must be at least 1");
             using var ckpt = input.Open(p);
             var ids = input.Ids(p, ckpt);
+            Checks.Memory(ckpt.Config, new LinearLens.Analysis.RunShape { Tokens = ids.Length, NewTokens = 16, ElementSize = input.IsFloat64(p) ? 8 : 4 });
             return input.IsFloat64(p) ? Forward<double>(ckpt, ids, p.GetValue(reps), stdout) : Forward<float>(ckpt, ids, p.GetValue(reps), stdout);
         });
         bench.Subcommands.Add(forward);

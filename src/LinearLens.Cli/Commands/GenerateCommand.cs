@@ -31,6 +31,8 @@ static class GenerateCommand
     static int Run<T>(Checkpoint ckpt, int[] ids, int maxNew, bool stopAtEos, bool json, TextWriter stdout)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
+        if (maxNew < 0) throw new LinearLensException($"--max-new-tokens must be ≥ 0 (got {maxNew})");
+        Checks.Memory(ckpt.Config, new LinearLens.Analysis.RunShape { Tokens = ids.Length, NewTokens = maxNew, ElementSize = System.Runtime.CompilerServices.Unsafe.SizeOf<T>() });
         var report = GenerationReport.Run(new Transformer<T>(ckpt), ids, maxNew, stopAtEos);
         stdout.WriteLine(json ? CommandJson.Write(report.ToJson()) : report.Text ?? string.Join(",", report.Generation.NewIds));
         return 0;

@@ -42,11 +42,13 @@ static class JacobianCommand
             string? dir = p.GetValue(outDir);
             if (m == SvdMethod.MatrixFree && nl) throw new LinearLensException("--method matrix-free needs the frozen (detached) map; --nonlinear works only with --method full");
             if (m == SvdMethod.MatrixFree && dir is not null) throw new LinearLensException("--out writes the full J, which --method matrix-free never forms; use --method full");
-            using var ckpt = input.Open(p);
-            var ids = input.Ids(p, ckpt);
-            var t = target.Parse(p, ckpt.Config.NumLayers);
             double tol = p.GetValue(tolerance);
             if (!(tol > 0 && tol < 1)) throw new LinearLensException($"--tolerance {tol} must lie between 0 and 1 (e.g. 1e-8)");
+            Checks.OutputFolder(dir);
+            using var ckpt = input.Open(p);
+            Checks.Components(k, ckpt.Config);
+            var ids = input.Ids(p, ckpt);
+            var t = target.Parse(p, ckpt.Config.NumLayers);
             var req = new JacobianRequest(t, nl, m, k, p.GetValue(perToken), tol, ModelInput.ParseDetach(p.GetValue(detach)), dir);
             return input.IsFloat64(p)
                 ? Run<double>(ckpt, ids, req, p.GetValue(json), stdout, stderr)
@@ -58,6 +60,13 @@ static class JacobianCommand
     static int Run<T>(Checkpoint ckpt, int[] ids, JacobianRequest req, bool json, TextWriter stdout, TextWriter stderr)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
+        var (method, _) = MethodPlanner.ForJacobian(ckpt.Config, ids.Length, System.Runtime.CompilerServices.Unsafe.SizeOf<T>(), req.Target, req.Method, req.K, req.PerToken, req.Nonlinear, writesJ: req.OutDir is not null);
+        Checks.Memory(ckpt.Config, new RunShape
+        {
+            Tokens = ids.Length, ElementSize = System.Runtime.CompilerServices.Unsafe.SizeOf<T>(), Trace = true, NonlinearTrace = req.Nonlinear,
+            // J, and for the SVD its combined copy in double
+            FullJacobians = method == SvdMethod.MatrixFree ? 0 : req.WantedWithFull ? 2 : 1,
+        });
         var model = new Transformer<T>(ckpt);
         var r = Progress.RunStages(stderr, "jacobian", progress => JacobianReport.Run(model, ids, req, progress,
             planned: (method, reason) => stderr.WriteLine($"method: {method} ({reason})")));
@@ -100,7 +109,7 @@ static class JacobianCommand
         return lines;
     }
 
-    public static string Quote(string s) => System.Text.Json.JsonSerializer.Serialize(s, Json.Options);
+    public static string Quote(string s) => JsonText.Quote(s);
 }
 
 /// <summary>--layer, --key, --mode, --no-final-norm: which output a Jacobian is taken of.</summary>

@@ -19,7 +19,7 @@ static class RandomCheckpointCommand
             if (!RandomCheckpointSpec.PresetNames.Contains(name))
                 throw new LinearLensException($"--preset '{name}' is not a known shape; use one of {string.Join(", ", RandomCheckpointSpec.PresetNames)}");
             string dir = p.GetValue(outDir)!;
-            Directory.CreateDirectory(dir);
+            Checks.OutputFolder(dir);
             var sw = System.Diagnostics.Stopwatch.StartNew();
             RandomCheckpoint.Write(dir, RandomCheckpointSpec.Preset(name), p.GetValue(seed), keepValues: false);
             stdout.WriteLine($"wrote {name} to {Path.GetFullPath(dir)} in {sw.Elapsed.TotalSeconds:F1} s");

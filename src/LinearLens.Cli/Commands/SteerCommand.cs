@@ -105,6 +105,11 @@ static class SteerCommand
 
     static int Run<T>(Checkpoint ckpt, Options o, TextWriter stdout, TextWriter stderr) where T : unmanaged, IFloatingPointIeee754<T>
     {
+        int e = System.Runtime.CompilerServices.Unsafe.SizeOf<T>();
+        long d = ckpt.Config.HiddenSize;
+        bool formed = o.Form ?? d * o.ConceptIds.Length * d * e <= SteeringOperator<T>.FormedBudgetBytes;
+        Checks.Memory(ckpt.Config, new RunShape { Tokens = o.ConceptIds.Length, ElementSize = e, Trace = true, FullJacobians = formed ? 1 : 0 });
+        Checks.Memory(ckpt.Config, new RunShape { Tokens = o.Ids.Length, NewTokens = o.MaxNew, ElementSize = e });
         var model = new Transformer<T>(ckpt);
         foreach (int id in o.ConceptIds)
             if ((uint)id >= (uint)ckpt.Config.VocabSize)

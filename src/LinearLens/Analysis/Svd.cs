@@ -86,6 +86,16 @@ public static unsafe class Svd
     // =====================================================================================================
 
     /// <summary>
+    /// A decomposition of values that are not all finite has no meaning (and the rotations would throw on Math.Sign(NaN)):
+    /// one clear error instead. NaN/∞ here come from non-finite weights or an overflowing forward pass.
+    /// </summary>
+    internal static void RequireFinite(ReadOnlySpan<double> x, string what)
+    {
+        if (x.Length > 0 && !double.IsFinite(TensorPrimitives.MaxMagnitude(x)))
+            throw new LinearLensException($"{what} holds NaN or ±∞ values, so no SVD of it is meaningful; the model's weights or activations are not finite (check the checkpoint for NaN/∞ weights)");
+    }
+
+    /// <summary>
     /// Exact top-k of a dense row-major matrix (all of them when k ≥ min(rows, cols)). For min(rows, cols) ≤ 512: LQ
     /// (Householder) reduction then one-sided Jacobi — singular values to ~1e-15 relative of σ₁ and U, V orthonormal to
     /// ~1e-14. Above: Gram matrix by the GEMM and Householder tridiagonalization + implicit QL (σᵢ to ~ε·σ₁²/σᵢ).
@@ -95,6 +105,7 @@ public static unsafe class Svd
         ArgumentOutOfRangeException.ThrowIfNegative(rows);
         ArgumentOutOfRangeException.ThrowIfNegative(cols);
         if (a.Length < (long)rows * cols) throw new ArgumentException("matrix smaller than rows × cols", nameof(a));
+        RequireFinite(a[..(rows * cols)], "the matrix to decompose");
         int p = Math.Min(rows, cols);
         k = Math.Clamp(k, 0, p);
         if (k == 0) return new SingularTriplets(rows, cols, [], [], [], null, "dense");
@@ -367,6 +378,7 @@ public static unsafe class Svd
     /// </summary>
     public static (double[] values, double[] vectors) SymmetricEigen(double[] symmetric, int n)
     {
+        RequireFinite(symmetric, "the matrix to decompose");
         // vt[j*n + k] holds V[k][j] (V of the EISPACK routines).
         var vt = (double[])symmetric.Clone();
         var d = new double[n];
@@ -631,6 +643,7 @@ public static unsafe class Svd
         Gaussian(omega, rng);
         int products = 0, tproducts = 0;
         op.Multiply(omega, l, y); products += l;
+        RequireFinite(y, "a Jacobian product");
         Orthonormalize(y, m, l, [], 0, null, rng);
         for (int it = 0; it < powerIterations; it++)
         {
@@ -783,6 +796,7 @@ public sealed unsafe class BlockLanczos
     public void Supply(ReadOnlySpan<double> product)
     {
         int bc = PendingCount;
+        Svd.RequireFinite(product, "a Jacobian product");
         switch (phase)
         {
             case Phase.A:

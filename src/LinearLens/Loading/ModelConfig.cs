@@ -157,18 +157,57 @@ public sealed record ModelConfig
         _ => throw new LinearLensException($"{where}: activation '{act}' is not supported (silu, gelu_pytorch_tanh)"),
     };
 
+    /// <summary>Size limits checked as the keys are read (Keys.Int), before Parse sizes any array by them.</summary>
+    const int MaxLayers = 10_000, MaxDimension = 1 << 24;
+
+    /// <summary>
+    /// Range checks of every value the loader and the forward pass rely on, so that a bad config.json ends in one
+    /// line here rather than a crash, a huge allocation or a silent NaN later. The size limits are far beyond any
+    /// real model (the largest have d ≈ 16k, I ≈ 53k, L ≈ 126, V ≈ 262k) and keep every derived size in range.
+    /// </summary>
     void Validate(string where)
     {
-        void Positive(string name, int v) { if (v <= 0) throw new LinearLensException($"{where}: {name} = {v} must be positive"); }
-        Positive("hidden_size", HiddenSize); Positive("intermediate_size", IntermediateSize); Positive("num_hidden_layers", NumLayers);
-        Positive("num_attention_heads", NumHeads); Positive("num_key_value_heads", NumKvHeads); Positive("head_dim", HeadDim);
-        Positive("vocab_size", VocabSize); Positive("max_position_embeddings", MaxPositions);
+        void Range(string name, long v, long max)
+        {
+            if (v <= 0) throw new LinearLensException($"{where}: {name} = {v} must be positive");
+            if (v > max) throw new LinearLensException($"{where}: {name} = {v} is larger than LinearLens accepts ({max}); the config is corrupt or not a supported model");
+        }
+        void Finite(string name, double v, bool zeroAllowed)
+        {
+            if (!double.IsFinite(v) || v < 0 || (!zeroAllowed && v == 0))
+                throw new LinearLensException($"{where}: {name} = {v.ToString(System.Globalization.CultureInfo.InvariantCulture)} must be a finite number {(zeroAllowed ? "≥ 0" : "> 0")}");
+        }
+        const int MaxSize = 1 << 20, MaxHeads = 1 << 12, MaxHeadDim = 1 << 14;
+        Range("hidden_size", HiddenSize, MaxSize); Range("intermediate_size", IntermediateSize, 1 << 22);
+        Range("num_hidden_layers", NumLayers, MaxLayers);
+        Range("num_attention_heads", NumHeads, MaxHeads); Range("num_key_value_heads", NumKvHeads, MaxHeads);
+        Range("head_dim", HeadDim, MaxHeadDim);
+        Range("vocab_size", VocabSize, 1 << 24); Range("max_position_embeddings", MaxPositions, int.MaxValue);
+        Range("num_attention_heads·head_dim", (long)NumHeads * HeadDim, MaxSize);
         if (NumHeads % NumKvHeads != 0)
             throw new LinearLensException($"{where}: num_attention_heads {NumHeads} is not a multiple of num_key_value_heads {NumKvHeads}");
+        if (SlidingWindow.Length != NumLayers || Rope.Length != NumLayers)
+            throw new LinearLensException($"{where}: {SlidingWindow.Length} layer types for {NumLayers} layers");
+        foreach (var w in SlidingWindow)
+            if (w is int window && window <= 0)
+                throw new LinearLensException($"{where}: sliding_window = {window} must be positive (or null for full attention)");
         foreach (var r in Rope)
+        {
+            Finite("rope_theta", r.Theta, zeroAllowed: false);
+            if (!(r.PartialRotaryFactor > 0 && r.PartialRotaryFactor <= 1))
+                throw new LinearLensException($"{where}: partial_rotary_factor = {r.PartialRotaryFactor} must lie in (0, 1]");
             if ((int)Math.Floor(HeadDim * r.PartialRotaryFactor) % 2 != 0)
                 throw new LinearLensException($"{where}: rotary dimension {HeadDim}·{r.PartialRotaryFactor} is odd");
-        if (RmsNormEps < 0) throw new LinearLensException($"{where}: rms_norm_eps is negative");
+            if (r.Type != "default") Finite("RoPE scaling factor", r.Factor, zeroAllowed: false);
+            if (r.Type == "llama3")
+            {
+                Finite("RoPE low_freq_factor", r.LowFreqFactor, zeroAllowed: false);
+                Finite("RoPE high_freq_factor", r.HighFreqFactor, zeroAllowed: false);
+                Finite("RoPE original_max_position_embeddings", r.OriginalMaxPositions, zeroAllowed: false);
+                if (r.HighFreqFactor <= r.LowFreqFactor)
+                    throw new LinearLensException($"{where}: RoPE high_freq_factor {r.HighFreqFactor} must exceed low_freq_factor {r.LowFreqFactor} (the smoothing divides by their difference)");
+            }
+        }
         foreach (var r in Rope.Where(r => r.Type == "longrope").Distinct())
         {
             int half = (int)Math.Floor(HeadDim * r.PartialRotaryFactor) / 2;
@@ -176,46 +215,128 @@ public sealed record ModelConfig
                 throw new LinearLensException($"{where}: longrope short_factor/long_factor have {r.ShortFactor.Length}/{r.LongFactor.Length} entries; the rotary dimension needs {half} (head_dim·partial_rotary_factor/2)");
             if (r.ShortFactor.Concat(r.LongFactor).Any(f => !(f > 0) || !double.IsFinite(f)))
                 throw new LinearLensException($"{where}: longrope factors must be finite and positive");
+            Finite("longrope attention_factor", r.AttentionFactor, zeroAllowed: false);
         }
+        Finite("rms_norm_eps", RmsNormEps, zeroAllowed: true);
+        Finite("attention scale (query_pre_attn_scalar or head_dim)", AttentionScale, zeroAllowed: false);
+        if (BosTokenId is < 0) throw new LinearLensException($"{where}: bos_token_id = {BosTokenId} must be a token id ≥ 0");
+        foreach (int e in EosTokenIds)
+            if (e < 0) throw new LinearLensException($"{where}: eos_token_id {e} must be a token id ≥ 0");
     }
 
-    /// <summary>Typed access to a JSON object that tells "missing" from "null".</summary>
-    internal readonly struct Keys(JsonElement obj, string where)
+    /// <summary>
+    /// Typed access to a JSON object that tells "missing" from "null". Every accessor checks the value's JSON type
+    /// and range and names the file, the key and what was expected.
+    /// </summary>
+    internal readonly struct Keys
     {
+        readonly JsonElement obj;
+        readonly string where;
+
+        public Keys(JsonElement obj, string where)
+        {
+            if (obj.ValueKind is not (JsonValueKind.Object or JsonValueKind.Undefined or JsonValueKind.Null))
+                throw new LinearLensException($"{where} is {Describe(obj)} where a JSON object was expected");
+            this.obj = obj; this.where = where;
+        }
+
         public string Where => where;
         /// <summary>The keys of a nested object, named for messages as where + " " + name.</summary>
         public Keys Nested(JsonElement inner, string name) => new(inner, where + " " + name);
         public bool Has(string key) => obj.ValueKind == JsonValueKind.Object && obj.TryGetProperty(key, out _);
-        public JsonElement? Raw(string key) =>
-            obj.ValueKind == JsonValueKind.Object && obj.TryGetProperty(key, out var v) && v.ValueKind != JsonValueKind.Null ? v : null;
+        /// <summary>The value of a key (null when missing or JSON null); every string inside it is checked to be decodable.</summary>
+        public JsonElement? Raw(string key)
+        {
+            if (obj.ValueKind != JsonValueKind.Object || !obj.TryGetProperty(key, out var v) || v.ValueKind == JsonValueKind.Null) return null;
+            JsonFile.RequireDecodable(v, $"{where}: '{key}'");
+            return v;
+        }
 
-        public int? Int(string key) => Raw(key) is { } v
-            ? v.ValueKind == JsonValueKind.Number && v.TryGetInt32(out int i) ? i
-              : v.ValueKind == JsonValueKind.Number && v.TryGetDouble(out double d) && d == Math.Floor(d) && Math.Abs(d) < int.MaxValue ? (int)d
-              : throw new LinearLensException($"{where}: '{key}' should be an integer, found {v.GetRawText()}")
-            : null;
+        public int? Int(string key)
+        {
+            if (Raw(key) is not { } v) return null;
+            int i = AsInt(v, $"'{key}'");
+            // Parse sizes arrays by some of these before Validate runs, so their ranges are checked as they are read.
+            long max = key switch
+            {
+                "num_hidden_layers" => MaxLayers,
+                "hidden_size" or "num_attention_heads" or "num_key_value_heads" or "head_dim" or "intermediate_size" or "vocab_size" => MaxDimension,
+                _ => int.MaxValue,
+            };
+            if (i < 0 || i > max)
+                throw new LinearLensException($"{where}: '{key}' = {i} is outside 0…{max}; the config is corrupt or not a supported model");
+            return i;
+        }
+
+        int AsInt(JsonElement v, string what) =>
+            v.ValueKind == JsonValueKind.Number && v.TryGetInt32(out int i) ? i
+            : v.ValueKind == JsonValueKind.Number && v.TryGetDouble(out double d) && d == Math.Floor(d) && Math.Abs(d) < int.MaxValue ? (int)d
+            : throw new LinearLensException($"{where}: {what} should be an integer between {int.MinValue} and {int.MaxValue}, found {Describe(v)}");
 
         public double? Double(string key) => Raw(key) is { } v
-            ? v.ValueKind == JsonValueKind.Number ? v.GetDouble() : throw new LinearLensException($"{where}: '{key}' should be a number, found {v.GetRawText()}")
+            ? v.ValueKind == JsonValueKind.Number && v.TryGetDouble(out double d) && double.IsFinite(d) ? d
+              : throw new LinearLensException($"{where}: '{key}' should be a finite number, found {Describe(v)}")
             : null;
 
         public string? String(string key) => Raw(key) is { } v
-            ? v.ValueKind == JsonValueKind.String ? v.GetString() : throw new LinearLensException($"{where}: '{key}' should be a string, found {v.GetRawText()}")
+            ? v.ValueKind == JsonValueKind.String ? Text(v, $"'{key}'") : throw new LinearLensException($"{where}: '{key}' should be a string, found {Describe(v)}")
             : null;
+
+        /// <summary>A string value; an escape that is no valid UTF-16 ("\ud800") is an error, not an exception.</summary>
+        string Text(JsonElement v, string what)
+        {
+            try { return v.GetString()!; }
+            catch (InvalidOperationException) { throw new LinearLensException($"{where}: {what} is not a valid Unicode string, found {Describe(v)}"); }
+        }
 
         public bool? Bool(string key) => Raw(key) is { } v
-            ? v.ValueKind switch { JsonValueKind.True => true, JsonValueKind.False => false, _ => throw new LinearLensException($"{where}: '{key}' should be true or false, found {v.GetRawText()}") }
+            ? v.ValueKind switch { JsonValueKind.True => true, JsonValueKind.False => false, _ => throw new LinearLensException($"{where}: '{key}' should be true or false, found {Describe(v)}") }
             : null;
 
-        public double[]? DoubleList(string key) => Raw(key) is { } v
-            ? v.ValueKind == JsonValueKind.Array && v.EnumerateArray().All(x => x.ValueKind == JsonValueKind.Number)
-                ? v.EnumerateArray().Select(x => x.GetDouble()).ToArray()
-                : throw new LinearLensException($"{where}: '{key}' should be a list of numbers, found {v.GetRawText()}")
-            : null;
+        /// <summary>A list of finite numbers (longrope factors).</summary>
+        public double[]? DoubleList(string key)
+        {
+            if (Raw(key) is not { } v) return null;
+            if (v.ValueKind != JsonValueKind.Array) throw new LinearLensException($"{where}: '{key}' should be a list of numbers, found {Describe(v)}");
+            var result = new double[v.GetArrayLength()];
+            int i = 0;
+            foreach (var x in v.EnumerateArray())
+            {
+                if (x.ValueKind != JsonValueKind.Number || !x.TryGetDouble(out result[i]) || !double.IsFinite(result[i]))
+                    throw new LinearLensException($"{where}: '{key}'[{i}] should be a finite number, found {Describe(x)}");
+                i++;
+            }
+            return result;
+        }
 
-        public int[]? IntOrList(string key) => Raw(key) is { } v
-            ? v.ValueKind == JsonValueKind.Array ? v.EnumerateArray().Select(x => x.GetInt32()).ToArray() : [Int(key)!.Value]
-            : null;
+        /// <summary>An integer or a list of integers (eos_token_id).</summary>
+        public int[]? IntOrList(string key)
+        {
+            if (Raw(key) is not { } v) return null;
+            if (v.ValueKind != JsonValueKind.Array) return [AsInt(v, $"'{key}'")];
+            var result = new int[v.GetArrayLength()];
+            int i = 0;
+            foreach (var x in v.EnumerateArray()) { result[i] = AsInt(x, $"'{key}'[{i}]"); i++; }
+            return result;
+        }
+
+        /// <summary>A list of strings (layer_types).</summary>
+        public string[]? StringList(string key)
+        {
+            if (Raw(key) is not { } v) return null;
+            if (v.ValueKind != JsonValueKind.Array) throw new LinearLensException($"{where}: '{key}' should be a list of strings, found {Describe(v)}");
+            var result = new string[v.GetArrayLength()];
+            int i = 0;
+            foreach (var x in v.EnumerateArray())
+            {
+                if (x.ValueKind != JsonValueKind.String) throw new LinearLensException($"{where}: '{key}'[{i}] should be a string, found {Describe(x)}");
+                result[i] = Text(x, $"'{key}'[{i}]");
+                i++;
+            }
+            return result;
+        }
+
+        static string Describe(JsonElement v) => JsonFile.Describe(v);
     }
 }
 

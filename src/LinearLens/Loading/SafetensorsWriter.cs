@@ -43,20 +43,22 @@ public static class SafetensorsWriter
     {
         var ordered = FileOrder(tensors);
         byte[] header = BuildHeader(ordered);
-        using var fs = new FileStream(path, FileMode.Create, FileAccess.Write, FileShare.None, 1 << 20);
-        Span<byte> len = stackalloc byte[8];
-        BitConverter.TryWriteBytes(len, (ulong)header.Length);
-        if (!BitConverter.IsLittleEndian) len.Reverse();
-        fs.Write(len);
-        fs.Write(header);
-        foreach (var t in ordered)
+        AtomicFile.Write(path, fs =>
         {
-            long before = fs.Position;
-            writeData(t, fs);
-            long written = fs.Position - before;
-            if (written != t.ByteSize)
-                throw new InvalidOperationException($"tensor '{t.Name}': {written} bytes written, {t.ByteSize} expected for {t.DType.Name()} {ShapeText(t.Shape)}");
-        }
+            Span<byte> len = stackalloc byte[8];
+            BitConverter.TryWriteBytes(len, (ulong)header.Length);
+            if (!BitConverter.IsLittleEndian) len.Reverse();
+            fs.Write(len);
+            fs.Write(header);
+            foreach (var t in ordered)
+            {
+                long before = fs.Position;
+                writeData(t, fs);
+                long written = fs.Position - before;
+                if (written != t.ByteSize)
+                    throw new InvalidOperationException($"tensor '{t.Name}': {written} bytes written, {t.ByteSize} expected for {t.DType.Name()} {ShapeText(t.Shape)}");
+            }
+        });
     }
 
     /// <summary>
@@ -90,9 +92,10 @@ public static class SafetensorsWriter
             Write(Path.Combine(folder, names[k]), part, writeData);
         }
         long total = tensors.Sum(t => t.ByteSize);
-        using (var fs = new FileStream(Path.Combine(folder, IndexFileName), FileMode.Create, FileAccess.Write))
-        using (var w = new Utf8JsonWriter(fs, new JsonWriterOptions { Indented = true }))
+        // the index last: a reader finds it only when every shard it names is complete
+        AtomicFile.Write(Path.Combine(folder, IndexFileName), fs =>
         {
+            using var w = new Utf8JsonWriter(fs, new JsonWriterOptions { Indented = true });
             w.WriteStartObject();
             w.WriteStartObject("metadata");
             w.WriteNumber("total_size", total);
@@ -101,7 +104,7 @@ public static class SafetensorsWriter
             foreach (var (name, file) in weightMap) w.WriteString(name, file);
             w.WriteEndObject();
             w.WriteEndObject();
-        }
+        });
         return names;
     }
 

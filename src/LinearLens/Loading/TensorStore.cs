@@ -31,40 +31,46 @@ public sealed partial class TensorStore : IDisposable
                 var file = SafetensorsFile.Open(f);
                 store._files.Add(file);
                 foreach (var (name, t) in file.Tensors)
-                    if (Canonical(name) is { } canon) store._tensors[canon] = t with { Name = canon };
+                    if (Canonical(name) is { } canon)
+                    {
+                        if (store._tensors.TryGetValue(canon, out var other))
+                            throw new LinearLensException($"tensor '{canon}' is stored twice, in {Path.GetFileName(other.File)} and {Path.GetFileName(t.File)}; the checkpoint is inconsistent");
+                        store._tensors[canon] = t with { Name = canon };
+                    }
             }
             return store;
         }
         catch { store.Dispose(); throw; }
     }
 
+    /// <summary>The shard files an index names: its weight_map is an object of tensor name → plain file name in the same folder.</summary>
     static IEnumerable<string> ShardsOf(string index)
     {
         string folder = Path.GetDirectoryName(index)!;
         return ShardNames(index).Select(n => Path.Combine(folder, n)).ToList();
     }
 
-    /// <summary>The distinct shard file names an index names, each checked to be a plain name inside the folder.</summary>
+    /// <summary>
+    /// The distinct shard file names an index names: its weight_map is an object of tensor name → plain file name in
+    /// the same folder, every value checked for its JSON type.
+    /// </summary>
     public static IReadOnlyList<string> ShardNames(string indexPath)
     {
-        try
+        using var doc = JsonFile.Parse(File.ReadAllBytes(indexPath), indexPath, "the index file is corrupt; fetch it again");
+        if (!doc.RootElement.TryGetProperty("weight_map", out var map) || map.ValueKind != JsonValueKind.Object)
+            throw new LinearLensException($"{indexPath} has no weight_map object; the index file is corrupt");
+        var names = new List<string>();
+        foreach (var p in map.EnumerateObject())
         {
-            using var doc = JsonDocument.Parse(File.ReadAllText(indexPath));
-            if (doc.RootElement.ValueKind != JsonValueKind.Object || !doc.RootElement.TryGetProperty("weight_map", out var map)
-                || map.ValueKind != JsonValueKind.Object)
-                throw new LinearLensException($"{indexPath} has no weight_map object; the index file is corrupt");
-            var names = new List<string>();
-            foreach (var p in map.EnumerateObject())
-            {
-                string n = p.Value.ValueKind == JsonValueKind.String ? p.Value.GetString()! : "";
-                if (!PlainFileName().IsMatch(n) || n.Contains(".."))
-                    throw new LinearLensException($"{indexPath}: shard name '{HubCache.Shorten(n)}' of tensor '{HubCache.Shorten(p.Name)}' is not a plain file name");
-                if (!names.Contains(n)) names.Add(n);
-            }
-            if (names.Count == 0) throw new LinearLensException($"{indexPath}: weight_map is empty; the index file is corrupt");
-            return names;
+            if (p.Value.ValueKind != JsonValueKind.String)
+                throw new LinearLensException($"{indexPath}: weight_map['{HubCache.Shorten(p.Name)}'] is {JsonFile.Describe(p.Value)} where a shard file name was expected; the index file is corrupt");
+            string n = p.Value.GetString()!;
+            if (!PlainFileName().IsMatch(n) || n.Contains(".."))
+                throw new LinearLensException($"{indexPath}: shard name '{HubCache.Shorten(n)}' of tensor '{HubCache.Shorten(p.Name)}' is not a plain file name");
+            if (!names.Contains(n)) names.Add(n);
         }
-        catch (JsonException e) { throw new LinearLensException($"{indexPath} is not valid JSON: {e.Message}"); }
+        if (names.Count == 0) throw new LinearLensException($"{indexPath}: weight_map is empty; the index file is corrupt");
+        return names;
     }
 
     static string? Canonical(string name)

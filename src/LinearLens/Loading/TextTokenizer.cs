@@ -42,21 +42,19 @@ public sealed class TextTokenizer : IDisposable
         string cfgPath = Path.Combine(folder, "tokenizer_config.json");
         if (File.Exists(cfgPath))
         {
-            try
+            using (var doc = JsonFile.Parse(File.ReadAllBytes(cfgPath), cfgPath))
             {
-                using var doc = JsonDocument.Parse(File.ReadAllText(cfgPath));
                 var r = doc.RootElement;
-                cls = Str(r, "tokenizer_class");
-                bosText = TokenText(r, "bos_token");
-                eosText = TokenText(r, "eos_token");
+                cls = Str(r, "tokenizer_class", cfgPath);
+                bosText = TokenText(r, "bos_token", cfgPath);
+                eosText = TokenText(r, "eos_token", cfgPath);
                 bool rebuilds = cls is not null && (cls.StartsWith("Llama") || cls.StartsWith("Gemma") || cls.StartsWith("CodeLlama"));
                 if (rebuilds)
                 {
-                    addBos = r.TryGetProperty("add_bos_token", out var ab) && ab.ValueKind is JsonValueKind.True or JsonValueKind.False ? ab.GetBoolean() : true;
-                    addEos = r.TryGetProperty("add_eos_token", out var ae) && ae.ValueKind is JsonValueKind.True or JsonValueKind.False ? ae.GetBoolean() : false;
+                    addBos = Flag(r, "add_bos_token", cfgPath) ?? true;
+                    addEos = Flag(r, "add_eos_token", cfgPath) ?? false;
                 }
             }
-            catch (JsonException e) { throw new LinearLensException($"{cfgPath} is not valid JSON: {e.Message}"); }
         }
         var added = AddedTokens(json);
         int? bos = bosText is not null && added.TryGetValue(bosText, out int bi) ? bi : null;
@@ -64,13 +62,25 @@ public sealed class TextTokenizer : IDisposable
         return new TextTokenizer(json, tok, cls, bos, eos, addBos, addEos);
     }
 
-    static string? Str(JsonElement r, string key) =>
-        r.TryGetProperty(key, out var v) && v.ValueKind == JsonValueKind.String ? v.GetString() : null;
-
-    static string? TokenText(JsonElement r, string key) =>
-        !r.TryGetProperty(key, out var v) ? null
+    // tokenizer_config.json values: absent or null means "not set"; any other wrong type is an error naming the key.
+    static string? Str(JsonElement r, string key, string file) =>
+        !r.TryGetProperty(key, out var v) || v.ValueKind == JsonValueKind.Null ? null
         : v.ValueKind == JsonValueKind.String ? v.GetString()
-        : v.ValueKind == JsonValueKind.Object && v.TryGetProperty("content", out var c) ? c.GetString() : null;
+        : throw new LinearLensException($"{file}: '{key}' should be a string, found {JsonFile.Describe(v)}");
+
+    static bool? Flag(JsonElement r, string key, string file) =>
+        !r.TryGetProperty(key, out var v) || v.ValueKind == JsonValueKind.Null ? null
+        : v.ValueKind is JsonValueKind.True or JsonValueKind.False ? v.GetBoolean()
+        : throw new LinearLensException($"{file}: '{key}' should be true or false, found {JsonFile.Describe(v)}");
+
+    /// <summary>A special token: its text, or an AddedToken object {"content": text, …}.</summary>
+    static string? TokenText(JsonElement r, string key, string file)
+    {
+        if (!r.TryGetProperty(key, out var v) || v.ValueKind == JsonValueKind.Null) return null;
+        if (v.ValueKind == JsonValueKind.String) return v.GetString();
+        if (v.ValueKind == JsonValueKind.Object && v.TryGetProperty("content", out var c) && c.ValueKind == JsonValueKind.String) return c.GetString();
+        throw new LinearLensException($"{file}: '{key}' should be a token text or an object with a string 'content', found {JsonFile.Describe(v)}");
+    }
 
     /// <summary>The added (special) tokens of tokenizer.json, read without parsing the whole vocabulary.</summary>
     static Dictionary<string, int> AddedTokens(string json)

@@ -1,5 +1,3 @@
-using System.Text.Encodings.Web;
-using System.Text.Json;
 using System.Text.Json.Nodes;
 using LinearLens.Analysis;
 
@@ -8,8 +6,6 @@ namespace LinearLens.Reporting;
 /// <summary>analysis.json: every number and decoded token of an <see cref="AnalysisReport"/> (the heat-map matrix aside: it is d×d, and drawn in jacobian_heatmap.png); report.html is built from it alone.</summary>
 public static class AnalysisJson
 {
-    public static readonly JsonSerializerOptions Options = new() { Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping, WriteIndented = false };
-
     public static JsonObject Build(AnalysisReport r) => new()
     {
         ["model_type"] = r.ModelType,
@@ -118,5 +114,6 @@ public static class AnalysisJson
 
     static JsonArray Arr<TV>(IEnumerable<TV> values) => new(values.Select(v => JsonValue.Create(v)).ToArray<JsonNode?>());
 
-    public static string Write(AnalysisReport r) => Build(r).ToJsonString(Options);
+    /// <summary>The report as JSON text; numbers that are not finite are written as null (<see cref="JsonText"/>).</summary>
+    public static string Write(AnalysisReport r) => JsonText.Write(Build(r));
 }

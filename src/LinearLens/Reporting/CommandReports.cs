@@ -106,12 +106,10 @@ public sealed record SteeringReport(
 /// <summary>The JSON conventions of every command's output: readable (tokens such as "&lt;s&gt;" or "é" as they are, not \u escapes).</summary>
 public static class CommandJson
 {
-    public static readonly System.Text.Json.JsonSerializerOptions Options = new()
-    {
-        Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping,
-    };
+    public static readonly System.Text.Json.JsonSerializerOptions Options = JsonText.Options;
 
     public static JsonArray Array<TV>(IEnumerable<TV> values) => new(values.Select(v => JsonValue.Create(v)).ToArray<JsonNode?>());
 
-    public static string Write(JsonNode node) => node.ToJsonString(Options);
+    /// <summary>The one JSON writer (<see cref="JsonText"/>): NaN and ±∞ become null, so a result never fails on a number.</summary>
+    public static string Write(JsonNode node) => JsonText.Write(node);
 }

@@ -36,11 +36,11 @@ public static class Figures
     {
         Directory.CreateDirectory(folder);
         var files = new List<string>();
-        AtomicFile.Write(Path.Combine(folder, "jacobian_heatmap.png"), p => File.WriteAllBytes(p, Heatmap(r).Png()));
+        AtomicFile.WriteAllBytes(Path.Combine(folder, "jacobian_heatmap.png"), Heatmap(r).Png());
         files.Add("jacobian_heatmap.png");
         foreach (var (name, plot) in Plots(r))
         {
-            AtomicFile.Write(Path.Combine(folder, name + ".png"), p => plot.SavePng(p, Width, Height));
+            AtomicFile.Publish(Path.Combine(folder, name + ".png"), p => plot.SavePng(p, Width, Height));
             files.Add(name + ".png");
         }
         return files;

@@ -75,11 +75,11 @@ public sealed record JacobianReport(
         if (req.OutDir is { } outDir)
         {
             Directory.CreateDirectory(outDir);
-            AtomicFile.Write(Path.Combine(outDir, "jacobian.npy"), p => Npy.Write<T>(p, r.J, d, n, d));
-            AtomicFile.Write(Path.Combine(outDir, "embeddings.npy"), p => Npy.Write<T>(p, r.Input, n, d));
-            AtomicFile.Write(Path.Combine(outDir, "output.npy"), p => Npy.Write<T>(p, r.Output, d));
-            AtomicFile.Write(Path.Combine(outDir, "contributions.npy"), p => Npy.Write<T>(p, r.Contributions, n, d));
-            if (!req.Nonlinear) AtomicFile.Write(Path.Combine(outDir, "offset.npy"), p => Npy.Write<T>(p, r.Offset, d));
+            Npy.Write<T>(Path.Combine(outDir, "jacobian.npy"), r.J, d, n, d);
+            Npy.Write<T>(Path.Combine(outDir, "embeddings.npy"), r.Input, n, d);
+            Npy.Write<T>(Path.Combine(outDir, "output.npy"), r.Output, d);
+            Npy.Write<T>(Path.Combine(outDir, "contributions.npy"), r.Contributions, n, d);
+            if (!req.Nonlinear) Npy.Write<T>(Path.Combine(outDir, "offset.npy"), r.Offset, d);
         }
         JacobianSvd? triplets = null;
         if (req.WantedWithFull)

@@ -6,7 +6,7 @@ namespace LinearLens.Reporting;
 /// <summary>NumPy .npy files (format version 1.0, little-endian float64, C order) for numpy.load.</summary>
 public static class Npy
 {
-    public static void Write<T>(string path, ReadOnlySpan<T> data, params long[] shape) where T : IFloatingPointIeee754<T>
+    public static void Write<T>(string path, T[] data, params long[] shape) where T : IFloatingPointIeee754<T>
     {
         long count = shape.Aggregate(1L, (a, b) => a * b);
         if (count != data.Length) throw new ArgumentException($"{data.Length} values for shape ({string.Join(", ", shape)})");
@@ -14,17 +14,20 @@ public static class Npy
         string dict = $"{{'descr': '<f8', 'fortran_order': False, 'shape': ({dims}), }}";
         int unpadded = 10 + dict.Length + 1;
         string header = dict + new string(' ', (64 - unpadded % 64) % 64) + "\n";
-        using var fs = new FileStream(path, FileMode.Create, FileAccess.Write, FileShare.None, 1 << 20);
-        fs.Write([0x93, (byte)'N', (byte)'U', (byte)'M', (byte)'P', (byte)'Y', 1, 0]);
-        fs.Write(BitConverter.GetBytes((ushort)header.Length));
-        fs.Write(Encoding.ASCII.GetBytes(header));
-        var buf = new byte[8 * 8192];
-        for (int i = 0; i < data.Length; i += 8192)
+        var values = data;
+        AtomicFile.Write(path, fs =>
         {
-            int m = Math.Min(8192, data.Length - i);
-            for (int j = 0; j < m; j++) BitConverter.TryWriteBytes(buf.AsSpan(8 * j), double.CreateChecked(data[i + j]));
-            fs.Write(buf, 0, 8 * m);
-        }
+            fs.Write([0x93, (byte)'N', (byte)'U', (byte)'M', (byte)'P', (byte)'Y', 1, 0]);
+            fs.Write(BitConverter.GetBytes((ushort)header.Length));
+            fs.Write(Encoding.ASCII.GetBytes(header));
+            var buf = new byte[8 * 8192];
+            for (int i = 0; i < values.Length; i += 8192)
+            {
+                int m = Math.Min(8192, values.Length - i);
+                for (int j = 0; j < m; j++) BitConverter.TryWriteBytes(buf.AsSpan(8 * j), double.CreateChecked(values[i + j]));
+                fs.Write(buf, 0, 8 * m);
+            }
+        });
     }
 
     /// <summary>Reads a float64 .npy written by <see cref="Write{T}"/> (or numpy): its shape and values.</summary>

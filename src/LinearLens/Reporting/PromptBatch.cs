@@ -106,7 +106,7 @@ public static class PromptBatch
         }
         var summary = BatchSummary.Build(analyses, prompts, Enumerable.Range(0, prompts.Length).Select(FolderName).ToArray());
         string jsonPath = Path.Combine(outDir, BatchSummary.JsonName), htmlPath = Path.Combine(outDir, BatchSummary.HtmlName);
-        AtomicFile.WriteAllText(jsonPath, summary.ToJsonString(AnalysisJson.Options));
+        AtomicFile.WriteAllText(jsonPath, JsonText.Write(summary));
         AtomicFile.WriteAllText(htmlPath, BatchSummary.Html(summary));
         return new BatchResult(computed, reused, jsonPath, htmlPath);
     }
