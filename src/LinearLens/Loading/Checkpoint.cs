@@ -54,10 +54,18 @@ public sealed class Checkpoint : IDisposable
         Layers = layers;
     }
 
+    /// <summary>
+    /// Llama 3 RoPE scaling as a GGUF stores it (rope_freqs.weight): per rotary pair i the divisor of its angle,
+    /// p · θ^(−2i/R) / divisor[i]; null for Hugging Face folders (their scaling is in config.json) and GGUFs without it.
+    /// </summary>
+    public double[]? RopeFrequencyDivisors { get; private init; }
+
+    /// <summary>Opens a Hugging Face model folder, a .gguf file, or a folder holding one .gguf and no config.json.</summary>
     public static Checkpoint Open(string folder)
     {
+        if (GgufModel.Locate(folder) is { } gguf) return OpenGguf(gguf);
         if (!Directory.Exists(folder))
-            throw new LinearLensException($"model folder not found: {folder} (pass --model a folder holding config.json and *.safetensors)");
+            throw new LinearLensException($"model folder not found: {folder} (pass --model a folder holding config.json and *.safetensors, or a .gguf file)");
         var config = ModelConfig.Load(folder);
         var store = TensorStore.Open(folder);
         TextTokenizer? tok = null;
@@ -67,6 +75,22 @@ public sealed class Checkpoint : IDisposable
             return new Checkpoint(folder, config, store, tok);
         }
         catch { store.Dispose(); tok?.Dispose(); throw; }
+    }
+
+    static Checkpoint OpenGguf(string path)
+    {
+        var model = GgufModel.Open(path);
+        TextTokenizer? tok = null;
+        try
+        {
+            var config = model.ParseConfig();
+            if (model.RopeFrequencyDivisors is { } div && div.Any(x => x != 1))
+                throw new LinearLensException($"{path} stores Llama 3 RoPE scaling as rope_freqs.weight ({div.Length} divisors), which the forward pass does not apply yet; use the Hugging Face folder of this model");
+            var store = TensorStore.FromTensors(path, model.Tensors.Values, model);
+            tok = GgufTokenizer.TryLoad(model.File, config.VocabSize);
+            return new Checkpoint(path, config, store, tok) { RopeFrequencyDivisors = model.RopeFrequencyDivisors };
+        }
+        catch { model.Dispose(); tok?.Dispose(); throw; }
     }
 
     /// <summary>The tokenizer, or a clear error when the folder has none.</summary>
