@@ -36,22 +36,33 @@ public sealed class FrozenMap<T> where T : unmanaged, IFloatingPointIeee754<T>
     /// <summary>The map's real input for a target: the embeddings, or the residual stream entering the layer [n×d].</summary>
     public T[] Input(JacobianTarget t) => t.Mode == JacobianMode.Cumulative ? Trace.Embeddings : Trace.ResidPre[t.Layer - 1];
 
-    /// <summary>The traced value at the target's site for the last position, before any final norm [d].</summary>
+    /// <summary>
+    /// The traced value at the target's site for the last position, before any final norm [d]. attn/mlp are what the
+    /// branch adds to the residual stream, or — under the paper's detach policy — the branch before its post-norm.
+    /// </summary>
     public ReadOnlySpan<T> SiteValue(JacobianTarget t) => t.Key switch
     {
         OutputKey.Layer => Trace.ResidPre[t.Layer].AsSpan((n - 1) * d, d),
-        OutputKey.Attn => Trace.AttnOut[t.Layer - 1].AsSpan((n - 1) * d, d),
-        _ => Trace.MlpOut[t.Layer - 1].AsSpan((n - 1) * d, d),
+        OutputKey.Attn => (TapsRaw(t) ? Trace.AttnRaw[t.Layer - 1]! : Trace.AttnOut[t.Layer - 1]).AsSpan((n - 1) * d, d),
+        _ => (TapsRaw(t) ? Trace.MlpRaw[t.Layer - 1]! : Trace.MlpOut[t.Layer - 1]).AsSpan((n - 1) * d, d),
+    };
+
+    /// <summary>Whether the target's attn/mlp tap lies before that branch's post-norm (--detach reference, where the layer has one).</summary>
+    bool TapsRaw(JacobianTarget t) => Trace.Detach == DetachPolicy.Reference && t.Key switch
+    {
+        OutputKey.Attn => Trace.AttnRaw[t.Layer - 1] is not null,
+        OutputKey.Mlp => Trace.MlpRaw[t.Layer - 1] is not null,
+        _ => false,
     };
 
     /// <summary>ρ of the final norm frozen at the site value (for the model output: ln_final's own scale).</summary>
     public T OutputScale(JacobianTarget t)
     {
         if (t.Key == OutputKey.Layer && t.Layer == c.NumLayers) return Trace.FinalScale[n - 1];
-        return Blocks<T>.RmsScale(SiteValue(t), T.CreateChecked(c.RmsNormEps));
+        return Blocks<T>.RmsScale(SiteValue(t), Model.Eps);
     }
 
-    /// <summary>The real output of the network at the target (what Σᵢ Jᵢ xᵢ must reconstruct) [d].</summary>
+    /// <summary>The real output of the network at the target (what Σᵢ Jᵢ xᵢ + c must reconstruct) [d].</summary>
     public T[] Output(JacobianTarget t)
     {
         var y = new T[d];
@@ -61,18 +72,30 @@ public sealed class FrozenMap<T> where T : unmanaged, IFloatingPointIeee754<T>
         return y;
     }
 
-    // ---- gains of the four kinds of norm in a layer ----------------------------------------------------------
+    /// <summary>Whether the frozen map has a constant term (the model has biases on its linear path): y = Σᵢ Jᵢxᵢ + c.</summary>
+    public bool IsAffine => c.Biases.Any;
 
-    T[] AttnInGain(int l) => Model.LayerNormGains(l).input;
-    T[] MlpInGain(int l) => c.IsGemma ? Model.LayerNormGains(l).preFeedforward! : Model.LayerNormGains(l).postAttention;
-    T[]? AttnOutGain(int l) => c.IsGemma ? Model.LayerNormGains(l).postAttention : null;
-    T[]? MlpOutGain(int l) => c.IsGemma ? Model.LayerNormGains(l).postFeedforward : null;
+    /// <summary>
+    /// The constant term c = F̃(0) of the affine frozen map (architectures.md §3.6): the frozen network, factors held at
+    /// the real input, evaluated at zero input with every bias on. Zero without biases. [d]
+    /// </summary>
+    public T[] Offset(JacobianTarget t)
+    {
+        t.Validate(c.NumLayers);
+        var offset = new T[d];
+        if (!IsAffine) return offset;
+        var ws = Workspace(1, [0]);   // every position active: biases act at all of them
+        Array.Clear(ws.H, 0, ws.Layout.Rows * d);
+        Propagate(t, ws, affine: true, offset);
+        return offset;
+    }
 
     // ---- forward product -------------------------------------------------------------------------------------
 
     /// <summary>
     /// J·v for B tangents at once: <paramref name="tangents"/> [n][B][d] (position-major, the perturbation of every
-    /// input row) → <paramref name="outputs"/> [B][d]. Each column runs only from its first non-zero position on.
+    /// input row) → <paramref name="outputs"/> [B][d]. Each column runs only from its first non-zero position on. This is
+    /// the linear part of the map: biases (the offset c) are not added.
     /// </summary>
     public void Jvp(JacobianTarget t, T[] tangents, int batch, T[] outputs)
     {
@@ -85,13 +108,19 @@ public sealed class FrozenMap<T> where T : unmanaged, IFloatingPointIeee754<T>
             first[b] = p;
         }
         var ws = Workspace(batch, first);
+        ws.Layout.Pack(tangents, d, ws.H);
+        Propagate(t, ws, affine: false, outputs);
+    }
+
+    /// <summary>Runs the frozen layers of the target over ws.H and writes the last position's output of every column.</summary>
+    void Propagate(JacobianTarget t, Batch ws, bool affine, T[] outputs)
+    {
         var L = ws.Layout;
-        L.Pack(tangents, d, ws.H);
         T[]? tap = null;
         for (int l = t.FirstLayer; l < t.Layer; l++)
-            tap = ForwardLayer(l, ws, l == t.Layer - 1 ? t.Key : OutputKey.Layer, lastLayer: l == t.Layer - 1);
+            tap = ForwardLayer(l, ws, l == t.Layer - 1 ? t.Key : OutputKey.Layer, lastLayer: l == t.Layer - 1, rawTap: TapsRaw(t), affine);
         T rho = t.FinalNorm ? OutputScale(t) : T.One;
-        for (int r = 0; r < batch; r++)
+        for (int r = 0; r < L.Columns; r++)
         {
             var row = tap!.AsSpan((L.Offset(n - 1) + r) * d, d);
             var dst = outputs.AsSpan(L.Column(r) * d, d);
@@ -103,46 +132,59 @@ public sealed class FrozenMap<T> where T : unmanaged, IFloatingPointIeee754<T>
     /// <summary>
     /// One layer of the frozen map on ws.H (rows of the layout); returns the array holding the requested tap (H for Layer).
     /// In the last layer only the last position is read, so after the values everything runs for that position alone.
+    /// With <paramref name="affine"/>, every bias on the linear path is added (the offset run).
     /// </summary>
-    T[] ForwardLayer(int l, Batch ws, OutputKey tap, bool lastLayer)
+    T[] ForwardLayer(int l, Batch ws, OutputKey tap, bool lastLayer, bool rawTap, bool affine)
     {
-        var w = Model.Checkpoint.Layers[l];
+        var p = Model.Params(l);
+        var w = p.Weights;
         var L = ws.Layout;
         int q0 = lastLayer ? n - 1 : 0;
-        // rows from position p0 on: one GEMM y = x·Wᵀ
-        void Linear(T[] x, MatrixView weight, T[] y, int p0)
+        // rows from position p0 on: one GEMM y = x·Wᵀ (+ bias in the offset run)
+        void Linear(T[] x, MatrixView weight, T[]? bias, T[] y, int p0)
         {
             int r0 = L.Offset(p0), rows = L.Rows - r0;
             MatMul.Run(Pinned.View(x, rows, weight.Cols, (long)r0 * weight.Cols), false, weight, true, y, (long)r0 * weight.Rows, weight.Rows);
+            if (affine && bias is not null)
+                for (int r = r0; r < L.Rows; r++) TensorPrimitives.Add(y.AsSpan(r * bias.Length, bias.Length), bias, y.AsSpan(r * bias.Length, bias.Length));
         }
         Span<T> From(T[] x, int p0) => x.AsSpan(L.Offset(p0) * d, (L.Rows - L.Offset(p0)) * d);
-        // attention branch: a = ρ_in·w_in ⊙ h;  v = W_v a;  o_s = Σ_t P[s,t] v_t;  attn = W_o o
-        ScaleRows(ws.H, d, AttnInGain(l), Trace.AttnNormScale[l], L, ws.A, 0);
-        Linear(ws.A, w.V, ws.Kv, 0);
+        // attention branch: a = N_attn_in(h) (ρ frozen) or h;  v = W_v a;  o_s = Σ_t P[s,t] v_t;  attn = N_attn_out(W_o o)
+        T[] a = ws.H;
+        if (p.AttnIn is { } gi) { ScaleRows(ws.H, d, gi, Trace.AttnInScale[l]!, L, ws.A, 0); a = ws.A; }
+        Linear(a, w.V, p.VBias, ws.Kv, 0);
         MixForward(Trace.AttnProbs[l], ws.Kv, L, ws.Q, q0);
-        Linear(ws.Q, w.O, ws.A, q0);
-        if (AttnOutGain(l) is { } ga) ScaleRows(ws.A, d, ga, Trace.AttnOutNormScale[l]!, L, ws.A, q0);
+        Linear(ws.Q, w.O, p.OBias, ws.A, q0);
+        bool raw = rawTap && tap == OutputKey.Attn;
+        if (p.AttnOut is { } ga && !raw) ScaleRows(ws.A, d, ga, Trace.AttnOutScale[l]!, L, ws.A, q0);
         if (tap == OutputKey.Attn) return ws.A;
         TensorPrimitives.Add(From(ws.H, q0), From(ws.A, q0), From(ws.H, q0));
-        // MLP branch: b = ρ·w ⊙ h';  z = γ ⊙ W_up b;  m = W_down z  (or m = M_t b, see MlpMatrixPays)
-        ScaleRows(ws.H, d, MlpInGain(l), Trace.MlpNormScale[l], L, ws.A, q0);
+        // MLP branch: b = N_mlp_in(h') or h';  z = γ ⊙ W_lin b;  m = N_mlp_out(W_down z)  (or m = M_t b, see MlpMatrixPays)
+        T[] b = ws.H;
+        if (p.MlpIn is { } gm) { ScaleRows(ws.H, d, gm, Trace.MlpInScale[l]!, L, ws.A, q0); b = ws.A; }
         T[] m = ws.A;
-        if (MlpMatrixPays(L, q0))
+        if (!affine && MlpMatrixPays(L, q0))
         {
             m = ws.G;
-            ApplyMlpMatrices(l, ws.A, L, q0, transposed: true, m);
+            ApplyMlpMatrices(l, b, L, q0, transposed: true, m);
         }
         else
         {
-            Linear(ws.A, w.Up, ws.I, q0);
-            ScaleByGate(ws.I, Trace.Gate[l], L, q0);
-            Linear(ws.I, w.Down, ws.A, q0);
+            var (lin, linBias) = LinearPath(p);
+            Linear(b, lin, linBias, ws.I, q0);
+            ScaleByCoefficient(ws.I, Trace.MlpCoefficient[l], L, q0);
+            Linear(ws.I, w.Down, p.Mlp.Down, ws.A, q0);
         }
-        if (MlpOutGain(l) is { } gm) ScaleRows(m, d, gm, Trace.MlpOutNormScale[l]!, L, m, q0);
+        raw = rawTap && tap == OutputKey.Mlp;
+        if (p.MlpOut is { } go && !raw) ScaleRows(m, d, go, Trace.MlpOutScale[l]!, L, m, q0);
         if (tap == OutputKey.Mlp) return m;
         TensorPrimitives.Add(From(ws.H, q0), From(m, q0), From(ws.H, q0));
         return ws.H;
     }
+
+    /// <summary>The MLP's linear path under the trace's freezing: W_up (γ = act(g)) or W_gate (γ = u ⊙ σ(g)), with its bias.</summary>
+    (MatrixView weight, T[]? bias) LinearPath(LayerParams<T> p) =>
+        Trace.MlpFreezing == MlpFreezing.Gate ? (p.Weights.Up, p.Mlp.Up) : (p.Weights.Gate, p.Mlp.Gate);
 
     // ---- transpose product -----------------------------------------------------------------------------------
 
@@ -173,16 +215,18 @@ public sealed class FrozenMap<T> where T : unmanaged, IFloatingPointIeee754<T>
             }
         }
         int l = t.Layer - 1;
+        bool raw = TapsRaw(t);
         switch (t.Key)
         {
             case OutputKey.Layer: BackwardLayer(l, ws, fromPos: n - 1); break;
             case OutputKey.Mlp:
                 // Γ enters at the MLP output: Γ_mid = MLPᵀ Γ (no residual path), then through attention.
-                MlpBackward(l, ws, fromPos: n - 1, addToH: false);
+                MlpBackward(l, ws, fromPos: n - 1, addToH: false, rawTap: raw);
                 AttnBackward(l, ws, fromPos: n - 1);
                 break;
             case OutputKey.Attn:
-                ws.H.AsSpan(L.Offset(n - 1) * d, batch * d).CopyTo(ws.G.AsSpan(L.Offset(n - 1) * d));
+                // Γ enters at the attention output: no residual path
+                AttnOutBackward(l, ws, n - 1, rawTap: raw);
                 Array.Clear(ws.H, 0, L.Rows * d);
                 AttnBackwardFrom(l, ws, ws.G, fromPos: n - 1);
                 break;
@@ -194,52 +238,66 @@ public sealed class FrozenMap<T> where T : unmanaged, IFloatingPointIeee754<T>
     /// <summary>Γ (ws.H, w.r.t. the residual after layer l) → Γ w.r.t. the residual entering layer l. Rows before fromPos are zero on entry.</summary>
     void BackwardLayer(int l, Batch ws, int fromPos)
     {
-        MlpBackward(l, ws, fromPos, addToH: true);
+        MlpBackward(l, ws, fromPos, addToH: true, rawTap: false);
         AttnBackward(l, ws, fromPos);
     }
 
-    /// <summary>ws.H ← (addToH ? ws.H : 0) + MLPᵀ ws.H over rows from fromPos (the residual h' = h + MLP(h') transposed).</summary>
-    void MlpBackward(int l, Batch ws, int fromPos, bool addToH)
+    /// <summary>ws.H ← (addToH ? ws.H : 0) + MLPᵀ ws.H over rows from fromPos (the residual h'' = h' + MLP(h') transposed).</summary>
+    void MlpBackward(int l, Batch ws, int fromPos, bool addToH, bool rawTap)
     {
-        var w = Model.Checkpoint.Layers[l];
+        var p = Model.Params(l);
         var L = ws.Layout;
         int r0 = L.Offset(fromPos), rows = L.Rows - r0, I = c.IntermediateSize;
         T[] src = ws.H;
-        if (MlpOutGain(l) is { } gm) { ScaleRows(ws.H, d, gm, Trace.MlpOutNormScale[l]!, L, ws.G, fromPos); src = ws.G; }
-        // Γ_z = W_downᵀ Γ ⊙ γ;  Γ_b = W_upᵀ Γ_z (or Γ_b = M_tᵀ Γ, see MlpMatrixPays);  Γ_h' += ρ·w ⊙ Γ_b
+        if (p.MlpOut is { } go && !rawTap) { ScaleRows(ws.H, d, go, Trace.MlpOutScale[l]!, L, ws.G, fromPos); src = ws.G; }
+        // Γ_z = W_downᵀ Γ ⊙ γ;  Γ_b = W_linᵀ Γ_z (or Γ_b = M_tᵀ Γ, see MlpMatrixPays);  Γ_h' += N_mlp_inᵀ Γ_b
         if (MlpMatrixPays(L, fromPos))
             ApplyMlpMatrices(l, src, L, fromPos, transposed: false, ws.A);
         else
         {
-            MatMul.Run(Pinned.View(src, rows, d, (long)r0 * d), false, w.Down, false, ws.I, (long)r0 * I, I);
-            ScaleByGate(ws.I, Trace.Gate[l], L, fromPos);
-            MatMul.Run(Pinned.View(ws.I, rows, I, (long)r0 * I), false, w.Up, false, ws.A, (long)r0 * d, d);
+            MatMul.Run(Pinned.View(src, rows, d, (long)r0 * d), false, p.Weights.Down, false, ws.I, (long)r0 * I, I);
+            ScaleByCoefficient(ws.I, Trace.MlpCoefficient[l], L, fromPos);
+            MatMul.Run(Pinned.View(ws.I, rows, I, (long)r0 * I), false, LinearPath(p).weight, false, ws.A, (long)r0 * d, d);
         }
         if (!addToH) Array.Clear(ws.H, 0, L.Rows * d);
-        ScaleRowsAdd(ws.A, MlpInGain(l), Trace.MlpNormScale[l], L, ws.H, fromPos);
+        NormTransposeAdd(ws.A, p.MlpIn, Trace.MlpInScale[l], L, ws.H, fromPos);
     }
 
     /// <summary>ws.H ← ws.H + Attnᵀ ws.H (the residual h' = h + Attn(h) transposed).</summary>
     void AttnBackward(int l, Batch ws, int fromPos)
     {
-        var L = ws.Layout;
-        if (AttnOutGain(l) is { } ga) ScaleRows(ws.H, d, ga, Trace.AttnOutNormScale[l]!, L, ws.G, fromPos);
-        else ws.H.AsSpan(L.Offset(fromPos) * d, (L.Rows - L.Offset(fromPos)) * d).CopyTo(ws.G.AsSpan(L.Offset(fromPos) * d));
-        AttnBackwardFrom(l, ws, ws.G, fromPos, preScaled: true);
+        AttnOutBackward(l, ws, fromPos, rawTap: false);
+        AttnBackwardFrom(l, ws, ws.G, fromPos);
     }
 
-    /// <summary>ws.H += Attnᵀ Γ where Γ = src rows from fromPos (post-attention norm already applied when preScaled).</summary>
-    void AttnBackwardFrom(int l, Batch ws, T[] src, int fromPos, bool preScaled = false)
+    /// <summary>ws.G = N_attn_outᵀ ws.H (a copy where the layer has no attention-out norm or the tap lies before it), rows from fromPos.</summary>
+    void AttnOutBackward(int l, Batch ws, int fromPos, bool rawTap)
     {
-        var w = Model.Checkpoint.Layers[l];
+        var L = ws.Layout;
+        if (Model.Params(l).AttnOut is { } ga && !rawTap) ScaleRows(ws.H, d, ga, Trace.AttnOutScale[l]!, L, ws.G, fromPos);
+        else ws.H.AsSpan(L.Offset(fromPos) * d, (L.Rows - L.Offset(fromPos)) * d).CopyTo(ws.G.AsSpan(L.Offset(fromPos) * d));
+    }
+
+    /// <summary>ws.H += Attnᵀ Γ where Γ = src rows from fromPos (the attention-out norm already applied).</summary>
+    void AttnBackwardFrom(int l, Batch ws, T[] src, int fromPos)
+    {
+        var p = Model.Params(l);
         var L = ws.Layout;
         int r0 = L.Offset(fromPos), rows = L.Rows - r0;
-        if (!preScaled && AttnOutGain(l) is { } ga) { ScaleRows(src, d, ga, Trace.AttnOutNormScale[l]!, L, src, fromPos); }
-        // Γ_o = W_oᵀ Γ;  Γ_v[t] = Σ_{s≥t} Σ_h P_h[s,t] Γ_o[s,h];  Γ_a = W_vᵀ Γ_v;  Γ_h += ρ_in·w_in ⊙ Γ_a
-        MatMul.Run(Pinned.View(src, rows, d, (long)r0 * d), false, w.O, false, ws.Q, (long)r0 * c.QDim, c.QDim);
+        // Γ_o = W_oᵀ Γ;  Γ_v[t] = Σ_{s≥t} Σ_h P_h[s,t] Γ_o[s,h];  Γ_a = W_vᵀ Γ_v;  Γ_h += N_attn_inᵀ Γ_a
+        MatMul.Run(Pinned.View(src, rows, d, (long)r0 * d), false, p.Weights.O, false, ws.Q, (long)r0 * c.QDim, c.QDim);
         MixBackward(Trace.AttnProbs[l], ws.Q, L, ws.Kv, fromPos);
-        MatMul.Run(Pinned.View(ws.Kv, L.Rows, c.KvDim), false, w.V, false, ws.A, 0, d);
-        ScaleRowsAdd(ws.A, AttnInGain(l), Trace.AttnNormScale[l], L, ws.H, 0);
+        MatMul.Run(Pinned.View(ws.Kv, L.Rows, c.KvDim), false, p.Weights.V, false, ws.A, 0, d);
+        NormTransposeAdd(ws.A, p.AttnIn, Trace.AttnInScale[l], L, ws.H, 0);
+    }
+
+    /// <summary>dst rows += Nᵀ src for a frozen norm N = diag(gain)·ρ_t (its own transpose), or += src where there is no norm.</summary>
+    void NormTransposeAdd(T[] src, T[]? gain, T[]? rho, RowLayout L, T[] dst, int fromPos)
+    {
+        if (gain is not null) { ScaleRowsAdd(src, gain, rho!, L, dst, fromPos); return; }
+        var s = src.AsSpan(L.Offset(fromPos) * d, (L.Rows - L.Offset(fromPos)) * d);
+        var t = dst.AsSpan(L.Offset(fromPos) * d, s.Length);
+        TensorPrimitives.Add(t, s, t);
     }
 
     // ---- the frozen elementwise pieces -----------------------------------------------------------------------
@@ -292,15 +350,15 @@ public sealed class FrozenMap<T> where T : unmanaged, IFloatingPointIeee754<T>
 
     T[]? scaledDown, mlpMatrix;
 
-    /// <summary>M_t = W_down·diag(γ_t)·W_up of layer l at position t, as a d×d view of a reused buffer.</summary>
+    /// <summary>M_t = W_down·diag(γ_t)·W_lin (the linear path: W_up, or W_gate under the Phi freezing) of layer l at position t, as a d×d view of a reused buffer.</summary>
     unsafe MatrixView MlpMatrix(int l, int t)
     {
-        var w = Model.Checkpoint.Layers[l];
+        var p = Model.Params(l);
         int I = c.IntermediateSize;
         scaledDown ??= Pinned.Array<T>((long)d * I);
         mlpMatrix ??= Pinned.Array<T>((long)d * d);
-        var gate = Trace.Gate[l];
-        var down = w.Down;
+        var gate = Trace.MlpCoefficient[l];
+        var down = p.Weights.Down;
         var dst = scaledDown;
         // W_down·diag(γ_t): each stored row [I] widened to T and scaled elementwise (contiguous, so the product below takes
         // the stored W_up as its B operand, packed like the MLP's own products — faster than a scaled W_up as B)
@@ -315,12 +373,12 @@ public sealed class FrozenMap<T> where T : unmanaged, IFloatingPointIeee754<T>
                 TensorPrimitives.Multiply(row, gate.AsSpan(t * I, I), row);
             }
         });
-        MatMul.Run(Pinned.View(scaledDown, d, I), false, w.Up, false, mlpMatrix, 0, d);
+        MatMul.Run(Pinned.View(scaledDown, d, I), false, LinearPath(p).weight, false, mlpMatrix, 0, d);
         return Pinned.View(mlpMatrix, d, d);
     }
 
-    /// <summary>rows (t, b) of the intermediate activation ⊙= γ_t, the frozen activated gate.</summary>
-    void ScaleByGate(T[] z, T[] gate, RowLayout L, int fromPos)
+    /// <summary>rows (t, b) of the intermediate activation ⊙= γ_t, the MLP's frozen coefficient.</summary>
+    void ScaleByCoefficient(T[] z, T[] gate, RowLayout L, int fromPos)
     {
         int I = c.IntermediateSize;
         Parallel.For(fromPos, n, t =>

@@ -1,4 +1,6 @@
 using System.Numerics;
+using LinearLens.Loading;
+using LinearLens.Models;
 using LinearLens.Numerics;
 
 namespace LinearLens.Linearization;
@@ -8,96 +10,106 @@ namespace LinearLens.Linearization;
 /// for intermediate outputs. Names follow TransformerLens: blocks.{l}.hook_resid_pre, hook_attn_out,
 /// hook_mlp_out, ln1/ln2 scales, ln_final.hook_scale. All arrays are row-major over positions and pinned.
 ///
-/// The frozen factors (architectures.md §3.2): every RMSNorm row scale ρ = (mean x² + ε)^(−1/2), every activated
-/// gate act(W_gate x), every head's attention probabilities P. With these held fixed the network is linear in
-/// the input embeddings.
+/// The frozen factors (architectures.md §3.2): every RMSNorm row scale ρ = (mean x² + ε)^(−1/2), the MLP's frozen
+/// coefficient γ (act(W_gate x), or u ⊙ σ(W_gate x) under the paper's Phi freezing), every head's attention
+/// probabilities P. With these held fixed the network is linear (affine with biases) in the input embeddings.
+/// Norm scales exist only for the norms the layer has (null otherwise; see <see cref="NormNames"/>).
 /// </summary>
 public sealed class FrozenTrace<T> where T : unmanaged, IFloatingPointIeee754<T>
 {
     public int Tokens { get; }
     public int Layers { get; }
+    /// <summary>What was frozen and where attn/mlp are tapped.</summary>
+    public DetachPolicy Detach { get; }
+    /// <summary>Which MLP factor <see cref="MlpCoefficient"/> holds (and so which projection is the linear path).</summary>
+    public MlpFreezing MlpFreezing { get; }
 
     /// <summary>Input embeddings x₀…x_{n−1} [n×d] (Gemma: already multiplied by √d).</summary>
     public T[] Embeddings { get; }
     /// <summary>Residual stream entering layer l [n×d]; entry Layers is the stream after the last layer.</summary>
     public T[][] ResidPre { get; }
-    /// <summary>ρ of the attention input norm (input_layernorm) [n].</summary>
-    public T[][] AttnNormScale { get; }
+    /// <summary>ρ of the attention input norm [n] (ln1.hook_scale), where the layer has one.</summary>
+    public T[]?[] AttnInScale { get; }
     /// <summary>Attention probabilities [H][n][n]: row s (query), column t (key); zero where masked.</summary>
     public T[][] AttnProbs { get; }
-    /// <summary>What the attention branch adds to the residual stream [n×d] (Gemma: after its post-attention norm).</summary>
+    /// <summary>The attention branch W_o·o (+ b_o) before its post-norm [n×d], where the layer has an attention-out norm.</summary>
+    public T[]?[] AttnRaw { get; }
+    /// <summary>ρ of the attention output norm [n], where the layer has one (Gemma 3, OLMo 2).</summary>
+    public T[]?[] AttnOutScale { get; }
+    /// <summary>What the attention branch adds to the residual stream [n×d] (hook_attn_out; after its post-norm).</summary>
     public T[][] AttnOut { get; }
-    /// <summary>Gemma only: ρ of post_attention_layernorm, applied to the attention output [n].</summary>
-    public T[]?[] AttnOutNormScale { get; }
-    /// <summary>ρ of the MLP input norm (post_attention_layernorm; Gemma: pre_feedforward_layernorm) [n].</summary>
-    public T[][] MlpNormScale { get; }
-    /// <summary>Activated gate act(W_gate x) [n×I].</summary>
-    public T[][] Gate { get; }
-    /// <summary>What the MLP branch adds to the residual stream [n×d] (Gemma: after its post-feedforward norm).</summary>
+    /// <summary>ρ of the MLP input norm [n] (ln2.hook_scale), where the layer has one.</summary>
+    public T[]?[] MlpInScale { get; }
+    /// <summary>The MLP's frozen coefficient γ [n×I]: act(W_gate x), or u ⊙ σ(W_gate x) (see <see cref="MlpFreezing"/>).</summary>
+    public T[][] MlpCoefficient { get; }
+    /// <summary>The MLP branch W_down z (+ b) before its post-norm [n×d], where the layer has an MLP-out norm.</summary>
+    public T[]?[] MlpRaw { get; }
+    /// <summary>ρ of the MLP output norm [n], where the layer has one.</summary>
+    public T[]?[] MlpOutScale { get; }
+    /// <summary>What the MLP branch adds to the residual stream [n×d] (hook_mlp_out; after its post-norm).</summary>
     public T[][] MlpOut { get; }
-    /// <summary>Gemma only: ρ of post_feedforward_layernorm [n].</summary>
-    public T[]?[] MlpOutNormScale { get; }
     /// <summary>ρ of the final norm (ln_final.hook_scale) [n].</summary>
     public T[] FinalScale { get; }
     /// <summary>Final-normed hidden states y [n×d].</summary>
     public T[] Final { get; }
 
     /// <summary>
-    /// What the ordinary (non-frozen) Jacobian also needs, recorded only on request: the pre-activations the
-    /// frozen map never looks at (q, k before and after their norms and RoPE, v, the gate before its activation,
-    /// the up projection, Gemma's branch outputs before their post-norms). Null when not recorded.
+    /// What the ordinary (non-frozen) Jacobian also needs, recorded only on request: the pre-activations the frozen
+    /// map never looks at (q, k before and after their norms and RoPE, v, the gate before its activation, the up
+    /// projection). Null when not recorded.
     /// </summary>
     public NonlinearTrace<T>? Nonlinear { get; }
 
-    public FrozenTrace(int n, int layers, int d, int heads, int intermediate, bool sandwichNorms, NonlinearTrace<T>? nonlinear = null)
+    public FrozenTrace(ModelConfig c, int n, DetachPolicy detach = DetachPolicy.Ours, bool nonlinear = false)
     {
-        Nonlinear = nonlinear;
-        Tokens = n; Layers = layers;
+        Tokens = n; Layers = c.NumLayers; Detach = detach;
+        MlpFreezing = detach == DetachPolicy.Reference ? c.Family.ReferenceMlp : MlpFreezing.Gate;
+        int d = c.HiddenSize, layers = c.NumLayers;
+        var norms = c.Family.Norms;
         Embeddings = Pinned.Array<T>((long)n * d);
         ResidPre = Enumerable.Range(0, layers + 1).Select(_ => Pinned.Array<T>((long)n * d)).ToArray();
         T[][] PerLayer(long len) => Enumerable.Range(0, layers).Select(_ => Pinned.Array<T>(len)).ToArray();
-        AttnNormScale = PerLayer(n);
-        AttnProbs = PerLayer((long)heads * n * n);
+        T[]?[] Where(bool present, long len) => present ? PerLayer(len) : new T[]?[layers];
+        AttnInScale = Where(norms.AttnIn is not null, n);
+        AttnProbs = PerLayer((long)c.NumHeads * n * n);
+        AttnRaw = Where(norms.AttnOut is not null, (long)n * d);
+        AttnOutScale = Where(norms.AttnOut is not null, n);
         AttnOut = PerLayer((long)n * d);
-        MlpNormScale = PerLayer(n);
-        Gate = PerLayer((long)n * intermediate);
+        MlpInScale = Where(norms.MlpIn is not null, n);
+        MlpCoefficient = PerLayer((long)n * c.IntermediateSize);
+        MlpRaw = Where(norms.MlpOut is not null, (long)n * d);
+        MlpOutScale = Where(norms.MlpOut is not null, n);
         MlpOut = PerLayer((long)n * d);
-        AttnOutNormScale = sandwichNorms ? PerLayer(n) : new T[]?[layers];
-        MlpOutNormScale = sandwichNorms ? PerLayer(n) : new T[]?[layers];
         FinalScale = Pinned.Array<T>(n);
         Final = Pinned.Array<T>((long)n * d);
+        Nonlinear = nonlinear ? new NonlinearTrace<T>(c, n) : null;
     }
 }
 
 /// <summary>Per-layer pre-activations for exact derivatives through every nonlinearity (see <see cref="FrozenTrace{T}.Nonlinear"/>).</summary>
 public sealed class NonlinearTrace<T> where T : unmanaged, IFloatingPointIeee754<T>
 {
-    /// <summary>q = W_q x and k = W_k x before per-head norms and RoPE [n×H·D], [n×K·D].</summary>
+    /// <summary>q = W_q x and k = W_k x (+ biases) before q/k norms and RoPE [n×H·D], [n×K·D].</summary>
     public T[][] QRaw { get; }
     public T[][] KRaw { get; }
-    /// <summary>ρ of each per-head q/k norm [n·H], [n·K] (Qwen 3, Gemma 3).</summary>
-    public T[][] QHeadScale { get; }
-    public T[][] KHeadScale { get; }
+    /// <summary>ρ of each q/k norm row: [n·H], [n·K] per head, or [n] for a whole-projection norm.</summary>
+    public T[][] QNormScale { get; }
+    public T[][] KNormScale { get; }
     /// <summary>q and k as attention saw them: after norms and RoPE.</summary>
     public T[][] QRot { get; }
     public T[][] KRot { get; }
-    /// <summary>v = W_v x [n×K·D].</summary>
+    /// <summary>v = W_v x (+ b_v) [n×K·D].</summary>
     public T[][] V { get; }
     /// <summary>The gate before its activation, W_gate x, and the up projection W_up x [n×I].</summary>
     public T[][] GatePre { get; }
     public T[][] Up { get; }
-    /// <summary>Gemma: W_o·o and W_down·z before their post-norms [n×d].</summary>
-    public T[]?[] AttnRaw { get; }
-    public T[]?[] MlpRaw { get; }
 
-    public NonlinearTrace(int n, int layers, int d, int qDim, int kvDim, int heads, int kvHeads, int intermediate, bool sandwichNorms)
+    public NonlinearTrace(ModelConfig c, int n)
     {
-        T[][] PerLayer(long len) => Enumerable.Range(0, layers).Select(_ => Pinned.Array<T>(len)).ToArray();
-        QRaw = PerLayer((long)n * qDim); KRaw = PerLayer((long)n * kvDim);
-        QHeadScale = PerLayer((long)n * heads); KHeadScale = PerLayer((long)n * kvHeads);
-        QRot = PerLayer((long)n * qDim); KRot = PerLayer((long)n * kvDim); V = PerLayer((long)n * kvDim);
-        GatePre = PerLayer((long)n * intermediate); Up = PerLayer((long)n * intermediate);
-        AttnRaw = sandwichNorms ? PerLayer((long)n * d) : new T[]?[layers];
-        MlpRaw = sandwichNorms ? PerLayer((long)n * d) : new T[]?[layers];
+        T[][] PerLayer(long len) => Enumerable.Range(0, c.NumLayers).Select(_ => Pinned.Array<T>(len)).ToArray();
+        QRaw = PerLayer((long)n * c.QDim); KRaw = PerLayer((long)n * c.KvDim);
+        QNormScale = PerLayer((long)n * c.NumHeads); KNormScale = PerLayer((long)n * c.NumKvHeads);
+        QRot = PerLayer((long)n * c.QDim); KRot = PerLayer((long)n * c.KvDim); V = PerLayer((long)n * c.KvDim);
+        GatePre = PerLayer((long)n * c.IntermediateSize); Up = PerLayer((long)n * c.IntermediateSize);
     }
 }

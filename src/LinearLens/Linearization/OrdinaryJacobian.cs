@@ -106,11 +106,11 @@ public sealed class OrdinaryJacobian<T> where T : unmanaged, IFloatingPointIeee7
     /// <summary>g (cotangent of the MLP block's output, or of h'' when addResidual) → g of h' (MLP branch added).</summary>
     void Mlp(int l, T[] g, int B, bool addResidual)
     {
-        var w = model.Checkpoint.Layers[l];
-        var gains = model.LayerNormGains(l);
+        var p = model.Params(l);
+        var w = p.Weights;
         int R = n * B, I = c.IntermediateSize;
         var gm = Pinned.Array<T>((long)R * d);
-        if (c.IsGemma) NormVjpRows(nl.MlpRaw[l]!, trace.MlpOutNormScale[l]!, gains.postFeedforward!, g, B, gm, add: false);
+        if (p.MlpOut is { } gOut) NormVjpRows(trace.MlpRaw[l]!, trace.MlpOutScale[l]!, gOut, g, B, gm, add: false);
         else g.AsSpan(0, R * d).CopyTo(gm);
         var gz = Pinned.Array<T>((long)R * I);
         MatMul.Run(Pinned.View(gm, R, d), false, w.Down, false, gz, 0, I);
@@ -118,7 +118,6 @@ public sealed class OrdinaryJacobian<T> where T : unmanaged, IFloatingPointIeee7
         var gg = Pinned.Array<T>((long)R * I);
         Parallel.For(0, n, t =>
         {
-            var act = trace.Gate[l].AsSpan(t * I, I);
             var pre = nl.GatePre[l].AsSpan(t * I, I);
             var up = nl.Up[l].AsSpan(t * I, I);
             for (int b = 0; b < B; b++)
@@ -128,7 +127,7 @@ public sealed class OrdinaryJacobian<T> where T : unmanaged, IFloatingPointIeee7
                 for (int i = 0; i < I; i++)
                 {
                     grow[i] = Blocks<T>.ActivationDerivative(c.Activation, pre[i]) * up[i] * zrow[i];
-                    zrow[i] *= act[i];
+                    zrow[i] *= Blocks<T>.Activate(c.Activation, pre[i]);
                 }
             }
         });
@@ -136,17 +135,18 @@ public sealed class OrdinaryJacobian<T> where T : unmanaged, IFloatingPointIeee7
         MatMul.Run(Pinned.View(gz, R, I), false, w.Up, false, gx, 0, d);
         MatMul.Run(Pinned.View(gg, R, I), false, w.Gate, false, gx, 0, d, beta: 1);
         if (!addResidual) Array.Clear(g, 0, R * d);
-        NormVjpRows(MidResidual(l), trace.MlpNormScale[l], c.IsGemma ? gains.preFeedforward! : gains.postAttention, gx, B, g, add: true);
+        if (p.MlpIn is { } gIn) NormVjpRows(MidResidual(l), trace.MlpInScale[l]!, gIn, gx, B, g, add: true);
+        else TensorPrimitives.Add(g.AsSpan(0, R * d), gx.AsSpan(0, R * d), g.AsSpan(0, R * d));
     }
 
     /// <summary>g (cotangent of h', or of the attention output when !addResidual) → g of h (attention branch added).</summary>
     void Attention(int l, T[] g, int B, bool addResidual)
     {
-        var w = model.Checkpoint.Layers[l];
-        var gains = model.LayerNormGains(l);
+        var p = model.Params(l);
+        var w = p.Weights;
         int R = n * B, H = c.NumHeads, K = c.NumKvHeads, D = c.HeadDim, G = H / K, q = c.QDim, kv = c.KvDim;
         var ga = Pinned.Array<T>((long)R * d);
-        if (c.IsGemma) NormVjpRows(nl.AttnRaw[l]!, trace.AttnOutNormScale[l]!, gains.postAttention, g, B, ga, add: false);
+        if (p.AttnOut is { } gOut) NormVjpRows(trace.AttnRaw[l]!, trace.AttnOutScale[l]!, gOut, g, B, ga, add: false);
         else g.AsSpan(0, R * d).CopyTo(ga);
         var go = Pinned.Array<T>((long)R * q);
         MatMul.Run(Pinned.View(ga, R, d), false, w.O, false, go, 0, q);
@@ -195,19 +195,20 @@ public sealed class OrdinaryJacobian<T> where T : unmanaged, IFloatingPointIeee7
         var rope = model.RopeFor(l, n);
         RopeTranspose(gq, B, H, rope);
         RopeTranspose(gk, B, K, rope);
-        if (c.HasQkNorm)
+        if (p.QNorm is { } qg)
         {
-            var qg = model.Gain(model.Checkpoint.Layers[l].QNorm);
-            var kg = model.Gain(model.Checkpoint.Layers[l].KNorm);
-            HeadNormVjp(gq, nl.QRaw[l], nl.QHeadScale[l], qg, B, H);
-            HeadNormVjp(gk, nl.KRaw[l], nl.KHeadScale[l], kg, B, K);
+            // per head over D, or over the whole H·D / K·D projection (one "head" of that width)
+            bool whole = c.QkNorm == Models.QkNormKind.Whole;
+            HeadNormVjp(gq, nl.QRaw[l], nl.QNormScale[l], qg, B, whole ? 1 : H, whole ? q : D);
+            HeadNormVjp(gk, nl.KRaw[l], nl.KNormScale[l], p.KNorm!, B, whole ? 1 : K, whole ? kv : D);
         }
         var gx = Pinned.Array<T>((long)R * d);
         MatMul.Run(Pinned.View(gq, R, q), false, w.Q, false, gx, 0, d);
         MatMul.Run(Pinned.View(gk, R, kv), false, w.K, false, gx, 0, d, beta: 1);
         MatMul.Run(Pinned.View(gv, R, kv), false, w.V, false, gx, 0, d, beta: 1);
         if (!addResidual) Array.Clear(g, 0, R * d);
-        NormVjpRows(trace.ResidPre[l], trace.AttnNormScale[l], gains.input, gx, B, g, add: true);
+        if (p.AttnIn is { } gIn) NormVjpRows(trace.ResidPre[l], trace.AttnInScale[l]!, gIn, gx, B, g, add: true);
+        else TensorPrimitives.Add(g.AsSpan(0, R * d), gx.AsSpan(0, R * d), g.AsSpan(0, R * d));
     }
 
     void RopeTranspose(T[] gr, int B, int heads, RopeTable<T> rope)
@@ -230,9 +231,8 @@ public sealed class OrdinaryJacobian<T> where T : unmanaged, IFloatingPointIeee7
         });
     }
 
-    void HeadNormVjp(T[] gr, T[] raw, T[] scale, T[] gain, int B, int heads)
+    void HeadNormVjp(T[] gr, T[] raw, T[] scale, T[] gain, int B, int heads, int D)
     {
-        int D = c.HeadDim;
         Parallel.For(0, n, t =>
         {
             for (int b = 0; b < B; b++)

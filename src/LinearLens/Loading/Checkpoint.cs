@@ -2,17 +2,22 @@ using LinearLens.Numerics;
 
 namespace LinearLens.Loading;
 
-/// <summary>The stored weights of one decoder layer, as memory-mapped views in their stored dtype.</summary>
+/// <summary>
+/// The stored weights of one decoder layer, as memory-mapped views in their stored dtype, by role: the norms of the
+/// layer skeleton (attention in/out, MLP in/out — each optional, see <see cref="Models.NormNames"/>), q/k norm gains
+/// ([D] per head, or [H·D]/[K·D] for a whole-projection norm), and the biases the config declares.
+/// </summary>
 public sealed record LayerWeights(
     MatrixView Q, MatrixView K, MatrixView V, MatrixView O,
     MatrixView Gate, MatrixView Up, MatrixView Down,
-    StoredTensor InputNorm, StoredTensor PostAttentionNorm,
-    StoredTensor? PreFeedforwardNorm, StoredTensor? PostFeedforwardNorm,
-    StoredTensor? QNorm, StoredTensor? KNorm);
+    StoredTensor? AttnInNorm, StoredTensor? AttnOutNorm, StoredTensor? MlpInNorm, StoredTensor? MlpOutNorm,
+    StoredTensor? QNorm, StoredTensor? KNorm,
+    StoredTensor? QBias, StoredTensor? KBias, StoredTensor? VBias, StoredTensor? OBias,
+    StoredTensor? GateBias, StoredTensor? UpBias, StoredTensor? DownBias);
 
 /// <summary>
-/// A model folder in Hugging Face layout, opened: config.json parsed, safetensors memory-mapped and every tensor
-/// the config implies checked for presence and shape, tokenizer loaded when the folder has one.
+/// A model in Hugging Face layout, opened: config.json parsed, safetensors memory-mapped and every tensor the config
+/// and its family's description imply checked for presence and shape, tokenizer loaded when the folder has one.
 /// </summary>
 public sealed class Checkpoint : IDisposable
 {
@@ -29,36 +34,51 @@ public sealed class Checkpoint : IDisposable
     {
         Folder = folder; Config = config; _store = store; Tokenizer = tokenizer;
         var c = config;
-        long d = c.HiddenSize, I = c.IntermediateSize, q = c.QDim, kv = c.KvDim, D = c.HeadDim;
+        var family = c.Family;
+        long d = c.HiddenSize, I = c.IntermediateSize, q = c.QDim, kv = c.KvDim;
         Embedding = store.Get("model.embed_tokens.weight", c.VocabSize, d).AsMatrix();
         LmHead = c.TieWordEmbeddings || !store.Contains("lm_head.weight")
             ? (c.TieWordEmbeddings ? Embedding : throw new LinearLensException($"tensor 'lm_head.weight' is missing from {folder} and tie_word_embeddings is false"))
             : store.Get("lm_head.weight", c.VocabSize, d).AsMatrix();
         FinalNorm = store.Get("model.norm.weight", d);
+        var (qkNormQ, qkNormK) = c.QkNorm switch
+        {
+            Models.QkNormKind.PerHead => ((long)c.HeadDim, (long)c.HeadDim),
+            Models.QkNormKind.Whole => (q, kv),
+            _ => (0L, 0L),
+        };
+        var norms = family.Norms;
+        static string? Weight(string? norm) => norm is null ? null : norm + ".weight";
+        var b = c.Biases;
         var layers = new LayerWeights[c.NumLayers];
         for (int l = 0; l < c.NumLayers; l++)
         {
             string p = $"model.layers.{l}.";
             MatrixView M(string name, long rows, long cols) => store.Get(p + name, rows, cols).AsMatrix();
-            StoredTensor Vec(string name, long len) => store.Get(p + name, len);
-            layers[l] = new LayerWeights(
-                M("self_attn.q_proj.weight", q, d), M("self_attn.k_proj.weight", kv, d), M("self_attn.v_proj.weight", kv, d),
-                M("self_attn.o_proj.weight", d, q),
-                M("mlp.gate_proj.weight", I, d), M("mlp.up_proj.weight", I, d), M("mlp.down_proj.weight", d, I),
-                Vec("input_layernorm.weight", d), Vec("post_attention_layernorm.weight", d),
-                c.IsGemma ? Vec("pre_feedforward_layernorm.weight", d) : null,
-                c.IsGemma ? Vec("post_feedforward_layernorm.weight", d) : null,
-                c.HasQkNorm ? Vec("self_attn.q_norm.weight", D) : null,
-                c.HasQkNorm ? Vec("self_attn.k_norm.weight", D) : null);
+            StoredTensor? Vec(string? name, long len, bool present = true) => name is not null && present ? store.Get(p + name, len) : null;
+            MatrixView wq, wk, wv, gate, up;
+            if (family.FusedQkv is { } qkv)
+            {
+                var fused = M(qkv, q + 2 * kv, d);   // rows [q; k; v]
+                (wq, wk, wv) = (fused.SliceRows(0, (int)q), fused.SliceRows((int)q, (int)kv), fused.SliceRows((int)(q + kv), (int)kv));
+            }
+            else (wq, wk, wv) = (M("self_attn.q_proj.weight", q, d), M("self_attn.k_proj.weight", kv, d), M("self_attn.v_proj.weight", kv, d));
+            if (family.FusedGateUp is { } gu)
+            {
+                var fused = M(gu, 2 * I, d);         // rows [gate; up]
+                (gate, up) = (fused.SliceRows(0, (int)I), fused.SliceRows((int)I, (int)I));
+            }
+            else (gate, up) = (M("mlp.gate_proj.weight", I, d), M("mlp.up_proj.weight", I, d));
+            layers[l] = new LayerWeights(wq, wk, wv, M("self_attn.o_proj.weight", d, q), gate, up, M("mlp.down_proj.weight", d, I),
+                Vec(Weight(norms.AttnIn), d), Vec(Weight(norms.AttnOut), d), Vec(Weight(norms.MlpIn), d), Vec(Weight(norms.MlpOut), d),
+                Vec("self_attn.q_norm.weight", qkNormQ, c.QkNorm != Models.QkNormKind.None),
+                Vec("self_attn.k_norm.weight", qkNormK, c.QkNorm != Models.QkNormKind.None),
+                Vec("self_attn.q_proj.bias", q, b.Q), Vec("self_attn.k_proj.bias", kv, b.K), Vec("self_attn.v_proj.bias", kv, b.V),
+                Vec("self_attn.o_proj.bias", d, b.O),
+                Vec("mlp.gate_proj.bias", I, b.Gate), Vec("mlp.up_proj.bias", I, b.Up), Vec("mlp.down_proj.bias", d, b.Down));
         }
         Layers = layers;
     }
-
-    /// <summary>
-    /// Llama 3 RoPE scaling as a GGUF stores it (rope_freqs.weight): per rotary pair i the divisor of its angle,
-    /// p · θ^(−2i/R) / divisor[i]; null for Hugging Face folders (their scaling is in config.json) and GGUFs without it.
-    /// </summary>
-    public double[]? RopeFrequencyDivisors { get; private init; }
 
     /// <summary>Opens a Hugging Face model folder, a .gguf file, or a folder holding one .gguf and no config.json.</summary>
     public static Checkpoint Open(string folder)
@@ -77,6 +97,7 @@ public sealed class Checkpoint : IDisposable
         catch { store.Dispose(); tok?.Dispose(); throw; }
     }
 
+    /// <summary>A GGUF file: config from its metadata, tensors under Hugging Face names (see <see cref="GgufModel"/>).</summary>
     static Checkpoint OpenGguf(string path)
     {
         var model = GgufModel.Open(path);
@@ -84,13 +105,34 @@ public sealed class Checkpoint : IDisposable
         try
         {
             var config = model.ParseConfig();
-            if (model.RopeFrequencyDivisors is { } div && div.Any(x => x != 1))
-                throw new LinearLensException($"{path} stores Llama 3 RoPE scaling as rope_freqs.weight ({div.Length} divisors), which the forward pass does not apply yet; use the Hugging Face folder of this model");
             var store = TensorStore.FromTensors(path, model.Tensors.Values, model);
             tok = GgufTokenizer.TryLoad(model.File, config.VocabSize);
-            return new Checkpoint(path, config, store, tok) { RopeFrequencyDivisors = model.RopeFrequencyDivisors };
+            return new Checkpoint(path, config, store, tok);
         }
         catch { model.Dispose(); tok?.Dispose(); throw; }
+    }
+
+    /// <summary>The name of the first tensor of layer l holding a NaN or ±∞ weight, or null (used to explain a non-finite forward pass).</summary>
+    public string? FirstNonFiniteTensor(int l)
+    {
+        var w = Layers[l];
+        var named = new (string, MatrixView?)[]
+        {
+            ("q", w.Q), ("k", w.K), ("v", w.V), ("o_proj", w.O), ("gate", w.Gate), ("up", w.Up), ("down_proj", w.Down),
+            ("attention-in norm", w.AttnInNorm?.AsMatrix()), ("attention-out norm", w.AttnOutNorm?.AsMatrix()),
+            ("MLP-in norm", w.MlpInNorm?.AsMatrix()), ("MLP-out norm", w.MlpOutNorm?.AsMatrix()),
+            ("q_norm", w.QNorm?.AsMatrix()), ("k_norm", w.KNorm?.AsMatrix()),
+            ("q bias", w.QBias?.AsMatrix()), ("k bias", w.KBias?.AsMatrix()), ("v bias", w.VBias?.AsMatrix()), ("o bias", w.OBias?.AsMatrix()),
+            ("gate bias", w.GateBias?.AsMatrix()), ("up bias", w.UpBias?.AsMatrix()), ("down bias", w.DownBias?.AsMatrix()),
+        };
+        foreach (var (name, m) in named)
+        {
+            if (m is not { } v) continue;
+            for (int r = 0; r < v.Rows; r++)
+                for (int c = 0; c < v.Cols; c++)
+                    if (!double.IsFinite(v[r, c])) return $"layer {l + 1} {name}";
+        }
+        return null;
     }
 
     /// <summary>The tokenizer, or a clear error when the folder has none.</summary>

@@ -8,7 +8,7 @@ namespace LinearLens.Loading;
 /// A GGUF model opened as a Hugging Face checkpoint: the metadata turned into config.json's keys
 /// (<see cref="HfConfig"/>, parsed by <see cref="ModelConfig.Parse"/>), the tensors renamed to Hugging Face's
 /// names with llama.cpp's layout conventions undone — llama's q/k row permutation (rows moved whole, in their
-/// stored type), phi3's fused qkv and gate/up (row slices, no copy), Gemma's stored 1 + w norms — and Llama 3's
+/// stored type), phi3's fused qkv and gate/up kept fused as in HF, Gemma's stored 1 + w norms — and Llama 3's
 /// RoPE scaling, which GGUF stores as the tensor rope_freqs.weight, exposed as <see cref="RopeFrequencyDivisors"/>.
 /// </summary>
 public sealed unsafe class GgufModel : IDisposable
@@ -67,11 +67,24 @@ public sealed unsafe class GgufModel : IDisposable
         };
     }
 
-    /// <summary>The model config (the lead's ModelConfig parses the keys HfConfig holds).</summary>
+    /// <summary>
+    /// The model config: config.json's keys parsed by <see cref="ModelConfig.Parse"/>, with rope_freqs.weight as the
+    /// RoPE frequency divisors of every layer.
+    /// </summary>
     public ModelConfig ParseConfig()
     {
         using var doc = JsonDocument.Parse(HfConfig.ToJsonString());
-        return ModelConfig.Parse(doc.RootElement, $"{File.Path} (config from GGUF metadata)");
+        var config = ModelConfig.Parse(doc.RootElement, $"{File.Path} (config from GGUF metadata)");
+        if (RopeFrequencyDivisors is not { } div) return config;
+        foreach (var r in config.Rope)
+        {
+            int half = (int)Math.Floor(config.HeadDim * r.PartialRotaryFactor) / 2;
+            if (div.Length != half)
+                throw File.Error($"has {div.Length} values in rope_freqs.weight; the rotary dimension needs {half}");
+            if (r.Type != "default")
+                throw File.Error($"has rope_freqs.weight together with RoPE scaling '{r.Type}'; LinearLens applies one or the other");
+        }
+        return config with { Rope = config.Rope.Select(r => r with { FrequencyDivisors = div }).ToArray() };
     }
 
     // ---- metadata → config.json ---------------------------------------------------------------------------
@@ -205,7 +218,7 @@ public sealed unsafe class GgufModel : IDisposable
     {
         var c = HfConfig;
         int layers = (int)c["num_hidden_layers"]!, heads = (int)c["num_attention_heads"]!, kvHeads = (int)c["num_key_value_heads"]!;
-        int headDim = (int)c["head_dim"]!, intermediate = (int)c["intermediate_size"]!;
+        int headDim = (int)c["head_dim"]!;
         foreach (var t in File.Tensors)
         {
             string name = t.Name;
@@ -231,12 +244,8 @@ public sealed unsafe class GgufModel : IDisposable
                 case "attn_k": Add(p + "self_attn.k_proj." + kind, t); break;
                 case "attn_v": Add(p + "self_attn.v_proj." + kind, t); break;
                 case "attn_output": Add(p + "self_attn.o_proj." + kind, t); break;
-                case "attn_qkv" when Architecture == "phi3":
-                    SplitRows(t, (p + "self_attn.q_proj." + kind, heads * headDim), (p + "self_attn.k_proj." + kind, kvHeads * headDim), (p + "self_attn.v_proj." + kind, kvHeads * headDim));
-                    break;
-                case "ffn_up" when Architecture == "phi3":   // phi3's gate_up_proj: [gate; up]
-                    SplitRows(t, (p + "mlp.gate_proj." + kind, intermediate), (p + "mlp.up_proj." + kind, intermediate));
-                    break;
+                case "attn_qkv" when Architecture == "phi3": Add(p + "self_attn.qkv_proj." + kind, t); break;   // rows [q; k; v], as HF
+                case "ffn_up" when Architecture == "phi3": Add(p + "mlp.gate_up_proj." + kind, t); break;      // rows [gate; up], as HF
                 case "ffn_gate": Add(p + "mlp.gate_proj." + kind, t); break;
                 case "ffn_up": Add(p + "mlp.up_proj." + kind, t); break;
                 case "ffn_down": Add(p + "mlp.down_proj." + kind, t); break;
@@ -283,23 +292,6 @@ public sealed unsafe class GgufModel : IDisposable
                 Buffer.MemoryCopy(src + from * rowBytes, dst + to * rowBytes, rowBytes, rowBytes);
             }
         return new StoredTensor(t.Name, t.Type, t.Shape, dst, File.Path);
-    }
-
-    /// <summary>Consecutive row blocks of a fused matrix as separate tensors (views into the mapped file).</summary>
-    void SplitRows(GgufTensorInfo t, params (string name, long rows)[] parts)
-    {
-        long total = parts.Sum(p => p.rows);
-        if (t.Dims.Length > 2 || t.Rows != total)
-            throw File.Error($"fused tensor '{t.Name}' is [{string.Join(", ", t.Dims)}]; {total} rows were expected");
-        long rowBytes = t.Type.RowBytes(t.Dims[0]);
-        byte* p0 = File.DataOf(t);
-        long row = 0;
-        foreach (var (name, rows) in parts)
-        {
-            long[] shape = t.Dims.Length == 1 ? [rows] : [rows, t.Dims[0]];
-            Add(name, new StoredTensor(name, t.Type, shape, p0 + row * rowBytes, File.Path));
-            row += rows;
-        }
     }
 
     /// <summary>Gemma's converter stores 1 + w for every norm; the engine adds the 1 itself, so hand it w (exact in float64).</summary>

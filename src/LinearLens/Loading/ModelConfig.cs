@@ -2,29 +2,42 @@ using System.Text.Json;
 
 namespace LinearLens.Loading;
 
-public enum Family { Llama, Qwen3, Gemma3 }
-
 public enum Activation { Silu, GeluTanh }
 
 /// <summary>How one layer type rotates q and k (architectures.md §1.3).</summary>
+/// <param name="Type">"default", "linear", "llama3" or "longrope".</param>
+/// <param name="AttentionFactor">longrope: the factor a on cos and sin (1 otherwise).</param>
+/// <param name="ShortFactor">longrope: per-frequency divisors e_i (length R/2) used while the sequence is at most
+/// OriginalMaxPositions long; <paramref name="LongFactor"/> beyond that.</param>
+/// <param name="FrequencyDivisors">Per-frequency divisors stored with the weights (GGUF's rope_freqs.weight: Llama 3
+/// scaling precomputed by llama.cpp's converter), applied to the default frequencies; null: none.</param>
 public sealed record RopeSpec(
-    string Type,                 // "default", "linear" or "llama3"
+    string Type,
     double Theta,
     double Factor = 1,
     double LowFreqFactor = 1,
     double HighFreqFactor = 4,
     double OriginalMaxPositions = 8192,
-    double PartialRotaryFactor = 1);
+    double PartialRotaryFactor = 1,
+    double AttentionFactor = 1,
+    double[]? ShortFactor = null,
+    double[]? LongFactor = null,
+    double[]? FrequencyDivisors = null)
+{
+    /// <summary>longrope: whether a sequence of this many positions uses the long factors (HF: max position + 1 &gt; N0).</summary>
+    public bool UsesLongFactors(int length) => Type == "longrope" && length > OriginalMaxPositions;
+}
 
 /// <summary>
-/// The decoder's configuration, parsed once from config.json with each family's class defaults
-/// (architectures.md §1.8, §2.1, §2.4, §2.5). A key that is missing takes the family default; a key that is
-/// JSON null means "none" (no scaling, no window), which is not the same thing.
+/// The decoder's configuration, parsed once from config.json by its <see cref="Models.Family"/> (class defaults and
+/// config keys live in the family's file, architectures.md §1.8, §2). A key that is missing takes the family default;
+/// a key that is JSON null means "none" (no scaling, no window), which is not the same thing. The traits the engine
+/// reads (norm gains 1 + w, embedding scale, q/k norm, biases) are explicit here, copied from the family.
 /// </summary>
 public sealed record ModelConfig
 {
     public required string ModelType { get; init; }          // as written in config.json
-    public required Family Family { get; init; }
+    public required Models.Family Family { get; init; }
     public required int HiddenSize { get; init; }
     public required int IntermediateSize { get; init; }
     public required int NumLayers { get; init; }
@@ -42,13 +55,17 @@ public sealed record ModelConfig
     public required RopeSpec[] Rope { get; init; }
     /// <summary>Attention score scale c in c·⟨q, k⟩: D^(−1/2), or query_pre_attn_scalar^(−1/2) for Gemma 3.</summary>
     public required double AttentionScale { get; init; }
+    /// <summary>Which projections carry biases (the frozen map is then affine).</summary>
+    public required Models.LayerBiases Biases { get; init; }
     public int? BosTokenId { get; init; }
     public int[] EosTokenIds { get; init; } = [];
     public string? StoredDType { get; init; }
 
-    /// <summary>Gemma: √d embedding scale, (1+w) norm gains, four norms per layer.</summary>
-    public bool IsGemma => Family == Family.Gemma3;
-    public bool HasQkNorm => Family is Family.Qwen3 or Family.Gemma3;
+    /// <summary>Norm gains are stored as offsets: the effective gain is 1 + w (Gemma).</summary>
+    public bool NormGainOffset => Family.GainOffset;
+    /// <summary>Input embeddings are multiplied by √d (Gemma).</summary>
+    public bool ScalesEmbeddings => Family.ScalesEmbeddings;
+    public Models.QkNormKind QkNorm => Family.QkNorm;
     public int QDim => NumHeads * HeadDim;
     public int KvDim => NumKvHeads * HeadDim;
 
@@ -66,132 +83,65 @@ public sealed record ModelConfig
     public static ModelConfig Parse(JsonElement root, string where = "config.json")
     {
         var top = new Keys(root, where);
-        string modelType = top.String("model_type") ?? throw new LinearLensException($"{where} has no model_type (expected llama, qwen3, gemma3_text or gemma3)");
-        var c = modelType == "gemma3"
-            ? new Keys(root.TryGetProperty("text_config", out var tc) && tc.ValueKind == JsonValueKind.Object ? tc : default, where + " text_config")
-            : top;
-        Family family = modelType switch
-        {
-            "llama" => Family.Llama,
-            "qwen3" => Family.Qwen3,
-            "gemma3_text" or "gemma3" => Family.Gemma3,
-            _ => throw new LinearLensException($"{where}: model_type '{modelType}' is not supported (LinearLens runs llama, qwen3, gemma3_text and gemma3)"),
-        };
+        string modelType = top.String("model_type") ?? throw new LinearLensException($"{where} has no model_type (expected one of {string.Join(", ", Models.Family.All.SelectMany(f => f.ModelTypes))})");
+        var family = Models.Family.For(modelType, where);
+        var c = family.TextKeys(top);
+        var dflt = family.Defaults;
 
-        // Class defaults (architectures.md §2.1 LlamaConfig, §2.4 Qwen3Config, §2.5 Gemma3TextConfig).
-        var (dVocab, dHidden, dInter, dLayers, dHeads, dMaxPos, dEps, dTheta, dTie) = family switch
-        {
-            Family.Llama => (32000, 4096, 11008, 32, 32, 2048, 1e-6, 10000.0, false),
-            Family.Qwen3 => (151936, 4096, 22016, 32, 32, 32768, 1e-6, 10000.0, false),
-            _ => (262208, 2304, 9216, 26, 8, 131072, 1e-6, 1e6, true),
-        };
-        int hidden = c.Int("hidden_size") ?? dHidden;
-        int heads = c.Int("num_attention_heads") ?? dHeads;
-        int? kvDefault = family switch { Family.Gemma3 => 4, Family.Qwen3 => 32, _ => null };
-        int kvHeads = c.Has("num_key_value_heads") ? c.Int("num_key_value_heads") ?? heads : kvDefault ?? heads;
-        int headDimDefault = family switch { Family.Qwen3 => 128, Family.Gemma3 => 256, _ => heads > 0 ? hidden / heads : 0 };
-        int headDim = c.Int("head_dim") ?? headDimDefault;
-        int layers = c.Int("num_hidden_layers") ?? dLayers;
+        int hidden = c.Int("hidden_size") ?? dflt.Hidden;
+        int heads = c.Int("num_attention_heads") ?? dflt.Heads;
+        int kvHeads = c.Has("num_key_value_heads") ? c.Int("num_key_value_heads") ?? heads : dflt.KvHeads ?? heads;
+        int headDim = c.Int("head_dim") ?? dflt.HeadDim ?? (heads > 0 ? hidden / heads : 0);
+        int layers = c.Int("num_hidden_layers") ?? dflt.Layers;
+        int maxPos = c.Int("max_position_embeddings") ?? dflt.MaxPositions;
+        var activation = family.ParseActivation(c);
+        var biases = family.ParseBiases(c);
 
-        string act = family == Family.Gemma3
-            ? c.String("hidden_activation") ?? c.String("hidden_act") ?? "gelu_pytorch_tanh"
-            : c.String("hidden_act") ?? "silu";
-        Activation activation = act switch
+        // Layer types: the explicit list wins (where the family reads it); otherwise the family's rule.
+        int? window = c.Has("sliding_window") ? c.Int("sliding_window") : family.DefaultWindow;
+        bool[] sliding;
+        if (family.ReadsLayerTypes && c.Raw("layer_types") is { ValueKind: JsonValueKind.Array } lt)
         {
-            "silu" or "swish" => Activation.Silu,
-            "gelu_pytorch_tanh" or "gelu_new" or "gelu_fast" => Activation.GeluTanh,
-            _ => throw new LinearLensException($"{where}: activation '{act}' is not supported (silu, gelu_pytorch_tanh)"),
-        };
-        foreach (var key in new[] { "attention_bias", "mlp_bias" })
-            if (c.Bool(key) == true)
-                throw new LinearLensException($"{where}: {key} = true is not supported yet (biases make the frozen map affine; no supported checkpoint uses them)");
-
-        // Layer types: the explicit list wins; otherwise each family's rule.
-        var sliding = new bool[layers];
-        int? window = family switch
-        {
-            Family.Gemma3 => c.Has("sliding_window") ? c.Int("sliding_window") : 4096,
-            Family.Qwen3 => c.Has("sliding_window") ? c.Int("sliding_window") : 4096,
-            _ => null,
-        };
-        if (c.Has("layer_types") && c.Raw("layer_types") is { ValueKind: JsonValueKind.Array } lt)
-        {
-            var types = lt.EnumerateArray().Select(x => x.GetString()).ToArray();
+            var types = lt.EnumerateArray().ToArray();
             if (types.Length != layers)
                 throw new LinearLensException($"{where}: layer_types has {types.Length} entries for {layers} layers");
+            sliding = new bool[layers];
             for (int i = 0; i < layers; i++)
-                sliding[i] = types[i] switch
+                sliding[i] = (types[i].ValueKind == JsonValueKind.String ? types[i].GetString() : types[i].GetRawText()) switch
                 {
                     "sliding_attention" => true,
                     "full_attention" => false,
-                    var t => throw new LinearLensException($"{where}: layer_types[{i}] = '{t}' (expected full_attention or sliding_attention)"),
+                    var t => throw new LinearLensException($"{where}: layer_types[{i}] = {t} (expected \"full_attention\" or \"sliding_attention\")"),
                 };
         }
-        else if (family == Family.Gemma3)
-        {
-            int pattern = c.Int("sliding_window_pattern") ?? c.Int("_sliding_window_pattern") ?? 6;
-            for (int i = 0; i < layers; i++) sliding[i] = pattern <= 0 || (i + 1) % pattern != 0;
-        }
-        else if (family == Family.Qwen3)
-        {
-            bool use = c.Bool("use_sliding_window") ?? false;
-            int maxWindowLayers = c.Int("max_window_layers") ?? 28;
-            for (int i = 0; i < layers; i++) sliding[i] = use && window != null && i >= maxWindowLayers;
-        }
-        if (family == Family.Gemma3 && c.Bool("use_bidirectional_attention") == true)
-            throw new LinearLensException($"{where}: use_bidirectional_attention = true is not a causal language model; not supported");
+        else sliding = family.SlidingLayers(c, Math.Max(layers, 0), window);
+        if (sliding.Any(s => s) && window is null)
+            throw new LinearLensException($"{where}: layer_types has sliding_attention layers but sliding_window is null");
 
-        // RoPE per layer type.
-        int maxPos = c.Int("max_position_embeddings") ?? dMaxPos;
-        double partial = c.Double("partial_rotary_factor") ?? 1.0;
-        RopeSpec full, local;
-        if (c.Raw("rope_parameters") is { ValueKind: JsonValueKind.Object } rp)
-        {
-            if (family == Family.Gemma3 && rp.TryGetProperty("full_attention", out var fa))
-            {
-                full = ParseRope(new Keys(fa, where + " rope_parameters.full_attention"), dTheta, maxPos, partial);
-                local = rp.TryGetProperty("sliding_attention", out var sa)
-                    ? ParseRope(new Keys(sa, where + " rope_parameters.sliding_attention"), 10000, maxPos, partial)
-                    : new RopeSpec("default", 10000);
-            }
-            else local = full = ParseRope(new Keys(rp, where + " rope_parameters"), dTheta, maxPos, partial);
-        }
-        else
-        {
-            double theta = c.Double("rope_theta") ?? dTheta;
-            full = c.Raw("rope_scaling") is { ValueKind: JsonValueKind.Object } rs
-                ? ParseRope(new Keys(rs, where + " rope_scaling"), theta, maxPos, partial, theta)
-                : new RopeSpec("default", theta, PartialRotaryFactor: partial);
-            // Gemma 3 local layers: their own base, always default RoPE (legacy rope_scaling is global-only).
-            local = family == Family.Gemma3 ? new RopeSpec("default", c.Double("rope_local_base_freq") ?? 10000) : full;
-        }
-
-        double scale = family == Family.Gemma3
-            ? 1.0 / Math.Sqrt(c.Double("query_pre_attn_scalar") ?? 256)
-            : 1.0 / Math.Sqrt(headDim);
-        if (family == Family.Gemma3 && c.Double("attn_logit_softcapping") is not null)
-        { /* Gemma 3's attention never passes the soft-cap to the kernel (architectures.md §1.4): ignored, as HF does. */ }
+        var (full, local) = family.ParseRope(c, dflt.Theta, maxPos);
         if (c.Double("final_logit_softcapping") is not null)
             throw new LinearLensException($"{where}: final_logit_softcapping is set; LinearLens does not support logit soft-capping");
+        // Gemma 3's attention never passes attn_logit_softcapping to the kernel (architectures.md §1.4): ignored, as HF does.
 
         var cfg = new ModelConfig
         {
             ModelType = modelType,
             Family = family,
             HiddenSize = hidden,
-            IntermediateSize = c.Int("intermediate_size") ?? dInter,
+            IntermediateSize = c.Int("intermediate_size") ?? dflt.Intermediate,
             NumLayers = layers,
             NumHeads = heads,
             NumKvHeads = kvHeads,
             HeadDim = headDim,
-            VocabSize = c.Int("vocab_size") ?? dVocab,
+            VocabSize = c.Int("vocab_size") ?? dflt.Vocab,
             MaxPositions = maxPos,
-            RmsNormEps = c.Double("rms_norm_eps") ?? dEps,
+            RmsNormEps = c.Double("rms_norm_eps") ?? dflt.Eps,
             Activation = activation,
-            TieWordEmbeddings = top.Bool("tie_word_embeddings") ?? c.Bool("tie_word_embeddings") ?? dTie,
+            TieWordEmbeddings = top.Bool("tie_word_embeddings") ?? c.Bool("tie_word_embeddings") ?? dflt.Tie,
             SlidingWindow = sliding.Select(s => s ? window : null).ToArray(),
             Rope = sliding.Select(s => s ? local : full).ToArray(),
-            AttentionScale = scale,
+            AttentionScale = family.AttentionScale(c, headDim),
+            Biases = biases,
             BosTokenId = c.Int("bos_token_id") ?? top.Int("bos_token_id"),
             EosTokenIds = c.IntOrList("eos_token_id") ?? top.IntOrList("eos_token_id") ?? [],
             StoredDType = top.String("torch_dtype") ?? top.String("dtype") ?? c.String("torch_dtype") ?? c.String("dtype"),
@@ -200,22 +150,12 @@ public sealed record ModelConfig
         return cfg;
     }
 
-    static RopeSpec ParseRope(Keys k, double defaultTheta, int maxPos, double partial, double? legacyTheta = null)
+    internal static Activation ActivationNamed(string act, string where) => act switch
     {
-        string type = k.String("rope_type") ?? k.String("type") ?? "default";
-        double theta = legacyTheta ?? k.Double("rope_theta") ?? defaultTheta;
-        partial = k.Double("partial_rotary_factor") ?? partial;
-        return type switch
-        {
-            "default" => new RopeSpec("default", theta, PartialRotaryFactor: partial),
-            "linear" => new RopeSpec("linear", theta, k.Double("factor") ?? throw new LinearLensException($"{k.Where}: linear RoPE scaling needs 'factor'"), PartialRotaryFactor: partial),
-            "llama3" => new RopeSpec("llama3", theta,
-                k.Double("factor") ?? throw new LinearLensException($"{k.Where}: llama3 RoPE scaling needs 'factor'"),
-                k.Double("low_freq_factor") ?? 1, k.Double("high_freq_factor") ?? 4,
-                k.Double("original_max_position_embeddings") ?? maxPos, partial),
-            _ => throw new LinearLensException($"{k.Where}: rope_type '{type}' is not supported yet (default, linear, llama3)"),
-        };
-    }
+        "silu" or "swish" => Activation.Silu,
+        "gelu_pytorch_tanh" or "gelu_new" or "gelu_fast" => Activation.GeluTanh,
+        _ => throw new LinearLensException($"{where}: activation '{act}' is not supported (silu, gelu_pytorch_tanh)"),
+    };
 
     void Validate(string where)
     {
@@ -229,12 +169,22 @@ public sealed record ModelConfig
             if ((int)Math.Floor(HeadDim * r.PartialRotaryFactor) % 2 != 0)
                 throw new LinearLensException($"{where}: rotary dimension {HeadDim}·{r.PartialRotaryFactor} is odd");
         if (RmsNormEps < 0) throw new LinearLensException($"{where}: rms_norm_eps is negative");
+        foreach (var r in Rope.Where(r => r.Type == "longrope").Distinct())
+        {
+            int half = (int)Math.Floor(HeadDim * r.PartialRotaryFactor) / 2;
+            if (r.ShortFactor!.Length != half || r.LongFactor!.Length != half)
+                throw new LinearLensException($"{where}: longrope short_factor/long_factor have {r.ShortFactor.Length}/{r.LongFactor.Length} entries; the rotary dimension needs {half} (head_dim·partial_rotary_factor/2)");
+            if (r.ShortFactor.Concat(r.LongFactor).Any(f => !(f > 0) || !double.IsFinite(f)))
+                throw new LinearLensException($"{where}: longrope factors must be finite and positive");
+        }
     }
 
     /// <summary>Typed access to a JSON object that tells "missing" from "null".</summary>
-    readonly struct Keys(JsonElement obj, string where)
+    internal readonly struct Keys(JsonElement obj, string where)
     {
         public string Where => where;
+        /// <summary>The keys of a nested object, named for messages as where + " " + name.</summary>
+        public Keys Nested(JsonElement inner, string name) => new(inner, where + " " + name);
         public bool Has(string key) => obj.ValueKind == JsonValueKind.Object && obj.TryGetProperty(key, out _);
         public JsonElement? Raw(string key) =>
             obj.ValueKind == JsonValueKind.Object && obj.TryGetProperty(key, out var v) && v.ValueKind != JsonValueKind.Null ? v : null;
@@ -257,8 +207,66 @@ public sealed record ModelConfig
             ? v.ValueKind switch { JsonValueKind.True => true, JsonValueKind.False => false, _ => throw new LinearLensException($"{where}: '{key}' should be true or false, found {v.GetRawText()}") }
             : null;
 
+        public double[]? DoubleList(string key) => Raw(key) is { } v
+            ? v.ValueKind == JsonValueKind.Array && v.EnumerateArray().All(x => x.ValueKind == JsonValueKind.Number)
+                ? v.EnumerateArray().Select(x => x.GetDouble()).ToArray()
+                : throw new LinearLensException($"{where}: '{key}' should be a list of numbers, found {v.GetRawText()}")
+            : null;
+
         public int[]? IntOrList(string key) => Raw(key) is { } v
             ? v.ValueKind == JsonValueKind.Array ? v.EnumerateArray().Select(x => x.GetInt32()).ToArray() : [Int(key)!.Value]
             : null;
+    }
+}
+
+/// <summary>The RoPE keys of config.json, legacy (rope_theta + rope_scaling) and v5 (rope_parameters) forms (architectures.md §1.3, §1.8).</summary>
+internal static class RopeParsing
+{
+    /// <summary>One RoPE for every layer. <paramref name="originalMaxPositions"/>: a top-level N0 that wins over the rope object's (Phi-3).</summary>
+    public static (RopeSpec full, RopeSpec sliding) Uniform(ModelConfig.Keys c, double defaultTheta, int maxPos, int? originalMaxPositions,
+        IReadOnlyDictionary<string, string>? aliases = null)
+    {
+        double partial = c.Double("partial_rotary_factor") ?? 1.0;
+        RopeSpec spec;
+        if (c.Raw("rope_parameters") is { ValueKind: JsonValueKind.Object } rp)
+            spec = Parse(c.Nested(rp, "rope_parameters"), defaultTheta, maxPos, partial, originalMaxPositions, aliases);
+        else
+        {
+            double theta = c.Double("rope_theta") ?? defaultTheta;
+            spec = c.Raw("rope_scaling") is { ValueKind: JsonValueKind.Object } rs
+                ? Parse(c.Nested(rs, "rope_scaling"), theta, maxPos, partial, originalMaxPositions, aliases, legacyTheta: theta)
+                : new RopeSpec("default", theta, PartialRotaryFactor: partial);
+        }
+        return (spec, spec);
+    }
+
+    public static RopeSpec Parse(ModelConfig.Keys k, double defaultTheta, int maxPos, double partial, int? originalMaxPositions,
+        IReadOnlyDictionary<string, string>? aliases, double? legacyTheta = null)
+    {
+        string type = k.String("rope_type") ?? k.String("type") ?? "default";
+        if (aliases is not null && aliases.TryGetValue(type, out var canonical)) type = canonical;
+        double theta = legacyTheta ?? k.Double("rope_theta") ?? defaultTheta;
+        partial = k.Double("partial_rotary_factor") ?? partial;
+        double n0 = originalMaxPositions ?? k.Double("original_max_position_embeddings") ?? maxPos;
+        double Factor() => k.Double("factor") ?? throw new LinearLensException($"{k.Where}: {type} RoPE scaling needs 'factor'");
+        switch (type)
+        {
+            case "default": return new RopeSpec("default", theta, PartialRotaryFactor: partial);
+            case "linear": return new RopeSpec("linear", theta, Factor(), PartialRotaryFactor: partial);
+            case "llama3":
+                return new RopeSpec("llama3", theta, Factor(), k.Double("low_freq_factor") ?? 1, k.Double("high_freq_factor") ?? 4,
+                    k.Double("original_max_position_embeddings") ?? maxPos, partial);
+            case "longrope":
+            {
+                // f = factor, else max_position_embeddings / N0; a = attention_factor, else 1 (f ≤ 1) or √(1 + ln f / ln N0)
+                double f = k.Double("factor") ?? maxPos / n0;
+                double a = k.Double("attention_factor") ?? (f <= 1 ? 1.0 : Math.Sqrt(1 + Math.Log(f) / Math.Log(n0)));
+                return new RopeSpec("longrope", theta, f, OriginalMaxPositions: n0, PartialRotaryFactor: partial, AttentionFactor: a,
+                    ShortFactor: k.DoubleList("short_factor") ?? throw new LinearLensException($"{k.Where}: longrope RoPE scaling needs 'short_factor'"),
+                    LongFactor: k.DoubleList("long_factor") ?? throw new LinearLensException($"{k.Where}: longrope RoPE scaling needs 'long_factor'"));
+            }
+            default:
+                throw new LinearLensException($"{k.Where}: rope_type '{type}' is not supported (LinearLens runs default, linear, llama3 and longrope RoPE)");
+        }
     }
 }

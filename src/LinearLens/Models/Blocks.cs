@@ -121,25 +121,50 @@ public static class Blocks<T> where T : unmanaged, IFloatingPointIeee754<T>
         return Half * (T.One + th) + Half * z * (T.One - th * th) * K0 * (T.One + T.CreateChecked(3) * K1 * z * z);
     }
 
-    /// <summary>Gated MLP: gate ← act(W_gate x) (the frozen factor), z = gate ⊙ (W_up x), out = W_down z.</summary>
-    /// <param name="gatePre">When given, receives W_gate x before the activation; <paramref name="upOut"/> receives W_up x.</param>
-    public static void GatedMlp(T[] x, int rows, LayerWeights w, Activation act, T[] gate, T[] up, T[] output, T[]? gatePre = null, T[]? upOut = null)
+    /// <summary>y[rows×out] = x·Wᵀ (+ bias on every row): a linear layer.</summary>
+    public static void Linear(T[] x, int rows, MatrixView w, T[]? bias, T[] y)
     {
-        MatMul.Linear(x, rows, w.Gate, gate);
-        MatMul.Linear(x, rows, w.Up, up);
+        MatMul.Linear(x, rows, w, y);
+        if (bias is not null) AddBiasRows(y, rows, bias);
+    }
+
+    /// <summary>Adds the same bias vector to each of `rows` rows of y.</summary>
+    public static void AddBiasRows(T[] y, int rows, ReadOnlySpan<T> bias)
+    {
+        int m = bias.Length;
+        for (int r = 0; r < rows; r++) TensorPrimitives.Add(y.AsSpan(r * m, m), bias, y.AsSpan(r * m, m));
+    }
+
+    /// <summary>
+    /// Gated MLP: g = W_gate x (+b), u = W_up x (+b), z = act(g) ⊙ u, out = W_down z (+b). The frozen coefficient γ
+    /// goes to <paramref name="coefficient"/> when given: act(g) when the gate is frozen, u ⊙ σ(g) when u and σ(g) are
+    /// (<see cref="MlpFreezing"/>). <paramref name="gatePre"/> and <paramref name="upOut"/> receive g and u.
+    /// </summary>
+    public static void GatedMlp(T[] x, int rows, LayerWeights w, MlpBiases<T> b, Activation act, T[] gate, T[] up, T[] output,
+        MlpFreezing freezing = MlpFreezing.Gate, T[]? coefficient = null, T[]? gatePre = null, T[]? upOut = null)
+    {
+        Linear(x, rows, w.Gate, b.Gate, gate);
+        Linear(x, rows, w.Up, b.Up, up);
         var g = gate.AsSpan(0, rows * w.Gate.Rows);
-        if (gatePre is not null) g.CopyTo(gatePre);
-        if (upOut is not null) up.AsSpan(0, g.Length).CopyTo(upOut);
-        for (int i = 0; i < g.Length; i++) g[i] = Activate(act, g[i]);
         var u = up.AsSpan(0, g.Length);
+        if (gatePre is not null) g.CopyTo(gatePre);
+        if (upOut is not null) u.CopyTo(upOut);
+        if (coefficient is not null && freezing == MlpFreezing.UpAndSigmoid)
+            for (int i = 0; i < g.Length; i++) coefficient[i] = u[i] / (T.One + T.Exp(-g[i]));
+        for (int i = 0; i < g.Length; i++) g[i] = Activate(act, g[i]);
+        if (coefficient is not null && freezing == MlpFreezing.Gate) g.CopyTo(coefficient);
         TensorPrimitives.Multiply(u, g, u);
-        MatMul.Linear(up, rows, w.Down, output);
+        Linear(up, rows, w.Down, b.Down, output);
     }
 }
 
+/// <summary>The MLP's biases widened to T (null where absent).</summary>
+public sealed record MlpBiases<T>(T[]? Gate, T[]? Up, T[]? Down);
+
 /// <summary>
-/// cos/sin of every rotary angle φ_{p,i} = p·ω_i for positions 0…capacity−1 (architectures.md §1.3), computed in T:
-/// double throughout in float64, float32 arithmetic (as Hugging Face) in float32.
+/// cos/sin of every rotary angle φ_{p,i} = p·ω_i for positions 0…capacity−1 (architectures.md §1.3), times the
+/// attention factor a (longrope; 1 otherwise), computed in T: double throughout in float64, float32 arithmetic (as
+/// Hugging Face) in float32. A longrope table uses the short or the long factors, chosen by the caller by sequence length.
 /// </summary>
 public sealed class RopeTable<T> where T : unmanaged, IFloatingPointIeee754<T>
 {
@@ -147,19 +172,20 @@ public sealed class RopeTable<T> where T : unmanaged, IFloatingPointIeee754<T>
     public int Half { get; }
     public int Capacity { get; }
 
-    public RopeTable(RopeSpec spec, int headDim, int capacity)
+    public RopeTable(RopeSpec spec, int headDim, int capacity, bool longFactors = false)
     {
         int R = (int)Math.Floor(headDim * spec.PartialRotaryFactor);
         Half = R / 2; Capacity = capacity;
-        var omega = InverseFrequencies(spec, R);
+        var omega = InverseFrequencies(spec, R, longFactors);
+        T a = T.CreateChecked(spec.AttentionFactor);
         _cos = new T[(long)capacity * Half];
         _sin = new T[(long)capacity * Half];
         for (int p = 0; p < capacity; p++)
             for (int i = 0; i < Half; i++)
             {
                 T phi = T.CreateChecked(p) * omega[i];
-                _cos[p * Half + i] = T.Cos(phi);
-                _sin[p * Half + i] = T.Sin(phi);
+                _cos[p * Half + i] = T.Cos(phi) * a;
+                _sin[p * Half + i] = T.Sin(phi) * a;
             }
     }
 
@@ -167,12 +193,21 @@ public sealed class RopeTable<T> where T : unmanaged, IFloatingPointIeee754<T>
     public ReadOnlySpan<T> Sin(int pos) => _sin.AsSpan(pos * Half, Half);
 
     /// <summary>ω_i = 1/θ^(2i/R), then the rope type's scaling, in the order Hugging Face applies it.</summary>
-    public static T[] InverseFrequencies(RopeSpec spec, int R)
+    public static T[] InverseFrequencies(RopeSpec spec, int R, bool longFactors = false)
     {
         T C(double v) => T.CreateChecked(v);
         var omega = new T[R / 2];
+        if (spec.Type == "longrope")
+        {
+            // ω_i = 1 / (e_i · θ^(2i/R)), e = long_factor beyond original_max_position_embeddings, else short_factor
+            var e = longFactors ? spec.LongFactor! : spec.ShortFactor!;
+            for (int i = 0; i < R / 2; i++) omega[i] = T.One / (C(e[i]) * T.Pow(C(spec.Theta), C(2 * i) / C(R)));
+            return omega;
+        }
         for (int i = 0; i < R / 2; i++)
             omega[i] = T.One / T.Pow(C(spec.Theta), C(2 * i) / C(R));
+        if (spec.FrequencyDivisors is { } div)
+            for (int i = 0; i < omega.Length; i++) omega[i] /= C(div[i]);
         switch (spec.Type)
         {
             case "linear":

@@ -1,29 +1,47 @@
-using LinearLens.Linearization;
+using LinearLens.Loading;
 
 namespace LinearLens.Models;
 
-public sealed partial class Transformer<T>
+/// <summary>
+/// Llama 1–3.x and SmolLM2 (model_type llama; architectures.md §2.1), pre-norm:
+///   h ← h + W_o·Attn(RoPE(W_q x), RoPE(W_k x), W_v x),  x = RMSNorm_input_layernorm(h)
+///   h ← h + W_down(silu(W_gate x) ⊙ W_up x),             x = RMSNorm_post_attention_layernorm(h)
+/// RoPE default or llama3-scaled; `attention_bias` adds q, k, v, o biases and `mlp_bias` gate, up, down biases.
+/// </summary>
+public sealed class Llama : Family
 {
-    /// <summary>
-    /// Llama (architectures.md §2.1), pre-norm:
-    ///   h ← h + W_o · Attn(RoPE(W_q x), RoPE(W_k x), W_v x),  x = RMSNorm_in(h)
-    ///   h ← h + W_down(silu(W_gate x) ⊙ W_up x),               x = RMSNorm_post(h)
-    /// </summary>
-    void LlamaLayer(int l, T[] h, int rows, int startPos, KvCache<T> cache, RopeTable<T> rope, Workspace ws, FrozenTrace<T>? trace)
+    public override IReadOnlyList<string> ModelTypes => ["llama"];
+    public override ClassDefaults Defaults => new(32000, 4096, 11008, 32, 32, null, null, 2048, 1e-6, 10000, false);
+
+    internal override LayerBiases ParseBiases(ModelConfig.Keys c)
     {
-        int n = rows * Hidden;
-        var w = Checkpoint.Layers[l];
-        var g = gains[l];
-
-        Blocks<T>.RmsNorm(h, rows, Hidden, g.Input, eps, ws.X, Or(trace?.AttnNormScale[l], ws.Scale));
-        QkvRope(l, rows, startPos, cache, rope, ws, trace?.Nonlinear);
-        AttentionOut(l, rows, startPos, cache, ws, trace);
-        if (trace is not null) Keep(ws.A, trace.AttnOut[l]);
-        AddInto(h, ws.A, n);
-
-        Blocks<T>.RmsNorm(h, rows, Hidden, g.PostAttention, eps, ws.X, Or(trace?.MlpNormScale[l], ws.Scale));
-        Blocks<T>.GatedMlp(ws.X, rows, w, Config.Activation, ws.Gate, ws.Up, ws.A, trace?.Nonlinear?.GatePre[l], trace?.Nonlinear?.Up[l]);
-        if (trace is not null) { Keep(ws.Gate, trace.Gate[l]); Keep(ws.A, trace.MlpOut[l]); }
-        AddInto(h, ws.A, n);
+        bool attn = c.Bool("attention_bias") ?? false, mlp = c.Bool("mlp_bias") ?? false;
+        return new LayerBiases(attn, attn, attn, attn, mlp, mlp, mlp);
     }
+}
+
+/// <summary>
+/// Mistral (model_type mistral; architectures.md §2.2): the Llama layer without biases; every layer uses the
+/// sliding window W = `sliding_window` (default 4096 when the key is missing, none when null). HF's Mistral ignores
+/// `layer_types`.
+/// </summary>
+public sealed class Mistral : Family
+{
+    public override IReadOnlyList<string> ModelTypes => ["mistral"];
+    public override ClassDefaults Defaults => new(32000, 4096, 14336, 32, 32, 8, null, 131072, 1e-6, 10000, false);
+    internal override int? DefaultWindow => 4096;
+    internal override bool ReadsLayerTypes => false;
+    internal override bool[] SlidingLayers(ModelConfig.Keys c, int layers, int? window) => Enumerable.Repeat(window is not null, layers).ToArray();
+}
+
+/// <summary>
+/// Ministral (model_type ministral; architectures.md §2.2): Mistral with per-layer `layer_types`; without them every
+/// layer slides when `sliding_window` is set.
+/// </summary>
+public sealed class Ministral : Family
+{
+    public override IReadOnlyList<string> ModelTypes => ["ministral"];
+    public override ClassDefaults Defaults => new(32000, 4096, 14336, 32, 32, 8, null, 131072, 1e-6, 10000, false);
+    internal override int? DefaultWindow => 4096;
+    internal override bool[] SlidingLayers(ModelConfig.Keys c, int layers, int? window) => Enumerable.Repeat(window is not null, layers).ToArray();
 }

@@ -1,14 +1,44 @@
-using LinearLens.Linearization;
+using LinearLens.Loading;
 
 namespace LinearLens.Models;
 
-public sealed partial class Transformer<T>
+/// <summary>
+/// Qwen 3 (model_type qwen3; architectures.md §2.4): the Llama layer with q and k RMS-normed per head over D (gains
+/// q_norm, k_norm) before RoPE; H·D may differ from d; head_dim defaults to 128. Sliding layers by layer_types, or
+/// from max_window_layers on when use_sliding_window is set. `attention_bias` adds q, k, v, o biases.
+/// </summary>
+public sealed class Qwen3 : Family
 {
-    /// <summary>
-    /// Qwen 3 (architectures.md §2.4): the Llama recipe, with q and k RMS-normed per head over D (gains q_norm,
-    /// k_norm) before RoPE — done inside QkvRope whenever the layer has q/k norm gains. H·D may differ from d.
-    /// Sliding layers (layer_types / use_sliding_window) get their window from the config.
-    /// </summary>
-    void Qwen3Layer(int l, T[] h, int rows, int startPos, KvCache<T> cache, RopeTable<T> rope, Workspace ws, FrozenTrace<T>? trace) =>
-        LlamaLayer(l, h, rows, startPos, cache, rope, ws, trace);
+    public override IReadOnlyList<string> ModelTypes => ["qwen3"];
+    public override ClassDefaults Defaults => new(151936, 4096, 22016, 32, 32, 32, 128, 32768, 1e-6, 10000, false);
+    public override QkNormKind QkNorm => QkNormKind.PerHead;
+    internal override int? DefaultWindow => 4096;
+    internal override bool[] SlidingLayers(ModelConfig.Keys c, int layers, int? window) => Qwen2.FromMaxWindowLayers(c, layers, window);
+
+    internal override LayerBiases ParseBiases(ModelConfig.Keys c)
+    {
+        bool attn = c.Bool("attention_bias") ?? false;
+        return new LayerBiases(attn, attn, attn, attn, false, false, false);
+    }
+}
+
+/// <summary>
+/// Qwen 2 / 2.5 (model_type qwen2; architectures.md §2.3): the Llama layer with q, k and v biases (always present,
+/// not config-controlled; o and the MLP have none). The v bias makes the frozen map affine.
+/// </summary>
+public sealed class Qwen2 : Family
+{
+    public override IReadOnlyList<string> ModelTypes => ["qwen2"];
+    public override ClassDefaults Defaults => new(151936, 4096, 22016, 32, 32, 32, null, 32768, 1e-6, 10000, false);
+    internal override int? DefaultWindow => 4096;
+    internal override LayerBiases ParseBiases(ModelConfig.Keys c) => new(true, true, true, false, false, false, false);
+    internal override bool[] SlidingLayers(ModelConfig.Keys c, int layers, int? window) => FromMaxWindowLayers(c, layers, window);
+
+    /// <summary>Layer i slides iff use_sliding_window, a window is set, and i ≥ max_window_layers (default 28).</summary>
+    internal static bool[] FromMaxWindowLayers(ModelConfig.Keys c, int layers, int? window)
+    {
+        bool use = c.Bool("use_sliding_window") ?? false;
+        int maxWindowLayers = c.Int("max_window_layers") ?? 28;
+        return Enumerable.Range(0, layers).Select(i => use && window is not null && i >= maxWindowLayers).ToArray();
+    }
 }

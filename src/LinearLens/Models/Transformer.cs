@@ -27,58 +27,65 @@ public sealed class KvCache<T> where T : unmanaged, IFloatingPointIeee754<T>
 
 /// <summary>
 /// The decoder forward pass in compute type T (double: true float64; float: Hugging Face float32). One path from
-/// token ids to logits: embed, then each layer by its family's straight-line recipe (Llama.cs, Qwen3.cs,
-/// Gemma3.cs) over the shared <see cref="Blocks{T}"/>, then final norm and LM head. Weights stay memory-mapped in
-/// their stored dtype and are widened inside the GEMM. Passing a <see cref="FrozenTrace{T}"/> records every
-/// factor the detached Jacobian freezes.
+/// token ids to logits: embed, then every layer through the one skeleton all families share (<see cref="Layer"/>,
+/// with the norms, biases and q/k norm the family's description gives), then final norm and LM head. Weights stay
+/// memory-mapped in their stored dtype and are widened inside the GEMM. Passing a <see cref="FrozenTrace{T}"/>
+/// records every factor the detached Jacobian freezes.
 /// </summary>
-public sealed partial class Transformer<T> where T : unmanaged, IFloatingPointIeee754<T>
+public sealed class Transformer<T> where T : unmanaged, IFloatingPointIeee754<T>
 {
     public Checkpoint Checkpoint { get; }
     public ModelConfig Config { get; }
     readonly T eps;
     readonly T[] finalGain;
-    readonly LayerGains[] gains;
-    readonly Dictionary<RopeSpec, RopeTable<T>> ropeTables = new();
-
-    /// <summary>Norm gains widened to T once, Gemma's stored offsets turned into 1 + w.</summary>
-    sealed record LayerGains(T[] Input, T[] PostAttention, T[]? PreFeedforward, T[]? PostFeedforward, T[]? Q, T[]? K);
+    readonly LayerParams<T>[] layerParams;
+    readonly Dictionary<(RopeSpec, bool), RopeTable<T>> ropeTables = new();
 
     public Transformer(Checkpoint checkpoint)
     {
         Checkpoint = checkpoint;
         Config = checkpoint.Config;
         eps = T.CreateChecked(Config.RmsNormEps);
-        finalGain = Gain(checkpoint.FinalNorm);
-        gains = checkpoint.Layers.Select(w => new LayerGains(Gain(w.InputNorm), Gain(w.PostAttentionNorm),
-            Gain(w.PreFeedforwardNorm), Gain(w.PostFeedforwardNorm), Gain(w.QNorm), Gain(w.KNorm))).ToArray();
+        finalGain = Gain(checkpoint.FinalNorm)!;
+        layerParams = checkpoint.Layers.Select(w => new LayerParams<T>(w,
+            Gain(w.AttnInNorm), Gain(w.AttnOutNorm), Gain(w.MlpInNorm), Gain(w.MlpOutNorm), Gain(w.QNorm), Gain(w.KNorm),
+            Widen(w.QBias), Widen(w.KBias), Widen(w.VBias), Widen(w.OBias),
+            new MlpBiases<T>(Widen(w.GateBias), Widen(w.UpBias), Widen(w.DownBias)))).ToArray();
     }
 
     public static string DTypeName => typeof(T) == typeof(double) ? "float64" : "float32";
     public int Hidden => Config.HiddenSize;
 
-    /// <summary>The effective gain of a stored norm weight: w (Llama order), or 1 + w (Gemma), in T.</summary>
-    public T[] Gain(StoredTensor? weight)
+    /// <summary>The effective gain of a stored norm weight, in T: w, or 1 + w where gains are stored as offsets (Gemma).</summary>
+    T[]? Gain(StoredTensor? weight)
     {
-        if (weight is not { } w) return null!;
-        var g = new T[w.Count];
-        for (long i = 0; i < g.Length; i++)
-            g[i] = Config.IsGemma ? T.One + T.CreateChecked(w[i]) : T.CreateChecked(w[i]);
+        var g = Widen(weight);
+        if (g is not null && Config.NormGainOffset) for (int i = 0; i < g.Length; i++) g[i] = T.One + g[i];
         return g;
     }
 
-    /// <summary>The gains of layer l's norms, for code that applies the frozen map.</summary>
-    public (T[] input, T[] postAttention, T[]? preFeedforward, T[]? postFeedforward) LayerNormGains(int l) =>
-        (gains[l].Input, gains[l].PostAttention, gains[l].PreFeedforward, gains[l].PostFeedforward);
-    public T[] FinalNormGain => finalGain;
+    static T[]? Widen(StoredTensor? t)
+    {
+        if (t is not { } w) return null;
+        var v = new T[w.Count];
+        for (long i = 0; i < v.Length; i++) v[i] = T.CreateChecked(w[i]);
+        return v;
+    }
 
-    RopeTable<T> Rope(int layer, int capacity)
+    /// <summary>Layer l's weights with its gains and biases widened to T, for the engines that apply the (frozen) layer.</summary>
+    public LayerParams<T> Params(int l) => layerParams[l];
+    public T[] FinalNormGain => finalGain;
+    public T Eps => eps;
+
+    /// <summary>The RoPE table layer l uses for a sequence of `length` positions (longrope: its factors depend on it).</summary>
+    public RopeTable<T> RopeFor(int layer, int length)
     {
         var spec = Config.Rope[layer];
+        var key = (spec, spec.UsesLongFactors(length));
         lock (ropeTables)
         {
-            if (!ropeTables.TryGetValue(spec, out var t) || t.Capacity < capacity)
-                ropeTables[spec] = t = new RopeTable<T>(spec, Config.HeadDim, Math.Max(capacity, 64));
+            if (!ropeTables.TryGetValue(key, out var t) || t.Capacity < length)
+                ropeTables[key] = t = new RopeTable<T>(spec, Config.HeadDim, Math.Max(length, 64), key.Item2);
             return t;
         }
     }
@@ -94,12 +101,12 @@ public sealed partial class Transformer<T> where T : unmanaged, IFloatingPointIe
             throw new LinearLensException($"{ids.Length} tokens{(extraPositions > 0 ? $" + {extraPositions} new" : "")} exceed max_position_embeddings = {Config.MaxPositions}; shorten the input");
     }
 
-    /// <summary>Input embeddings [n×d]: rows of E, times √d (rounded to T) for Gemma.</summary>
+    /// <summary>Input embeddings [n×d]: rows of E, times √d (rounded to T) where the family scales them (Gemma).</summary>
     public T[] Embed(ReadOnlySpan<int> ids)
     {
         int d = Hidden;
         var x = Pinned.Array<T>((long)ids.Length * d);
-        T scale = Config.IsGemma ? T.CreateChecked(Math.Sqrt(d)) : T.One;
+        T scale = Config.ScalesEmbeddings ? T.CreateChecked(Math.Sqrt(d)) : T.One;
         var e = Checkpoint.Embedding;
         for (int r = 0; r < ids.Length; r++)
             for (int k = 0; k < d; k++)
@@ -108,22 +115,23 @@ public sealed partial class Transformer<T> where T : unmanaged, IFloatingPointIe
     }
 
     /// <summary>Forward pass over a prompt from position 0, optionally recording the frozen trace.</summary>
-    public ForwardResult<T> Forward(ReadOnlySpan<int> ids, bool allLogits = false, bool trace = false, bool nonlinear = false)
+    public ForwardResult<T> Forward(ReadOnlySpan<int> ids, bool allLogits = false, bool trace = false, bool nonlinear = false,
+        DetachPolicy detach = DetachPolicy.Ours)
     {
         Validate(ids);
-        return ForwardEmbeddings(Embed(ids), ids.Length, allLogits, trace, nonlinear);
+        return ForwardEmbeddings(Embed(ids), ids.Length, allLogits, trace, nonlinear, detach);
     }
 
     /// <summary>Forward pass from given input embeddings x [n×d] (Gemma: already scaled), no cache kept.</summary>
     /// <param name="nonlinear">Also record what the ordinary (non-frozen) Jacobian needs (implies trace).</param>
-    public ForwardResult<T> ForwardEmbeddings(T[] x, int n, bool allLogits = false, bool trace = false, bool nonlinear = false)
+    public ForwardResult<T> ForwardEmbeddings(T[] x, int n, bool allLogits = false, bool trace = false, bool nonlinear = false,
+        DetachPolicy detach = DetachPolicy.Ours)
     {
         var cache = new KvCache<T>(Config, n);
-        var c = Config;
-        var nl = nonlinear ? new NonlinearTrace<T>(n, c.NumLayers, Hidden, c.QDim, c.KvDim, c.NumHeads, c.NumKvHeads, c.IntermediateSize, c.IsGemma) : null;
-        var tr = trace || nonlinear ? new FrozenTrace<T>(n, c.NumLayers, Hidden, c.NumHeads, c.IntermediateSize, c.IsGemma, nl) : null;
+        var tr = trace || nonlinear ? new FrozenTrace<T>(Config, n, detach, nonlinear) : null;
         var final = Run(x, n, cache, tr);
         var logits = Logits(final, n, allLogits ? 0 : n - 1);
+        CheckFinite(logits, "the logits");
         return new ForwardResult<T>(n, final, logits, allLogits, tr);
     }
 
@@ -142,13 +150,8 @@ public sealed partial class Transformer<T> where T : unmanaged, IFloatingPointIe
         for (int l = 0; l < Config.NumLayers; l++)
         {
             if (trace is not null) h.CopyTo(trace.ResidPre[l], 0);
-            var rope = Rope(l, startPos + rows);
-            switch (Config.Family)
-            {
-                case Family.Llama: LlamaLayer(l, h, rows, startPos, cache, rope, ws, trace); break;
-                case Family.Qwen3: Qwen3Layer(l, h, rows, startPos, cache, rope, ws, trace); break;
-                case Family.Gemma3: Gemma3Layer(l, h, rows, startPos, cache, rope, ws, trace); break;
-            }
+            Layer(l, h, rows, startPos, cache, RopeFor(l, startPos + rows), ws, trace);
+            CheckFinite(h.AsSpan(0, rows * d), $"the residual stream after layer {l + 1}", l);
             hook?.Invoke(l + 1, h, rows, startPos);
         }
         cache.Length = startPos + rows;
@@ -158,12 +161,67 @@ public sealed partial class Transformer<T> where T : unmanaged, IFloatingPointIe
         return y;
     }
 
+    /// <summary>
+    /// One decoder layer, the skeleton every family shares (architectures.md §1.6), each norm present or not as the
+    /// family's description says:
+    ///   x = N_attn_in(h);  q, k, v = W_q x, W_k x, W_v x (+ biases);  q, k ← q/k norm, RoPE;  a = W_o·Attn(q, k, v) (+ b_o)
+    ///   h ← h + N_attn_out(a)
+    ///   x = N_mlp_in(h);   m = W_down(act(W_gate x) ⊙ W_up x) (+ biases)
+    ///   h ← h + N_mlp_out(m)
+    /// Without a pre-norm (OLMo 2) x is the residual stream itself.
+    /// </summary>
+    void Layer(int l, T[] h, int rows, int startPos, KvCache<T> cache, RopeTable<T> rope, Workspace ws, FrozenTrace<T>? trace)
+    {
+        int n = rows * Hidden;
+        var p = layerParams[l];
+        var nl = trace?.Nonlinear;
+
+        var x = Norm(h, rows, p.AttnIn, ws.X, trace?.AttnInScale[l], ws);
+        QkvRope(l, x, rows, startPos, cache, rope, ws, nl);
+        Blocks<T>.Attention(ws.Q, rows, startPos, cache.Keys[l], cache.Values[l], Config, Config.SlidingWindow[l], ws.Scores, ws.O, trace?.AttnProbs[l]);
+        Blocks<T>.Linear(ws.O, rows, p.Weights.O, p.OBias, ws.A);
+        if (trace?.AttnRaw[l] is { } attnRaw) Keep(ws.A, attnRaw);   // before its post-norm
+        Norm(ws.A, rows, p.AttnOut, ws.A, trace?.AttnOutScale[l], ws);
+        if (trace is not null) Keep(ws.A, trace.AttnOut[l]);
+        AddInto(h, ws.A, n);
+
+        x = Norm(h, rows, p.MlpIn, ws.X, trace?.MlpInScale[l], ws);
+        Blocks<T>.GatedMlp(x, rows, p.Weights, p.Mlp, Config.Activation, ws.Gate, ws.Up, ws.A,
+            trace?.MlpFreezing ?? MlpFreezing.Gate, trace?.MlpCoefficient[l], nl?.GatePre[l], nl?.Up[l]);
+        if (trace?.MlpRaw[l] is { } mlpRaw) Keep(ws.A, mlpRaw);
+        Norm(ws.A, rows, p.MlpOut, ws.A, trace?.MlpOutScale[l], ws);
+        if (trace is not null) Keep(ws.A, trace.MlpOut[l]);
+        AddInto(h, ws.A, n);
+    }
+
+    /// <summary>RMSNorm of each row with the given gain into dst (its scales into `scale` when recording); no gain: x itself.</summary>
+    T[] Norm(T[] x, int rows, T[]? gain, T[] dst, T[]? scale, Workspace ws)
+    {
+        if (gain is null) return x;
+        Blocks<T>.RmsNorm(x, rows, Hidden, gain, eps, dst, scale is null ? ws.Scale : scale);
+        return dst;
+    }
+
     /// <summary>logits = W_lm · y for rows first…rows−1 of y [rows×d].</summary>
     public T[] Logits(T[] y, int rows, int first)
     {
         var logits = Pinned.Array<T>((long)(rows - first) * Config.VocabSize);
         MatMul.Run(Pinned.View(y, rows - first, Hidden, (long)first * Hidden), false, Checkpoint.LmHead, true, logits, 0, Config.VocabSize);
         return logits;
+    }
+
+    /// <summary>
+    /// Stops with one line when a hidden state or the logits are no longer finite, naming where — and the first tensor of
+    /// that layer holding a non-finite weight, when one does (a corrupt or overflowing checkpoint).
+    /// </summary>
+    void CheckFinite(ReadOnlySpan<T> values, string what, int layer = -1)
+    {
+        foreach (var v in values)
+            if (!T.IsFinite(v))
+            {
+                string culprit = layer >= 0 ? Checkpoint.FirstNonFiniteTensor(layer) is { } name ? $"; tensor '{name}' holds non-finite weights" : "" : "";
+                throw new LinearLensException($"{what} became non-finite ({v}){culprit}; the checkpoint's weights or the input overflow {DTypeName} (try --dtype float64, or check the file)");
+            }
     }
 
     /// <summary>Scratch buffers of one Run call, sized for its rows.</summary>
@@ -182,21 +240,23 @@ public sealed partial class Transformer<T> where T : unmanaged, IFloatingPointIe
         public readonly T[] HeadScale = new T[rows * Math.Max(c.NumHeads, c.NumKvHeads)];
     }
 
-    // ---- pieces the family recipes share -------------------------------------------------------------------
-
-    /// <summary>q, k, v projections of the normed input ws.X; per-head q/k norms when given; RoPE; k, v into the cache.</summary>
-    void QkvRope(int l, int rows, int startPos, KvCache<T> cache, RopeTable<T> rope, Workspace ws, NonlinearTrace<T>? nl)
+    /// <summary>q, k, v projections of x (+ biases); q/k norms (per head or over the whole projection); RoPE; k, v into the cache.</summary>
+    void QkvRope(int l, T[] x, int rows, int startPos, KvCache<T> cache, RopeTable<T> rope, Workspace ws, NonlinearTrace<T>? nl)
     {
-        var w = Checkpoint.Layers[l];
+        var p = layerParams[l];
         var c = Config;
-        MatMul.Linear(ws.X, rows, w.Q, ws.Q);
-        MatMul.Linear(ws.X, rows, w.K, ws.K);
-        MatMul.Linear(ws.X, rows, w.V, ws.V);
+        Blocks<T>.Linear(x, rows, p.Weights.Q, p.QBias, ws.Q);
+        Blocks<T>.Linear(x, rows, p.Weights.K, p.KBias, ws.K);
+        Blocks<T>.Linear(x, rows, p.Weights.V, p.VBias, ws.V);
         if (nl is not null) { Keep(ws.Q, nl.QRaw[l]); Keep(ws.K, nl.KRaw[l]); Keep(ws.V, nl.V[l]); }
-        if (gains[l].Q is { } qg)   // per-head RMSNorm over D (Qwen3, Gemma 3)
+        if (p.QNorm is { } qg)
         {
-            Blocks<T>.RmsNorm(ws.Q, rows * c.NumHeads, c.HeadDim, qg, eps, ws.Q, Or(nl?.QHeadScale[l], ws.HeadScale));
-            Blocks<T>.RmsNorm(ws.K, rows * c.NumKvHeads, c.HeadDim, gains[l].K!, eps, ws.K, Or(nl?.KHeadScale[l], ws.HeadScale));
+            // per head over D (Qwen 3, Gemma 3), or over the whole H·D / K·D projection (OLMo 2)
+            var (qRows, qLen, kRows, kLen) = c.QkNorm == QkNormKind.Whole
+                ? (rows, c.QDim, rows, c.KvDim)
+                : (rows * c.NumHeads, c.HeadDim, rows * c.NumKvHeads, c.HeadDim);
+            Blocks<T>.RmsNorm(ws.Q, qRows, qLen, qg, eps, ws.Q, nl is null ? ws.HeadScale : nl.QNormScale[l]);
+            Blocks<T>.RmsNorm(ws.K, kRows, kLen, p.KNorm!, eps, ws.K, nl is null ? ws.HeadScale : nl.KNormScale[l]);
         }
         Blocks<T>.Rope(ws.Q, rows, c.NumHeads, c.HeadDim, rope, startPos);
         Blocks<T>.Rope(ws.K, rows, c.NumKvHeads, c.HeadDim, rope, startPos);
@@ -205,25 +265,21 @@ public sealed partial class Transformer<T> where T : unmanaged, IFloatingPointIe
         ws.V.AsSpan(0, rows * c.KvDim).CopyTo(cache.Values[l].AsSpan(startPos * c.KvDim));
     }
 
-    /// <summary>Attention over the cache and the output projection: ws.A = W_o · concat_h o_h.</summary>
-    void AttentionOut(int l, int rows, int startPos, KvCache<T> cache, Workspace ws, FrozenTrace<T>? trace)
-    {
-        Blocks<T>.Attention(ws.Q, rows, startPos, cache.Keys[l], cache.Values[l], Config, Config.SlidingWindow[l],
-            ws.Scores, ws.O, trace?.AttnProbs[l]);
-        MatMul.Linear(ws.O, rows, Checkpoint.Layers[l].O, ws.A);
-    }
-
     static void AddInto(T[] h, T[] branch, int count) =>
         System.Numerics.Tensors.TensorPrimitives.Add(h.AsSpan(0, count), branch.AsSpan(0, count), h.AsSpan(0, count));
 
-    static Span<T> Or(T[]? traceArray, T[] scratch) => traceArray is null ? scratch : traceArray;
-
     /// <summary>Copies the leading part of a workspace buffer into a trace array of the exact size.</summary>
     static void Keep(T[] workspace, T[] traceArray) => workspace.AsSpan(0, traceArray.Length).CopyTo(traceArray);
-
-    /// <summary>The RoPE table layer l uses, with room for at least `capacity` positions.</summary>
-    public RopeTable<T> RopeFor(int layer, int capacity) => Rope(layer, capacity);
 }
+
+/// <summary>
+/// One layer's stored weights with its norm gains (Gemma: 1 + w), q/k norm gains and biases widened to T; null where
+/// the layer has no such part. The engines (forward, frozen map, ordinary Jacobian) read the layer from here.
+/// </summary>
+public sealed record LayerParams<T>(
+    LayerWeights Weights,
+    T[]? AttnIn, T[]? AttnOut, T[]? MlpIn, T[]? MlpOut, T[]? QNorm, T[]? KNorm,
+    T[]? QBias, T[]? KBias, T[]? VBias, T[]? OBias, MlpBiases<T> Mlp) where T : unmanaged, IFloatingPointIeee754<T>;
 
 /// <summary>Called after each layer with the residual stream (rows×d) of the positions just run; may change it in place.</summary>
 public delegate void ResidualHook<T>(int layersDone, T[] residual, int rows, int startPos);
