@@ -75,13 +75,29 @@ public static class DTypes
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static float F16ToFloat(ushort bits) => (float)BitConverter.UInt16BitsToHalf(bits);
 
-    /// <summary>Reads element i of raw storage of type t, widened to double (exact for every stored type).</summary>
+    /// <summary>Bytes from the start of storage to element <paramref name="i"/>; for a quantized type i must start a block.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static long ByteOffset(this DType t, long i) => t.IsQuantized() ? t.RowBytes(i) : i * t.Size();
+
+    /// <summary>
+    /// Reads element i of raw storage of type t, widened to double (exact for every stored type). For a quantized
+    /// type the storage is consecutive blocks and the element's block is decoded.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static unsafe double Read(void* data, DType t, long i) => t switch
     {
         DType.F64 => ((double*)data)[i],
         DType.F32 => ((float*)data)[i],
         DType.BF16 => Bf16ToFloat(((ushort*)data)[i]),
-        _ => F16ToFloat(((ushort*)data)[i]),
+        DType.F16 => F16ToFloat(((ushort*)data)[i]),
+        _ => ReadQuantized((byte*)data, t, i),
     };
+
+    static unsafe double ReadQuantized(byte* data, DType t, long i)
+    {
+        float* block = stackalloc float[256];
+        int be = t.BlockElements();
+        QuantReference.DecodeBlock(t, data + i / be * t.BlockBytes(), block);
+        return block[i % be];
+    }
 }

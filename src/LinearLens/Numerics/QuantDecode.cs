@@ -1,0 +1,281 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace LinearLens.Numerics;
+
+/// <summary>
+/// Fast decoding of quantized rows into float or double: the GEMM's packing and streaming paths call it on the block
+/// range they need, so a quantized weight is never expanded in memory. With AVX2 each block's quants are unpacked 32 at a
+/// time into bytes, widened to int32 and scaled as float32 — the same float32 multiply and subtract (one rounding each)
+/// as <see cref="QuantReference"/>, so both give the same bits; float64 output is the exact widening of those floats.
+/// </summary>
+public static unsafe class QuantDecode
+{
+    static bool Simd => Avx2.IsSupported;
+
+    /// <summary>
+    /// Elements [start, start+count) of a quantized row beginning at <paramref name="row"/> (its block 0), widened to T.
+    /// Whole blocks are decoded straight into <paramref name="dst"/>; a partial first or last block goes through a stack buffer.
+    /// </summary>
+    public static void Segment<T>(byte* row, DType t, long start, int count, T* dst) where T : unmanaged
+    {
+        int be = t.BlockElements(), bb = t.BlockBytes();
+        byte* b = row + start / be * bb;
+        int off = (int)(start % be);
+        T* stage = stackalloc T[256];
+        if (off != 0)
+        {
+            Blocks(t, b, 1, stage);
+            int n = Math.Min(be - off, count);
+            new ReadOnlySpan<T>(stage + off, n).CopyTo(new Span<T>(dst, n));
+            dst += n; count -= n; b += bb;
+        }
+        int whole = count / be;
+        if (whole > 0) { Blocks(t, b, whole, dst); dst += (long)whole * be; count -= whole * be; b += (long)whole * bb; }
+        if (count > 0)
+        {
+            Blocks(t, b, 1, stage);
+            new ReadOnlySpan<T>(stage, count).CopyTo(new Span<T>(dst, count));
+        }
+    }
+
+    /// <summary>Decodes <paramref name="blocks"/> consecutive blocks at <paramref name="b"/> into blocks·BlockElements values.</summary>
+    public static void Blocks<T>(DType t, byte* b, int blocks, T* y) where T : unmanaged
+    {
+        if (!Simd)
+        {
+            float* f = stackalloc float[256];
+            int be = t.BlockElements(), bb = t.BlockBytes();
+            for (int i = 0; i < blocks; i++, b += bb)
+            {
+                if (typeof(T) == typeof(float)) { QuantReference.DecodeBlock(t, b, (float*)y + (long)i * be); continue; }
+                QuantReference.DecodeBlock(t, b, f);
+                double* d = (double*)y + (long)i * be;
+                for (int j = 0; j < be; j++) d[j] = f[j];
+            }
+            return;
+        }
+        switch (t)
+        {
+            case DType.Q4_0: for (int i = 0; i < blocks; i++, b += 18, y += 32) Q4_0(b, y); break;
+            case DType.Q4_1: for (int i = 0; i < blocks; i++, b += 20, y += 32) Q4_1(b, y); break;
+            case DType.Q5_0: for (int i = 0; i < blocks; i++, b += 22, y += 32) Q5_0(b, y); break;
+            case DType.Q5_1: for (int i = 0; i < blocks; i++, b += 24, y += 32) Q5_1(b, y); break;
+            case DType.Q8_0: for (int i = 0; i < blocks; i++, b += 34, y += 32) Q8_0(b, y); break;
+            case DType.Q2_K: for (int i = 0; i < blocks; i++, b += 84, y += 256) Q2_K(b, y); break;
+            case DType.Q3_K: for (int i = 0; i < blocks; i++, b += 110, y += 256) Q3_K(b, y); break;
+            case DType.Q4_K: for (int i = 0; i < blocks; i++, b += 144, y += 256) Q4_K(b, y); break;
+            case DType.Q5_K: for (int i = 0; i < blocks; i++, b += 176, y += 256) Q5_K(b, y); break;
+            case DType.Q6_K: for (int i = 0; i < blocks; i++, b += 210, y += 256) Q6_K(b, y); break;
+            case DType.IQ4_NL: for (int i = 0; i < blocks; i++, b += 18, y += 32) Iq4Nl(b, y); break;
+            case DType.IQ4_XS: for (int i = 0; i < blocks; i++, b += 136, y += 256) Iq4Xs(b, y); break;
+            default: throw new ArgumentException($"{t.Name()} is not a block-quantized type", nameof(t));
+        }
+    }
+
+    // ---- AVX2 block decoders: quants as 32 signed bytes, then Emit32 (first 16 with s0/m0, last 16 with s1/m1) ----
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void Emit8<T>(Vector128<sbyte> q8, Vector256<float> s, Vector256<float> m, T* y) where T : unmanaged
+    {
+        var f = Avx.Subtract(Avx.Multiply(Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(q8)), s), m);
+        if (typeof(T) == typeof(float)) Avx.Store((float*)y, f);
+        else
+        {
+            Avx.Store((double*)y, Avx.ConvertToVector256Double(f.GetLower()));
+            Avx.Store((double*)y + 4, Avx.ConvertToVector256Double(f.GetUpper()));
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void Emit32<T>(Vector256<sbyte> q, Vector256<float> s0, Vector256<float> m0, Vector256<float> s1, Vector256<float> m1, T* y)
+        where T : unmanaged
+    {
+        var lo = q.GetLower(); var hi = q.GetUpper();
+        Emit8(lo, s0, m0, y);
+        Emit8(Sse2.ShiftRightLogical128BitLane(lo, 8), s0, m0, y + 8);
+        Emit8(hi, s1, m1, y + 16);
+        Emit8(Sse2.ShiftRightLogical128BitLane(hi, 8), s1, m1, y + 24);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void Emit32<T>(Vector256<sbyte> q, Vector256<float> s, Vector256<float> m, T* y) where T : unmanaged => Emit32(q, s, m, s, m, y);
+
+    static Vector256<float> V(float x) => Vector256.Create(x);
+
+    /// <summary>Low and high nibbles of 16 bytes as 32 bytes: element j (j &lt; 16) from byte j's low nibble, 16 + j from its high one.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static Vector256<sbyte> Nibbles16(byte* qs)
+    {
+        var raw = Sse2.LoadVector128(qs);
+        var mask = Vector128.Create((byte)0x0F);
+        return Vector256.Create(Sse2.And(raw, mask), Sse2.And(Sse2.ShiftRightLogical(raw.AsUInt16(), 4).AsByte(), mask)).AsSByte();
+    }
+
+    /// <summary>Bit e of a 32-bit word, for each of 32 elements e, as a byte 0x10 or 0 (Q5_0/Q5_1 fifth bits).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static Vector256<sbyte> Bits32(uint qh)
+    {
+        var bytes = Vector256.Create(qh).AsByte();
+        var spread = Avx2.Shuffle(bytes, Vector256.Create((byte)0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
+                                                          2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3));
+        var bit = Vector256.Create((byte)1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128,
+                                   1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128);
+        return Avx2.And(Avx2.CompareEqual(Avx2.And(spread, bit), bit), Vector256.Create((byte)0x10)).AsSByte();
+    }
+
+    static void Q4_0<T>(byte* b, T* y) where T : unmanaged
+        => Emit32(Avx2.Subtract(Nibbles16(b + 2), Vector256.Create((sbyte)8)), V(QuantReference.Half(b)), Vector256<float>.Zero, y);
+
+    // y = q·d + m is computed as q·d − (−m): the same float32 addition.
+    static void Q4_1<T>(byte* b, T* y) where T : unmanaged
+        => Emit32(Nibbles16(b + 4), V(QuantReference.Half(b)), V(-QuantReference.Half(b + 2)), y);
+
+    static void Q5_0<T>(byte* b, T* y) where T : unmanaged
+    {
+        var q = Avx2.Or(Nibbles16(b + 6), Bits32(Unsafe.ReadUnaligned<uint>(b + 2)));
+        Emit32(Avx2.Subtract(q, Vector256.Create((sbyte)16)), V(QuantReference.Half(b)), Vector256<float>.Zero, y);
+    }
+
+    static void Q5_1<T>(byte* b, T* y) where T : unmanaged
+    {
+        var q = Avx2.Or(Nibbles16(b + 8), Bits32(Unsafe.ReadUnaligned<uint>(b + 4)));
+        Emit32(q, V(QuantReference.Half(b)), V(-QuantReference.Half(b + 2)), y);
+    }
+
+    static void Q8_0<T>(byte* b, T* y) where T : unmanaged
+    {
+        var d = V(QuantReference.Half(b));
+        sbyte* qs = (sbyte*)(b + 2);
+        var z = Vector256<float>.Zero;
+        Emit8(Sse2.LoadVector128(qs), d, z, y);
+        Emit8(Sse2.LoadScalarVector128((long*)(qs + 8)).AsSByte(), d, z, y + 8);
+        Emit8(Sse2.LoadScalarVector128((long*)(qs + 16)).AsSByte(), d, z, y + 16);
+        Emit8(Sse2.LoadScalarVector128((long*)(qs + 24)).AsSByte(), d, z, y + 24);
+    }
+
+    static void Q2_K<T>(byte* b, T* y) where T : unmanaged
+    {
+        byte* sc = b, q = b + 16;
+        float d = QuantReference.Half(b + 80), dmin = QuantReference.Half(b + 82);
+        var three = Vector256.Create((byte)3);
+        int s = 0;
+        for (int n = 0; n < 2; n++, q += 32)
+        {
+            var raw = Avx.LoadVector256(q).AsUInt16();
+            for (int shift = 0; shift < 8; shift += 2, s += 2, y += 32, raw = Avx2.ShiftRightLogical(raw, 2))
+            {
+                var v = Avx2.And(raw.AsByte(), three).AsSByte();
+                Emit32(v, V(d * (sc[s] & 0xF)), V(dmin * (sc[s] >> 4)), V(d * (sc[s + 1] & 0xF)), V(dmin * (sc[s + 1] >> 4)), y);
+            }
+        }
+    }
+
+    static void Q3_K<T>(byte* b, T* y) where T : unmanaged
+    {
+        byte* q = b + 32, sc = b + 96;
+        float d = QuantReference.Half(b + 108);
+        var hm = Avx.LoadVector256(b);
+        var three = Vector256.Create((byte)3);
+        var four = Vector256.Create((byte)4);
+        var z = Vector256<float>.Zero;
+        int s = 0, bit = 0;
+        for (int n = 0; n < 2; n++, q += 32)
+        {
+            var raw = Avx.LoadVector256(q).AsUInt16();
+            for (int shift = 0; shift < 8; shift += 2, s += 2, bit++, y += 32, raw = Avx2.ShiftRightLogical(raw, 2))
+            {
+                var low = Avx2.And(raw.AsByte(), three);
+                var m = Vector256.Create((byte)(1 << bit));
+                var set = Avx2.CompareEqual(Avx2.And(hm, m), m);
+                var v = Avx2.Subtract(low, Avx2.AndNot(set, four)).AsSByte();
+                Emit32(v, V(d * (QuantReference.ScaleQ3K(sc, s) - 32)), z, V(d * (QuantReference.ScaleQ3K(sc, s + 1) - 32)), z, y);
+            }
+        }
+    }
+
+    static void Q4_K<T>(byte* b, T* y) where T : unmanaged
+    {
+        float d = QuantReference.Half(b), dmin = QuantReference.Half(b + 2);
+        byte* sc = b + 4, q = b + 16;
+        var mask = Vector256.Create((byte)0x0F);
+        for (int j = 0; j < 8; j += 2, q += 32, y += 64)
+        {
+            var (s1, m1) = QuantReference.ScaleMinK4(sc, j); var (s2, m2) = QuantReference.ScaleMinK4(sc, j + 1);
+            var raw = Avx.LoadVector256(q);
+            var lo = Avx2.And(raw, mask).AsSByte();
+            var hi = Avx2.And(Avx2.ShiftRightLogical(raw.AsUInt16(), 4).AsByte(), mask).AsSByte();
+            Emit32(lo, V(d * s1), V(dmin * m1), y);
+            Emit32(hi, V(d * s2), V(dmin * m2), y + 32);
+        }
+    }
+
+    static void Q5_K<T>(byte* b, T* y) where T : unmanaged
+    {
+        float d = QuantReference.Half(b), dmin = QuantReference.Half(b + 2);
+        byte* sc = b + 4, q = b + 48;
+        var qh = Avx.LoadVector256(b + 16);
+        var mask = Vector256.Create((byte)0x0F);
+        var sixteen = Vector256.Create((byte)0x10);
+        for (int j = 0; j < 8; j += 2, q += 32, y += 64)
+        {
+            var (s1, m1) = QuantReference.ScaleMinK4(sc, j); var (s2, m2) = QuantReference.ScaleMinK4(sc, j + 1);
+            var raw = Avx.LoadVector256(q);
+            var u1 = Vector256.Create((byte)(1 << j)); var u2 = Vector256.Create((byte)(2 << j));
+            var h1 = Avx2.And(Avx2.CompareEqual(Avx2.And(qh, u1), u1), sixteen);
+            var h2 = Avx2.And(Avx2.CompareEqual(Avx2.And(qh, u2), u2), sixteen);
+            var lo = Avx2.Or(Avx2.And(raw, mask), h1).AsSByte();
+            var hi = Avx2.Or(Avx2.And(Avx2.ShiftRightLogical(raw.AsUInt16(), 4).AsByte(), mask), h2).AsSByte();
+            Emit32(lo, V(d * s1), V(dmin * m1), y);
+            Emit32(hi, V(d * s2), V(dmin * m2), y + 32);
+        }
+    }
+
+    static void Q6_K<T>(byte* b, T* y) where T : unmanaged
+    {
+        byte* ql = b, qh = b + 128;
+        sbyte* sc = (sbyte*)(b + 192);
+        float d = QuantReference.Half(b + 208);
+        var mask = Vector256.Create((byte)0x0F);
+        var hiMask = Vector256.Create((byte)0x30);
+        var off = Vector256.Create((byte)32);
+        var z = Vector256<float>.Zero;
+        for (int n = 0; n < 2; n++, ql += 64, qh += 32, sc += 8, y += 128)
+        {
+            var l0 = Avx.LoadVector256(ql); var l1 = Avx.LoadVector256(ql + 32);
+            var h = Avx.LoadVector256(qh).AsUInt16();
+            // bits 2i..2i+1 of qh moved to bits 4..5 (16-bit shifts; the mask drops what crossed a byte)
+            var h0 = Avx2.And(Avx2.ShiftLeftLogical(h, 4).AsByte(), hiMask);
+            var h1 = Avx2.And(Avx2.ShiftLeftLogical(h, 2).AsByte(), hiMask);
+            var h2 = Avx2.And(h.AsByte(), hiMask);
+            var h3 = Avx2.And(Avx2.ShiftRightLogical(h, 2).AsByte(), hiMask);
+            var q1 = Avx2.Subtract(Avx2.Or(Avx2.And(l0, mask), h0), off).AsSByte();
+            var q2 = Avx2.Subtract(Avx2.Or(Avx2.And(l1, mask), h1), off).AsSByte();
+            var q3 = Avx2.Subtract(Avx2.Or(Avx2.And(Avx2.ShiftRightLogical(l0.AsUInt16(), 4).AsByte(), mask), h2), off).AsSByte();
+            var q4 = Avx2.Subtract(Avx2.Or(Avx2.And(Avx2.ShiftRightLogical(l1.AsUInt16(), 4).AsByte(), mask), h3), off).AsSByte();
+            Emit32(q1, V(d * sc[0]), z, V(d * sc[1]), z, y);
+            Emit32(q2, V(d * sc[2]), z, V(d * sc[3]), z, y + 32);
+            Emit32(q3, V(d * sc[4]), z, V(d * sc[5]), z, y + 64);
+            Emit32(q4, V(d * sc[6]), z, V(d * sc[7]), z, y + 96);
+        }
+    }
+
+    static Vector256<sbyte> Iq4Table => Vector256.Create((sbyte)-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113,
+                                                         -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113);
+
+    static void Iq4Nl<T>(byte* b, T* y) where T : unmanaged
+        => Emit32(Avx2.Shuffle(Iq4Table, Nibbles16(b + 2)), V(QuantReference.Half(b)), Vector256<float>.Zero, y);
+
+    static void Iq4Xs<T>(byte* b, T* y) where T : unmanaged
+    {
+        float d = QuantReference.Half(b); int sh = Unsafe.ReadUnaligned<ushort>(b + 2);
+        byte* sl = b + 4, qs = b + 8;
+        var table = Iq4Table;
+        for (int ib = 0; ib < 8; ib++, qs += 16, y += 32)
+        {
+            int ls = ((sl[ib / 2] >> (4 * (ib % 2))) & 0xF) | (((sh >> (2 * ib)) & 3) << 4);
+            Emit32(Avx2.Shuffle(table, Nibbles16(qs)), V(d * (ls - 32)), Vector256<float>.Zero, y);
+        }
+    }
+}
