@@ -74,6 +74,9 @@ public sealed unsafe class GgufFile : IDisposable
     /// <summary>Address of a tensor's first byte (valid while this file is open).</summary>
     public byte* DataOf(GgufTensorInfo t) => _base + DataStart + t.Offset;
 
+    /// <summary>A tensor's stored bytes as a stream over the mapping (valid while this file is open).</summary>
+    public UnmanagedMemoryStream OpenData(GgufTensorInfo t) => new(DataOf(t), t.Bytes);
+
     sealed record Header(uint Version, long Alignment, long DataStart, Dictionary<string, object> Metadata, List<GgufTensorInfo> Tensors);
 
     /// <summary>Parses and validates the header of a GGUF image of `length` bytes at `data`.</summary>

@@ -223,14 +223,12 @@ public sealed unsafe class GgufModel : IDisposable
         {
             string name = t.Name;
             if (name == "rope_freqs.weight") continue;   // exposed as RopeFrequencyDivisors
-            string? hf = name switch
+            switch (name)
             {
-                "token_embd.weight" => "model.embed_tokens.weight",
-                "output_norm.weight" => "model.norm.weight",
-                "output.weight" => "lm_head.weight",
-                _ => null,
-            };
-            if (hf is not null) { Add(hf, t); continue; }
+                case "token_embd.weight": Add("model.embed_tokens.weight", t); continue;
+                case "output_norm.weight": Add("model.norm.weight", Norm(t)); continue;
+                case "output.weight": Add("lm_head.weight", t); continue;
+            }
             var parts = name.Split('.');
             if (parts.Length != 4 || parts[0] != "blk" || !int.TryParse(parts[1], out int l) || l < 0 || l >= layers || parts[1] != l.ToString()
                 || parts[3] is not ("weight" or "bias"))
