@@ -63,9 +63,23 @@ public sealed unsafe class GgufFile : IDisposable
             view.SafeMemoryMappedViewHandle.AcquirePointer(ref basePtr);
             basePtr += view.PointerOffset;
             try { return new GgufFile(path, map, view, basePtr, length, ParseHeader(basePtr, length, path)); }
+            catch (LinearLensException e) { view.SafeMemoryMappedViewHandle.ReleasePointer(); throw Clean(e); }
             catch { view.SafeMemoryMappedViewHandle.ReleasePointer(); throw; }
         }
         catch { view?.Dispose(); map.Dispose(); throw; }
+    }
+
+    /// <summary>
+    /// The error with what the file supplied made printable: control characters escaped (a corrupt name must not
+    /// break the one-line message) and an overlong message shortened in the middle.
+    /// </summary>
+    internal static LinearLensException Clean(LinearLensException e)
+    {
+        var sb = new StringBuilder(e.Message.Length);
+        foreach (char c in e.Message) sb.Append(char.IsControl(c) ? $"\\x{(int)c:X2}" : c.ToString());
+        string m = sb.ToString();
+        if (m.Length > 600) m = m[..300] + " … " + m[^250..];
+        return m == e.Message ? e : new LinearLensException(m);
     }
 
     public bool Contains(string name) => _byName.ContainsKey(name);

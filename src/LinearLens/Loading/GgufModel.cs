@@ -46,6 +46,7 @@ public sealed unsafe class GgufModel : IDisposable
     {
         var file = GgufFile.Open(path);
         try { return new GgufModel(file); }
+        catch (LinearLensException e) { file.Dispose(); throw GgufFile.Clean(e); }
         catch { file.Dispose(); throw; }
     }
 
@@ -116,6 +117,8 @@ public sealed unsafe class GgufModel : IDisposable
         string modelType = Architecture switch { "gemma3" => "gemma3_text", var a => a };
         int hidden = Required("embedding_length");
         int layers = Required("block_count");
+        if (layers > f.Tensors.Count)   // every layer has tensors: a larger count is corrupt, and must not drive loops
+            throw f.Error($"has {Key("block_count")} = {layers} but only {f.Tensors.Count} tensors; the header is corrupt");
         int heads = PerLayer("attention.head_count", null);
         int kvHeads = PerLayer("attention.head_count_kv", heads);
         int intermediate = PerLayer("feed_forward_length", null);
@@ -142,7 +145,7 @@ public sealed unsafe class GgufModel : IDisposable
         };
         if (Architecture == "gemma3") c["hidden_activation"] = "gelu_pytorch_tanh"; else c["hidden_act"] = "silu";
         if (Architecture != "qwen2")   // Qwen 2 always has q/k/v biases; elsewhere a bias tensor means attention_bias
-            c["attention_bias"] = Enumerable.Range(0, layers).Any(l => f.Contains($"blk.{l}.attn_q.bias") || f.Contains($"blk.{l}.attn_qkv.bias"));
+            c["attention_bias"] = f.Tensors.Any(t => t.Name.StartsWith("blk.") && (t.Name.EndsWith(".attn_q.bias") || t.Name.EndsWith(".attn_qkv.bias")));
 
         if (f.Integer(Key("rope.dimension_count")) is long rot && rot != headDim)
         {

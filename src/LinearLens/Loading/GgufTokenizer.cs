@@ -27,8 +27,12 @@ public static class GgufTokenizer
     {
         string? model = f.Str("tokenizer.ggml.model");
         if (model is null) return null;
-        var (json, bos, eos) = BuildJson(f, vocabSize);
-        return TextTokenizer.FromJson(json, f.Path, bos, eos);
+        try
+        {
+            var (json, bos, eos) = BuildJson(f, vocabSize);
+            return TextTokenizer.FromJson(json, f.Path, bos, eos);
+        }
+        catch (LinearLensException e) { throw GgufFile.Clean(e); }
     }
 
     /// <summary>The tokenizer.json document and the BOS/EOS ids it may add.</summary>

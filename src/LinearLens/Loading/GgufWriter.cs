@@ -22,7 +22,10 @@ public static class GgufWriter
         Action<GgufTensorEntry, Stream> writeData, uint version = 3)
     {
         var meta = metadata.ToList();
+        if (meta.GroupBy(kv => kv.Key).FirstOrDefault(g => g.Count() > 1) is { } dup)
+            throw new ArgumentException($"metadata key '{dup.Key}' given twice");
         long alignment = meta.FirstOrDefault(kv => kv.Key == "general.alignment").Value is uint a ? a : GgufFile.DefaultAlignment;
+        if (alignment == 0) throw new ArgumentException("general.alignment 0 cannot be written (nothing aligns to 0)");
         string tmp = $"{path}.tmp-{Environment.ProcessId}";
         try
         {
