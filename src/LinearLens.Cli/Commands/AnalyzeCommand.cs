@@ -19,9 +19,10 @@ static class AnalyzeCommand
         var noOrdinary = new Option<bool>("--no-ordinary") { Description = "Skip the ordinary (non-frozen) Jacobian used for the reconstruction comparison" };
         var outDir = new Option<string>("--out") { Description = "Write analysis.json and the PNG figures here" };
         var json = new Option<bool>("--json") { Description = "Print the analysis JSON on stdout" };
+        var detach = ModelInput.DetachOption();
         var method = new Option<string>("--method") { Description = "full (form every Jacobian), matrix-free (Lanczos over JVP/VJP products; ‖J‖_F² estimated; no column/row norms or ordinary Jacobian) or auto (by estimated cost)", DefaultValueFactory = _ => "auto" };
         var cmd = new Command("analyze", "Per-token and combined SVD decoded to tokens, layer sweep with stable rank and path, exact logit attribution, figures")
-        { components, layers, attribute, noOrdinary, outDir, json, method };
+        { components, layers, attribute, noOrdinary, outDir, json, method, detach };
         input.AddTo(cmd);
         cmd.SetAction(p =>
         {
@@ -33,6 +34,7 @@ static class AnalyzeCommand
                 Layers = p.GetValue(layers) is { } s ? ParseLayers(s) : null,
                 AttributeTokens = (p.GetValue(attribute) ?? []).Select(a => AttributeId(ckpt, a)).ToArray(),
                 Ordinary = !p.GetValue(noOrdinary),
+                Detach = ModelInput.ParseDetach(p.GetValue(detach)),
                 Method = p.GetValue(method) switch
                 {
                     "full" => SvdMethod.Full, "matrix-free" => SvdMethod.MatrixFree, "auto" => SvdMethod.Auto,

@@ -22,10 +22,24 @@ static class BenchCommand
         {
             Description = "Also time each case with a system BLAS on this machine: 'openblas' (searched by its usual names) or a library path",
         };
-        var gemm = new Command("gemm", "GEMM GFLOP/s for 2048³ and the engine's real shapes (bf16 weights)") { dtype, m, n, k, reference };
+        var weights = new Option<string?>("--weights")
+        {
+            Description = "Time Y = X·Wᵀ with W stored as this type (q4_k, q8_0, q6_k, … iq4_xs, f16, f32) against a bf16 W at the same "
+                + "shapes, interleaved: Qwen3-0.6B and 14B projections with 1/16/64/256 rows (or the --m/--n/--k shape)",
+        };
+        var gemm = new Command("gemm", "GEMM GFLOP/s for 2048³ and the engine's real shapes (bf16 weights)") { dtype, m, n, k, reference, weights };
         gemm.SetAction(p =>
         {
             var t = Precision(p.GetValue(dtype));
+            if (p.GetValue(weights) is { } wName)
+            {
+                if (p.GetValue(reference) is not null) throw new LinearLensException("--reference and --weights do not combine: a system BLAS takes no quantized weight");
+                var wt = WeightType(wName);
+                foreach (var (bf, q) in GemmBenchmark.RunWeights(t, wt, p.GetValue(m), p.GetValue(n), p.GetValue(k), s => stderr.WriteLine(s)))
+                    stdout.WriteLine(string.Create(System.Globalization.CultureInfo.InvariantCulture,
+                        $"{q.Name} {q.M}x{q.N}x{q.K}: {q.BStorage} {q.GFlops:F1} GFLOP/s, bf16 {bf.GFlops:F1} GFLOP/s, ratio {q.GFlops / bf.GFlops:F2}"));
+                return 0;
+            }
             var blas = p.GetValue(reference) is { } lib ? ReferenceBlas.Load(lib) : null;
             if (blas is not null) stderr.WriteLine($"reference: {blas.Description}");
             var results = GemmBenchmark.Run(t, p.GetValue(m), p.GetValue(n), p.GetValue(k), s => stderr.WriteLine(s), blas);
@@ -50,6 +64,14 @@ static class BenchCommand
         });
         bench.Subcommands.Add(forward);
         return bench;
+    }
+
+    static DType WeightType(string s)
+    {
+        foreach (var t in Enum.GetValues<DType>())
+            if (t != DType.F64 && string.Equals(t.Name(), s, StringComparison.OrdinalIgnoreCase)) return t;
+        var names = Enum.GetValues<DType>().Where(t => t != DType.F64).Select(t => t.Name().ToLowerInvariant());
+        throw new LinearLensException($"--weights '{s}' is not a weight storage type; use one of {string.Join(", ", names)}");
     }
 
     static DType Precision(string? s) => s switch

@@ -23,12 +23,13 @@ static class JacobianCommand
         var method = new Option<string>("--method") { Description = "full (form J by reverse mode), matrix-free (top-k singular triplets by Lanczos over JVP/VJP products, J never formed) or auto (by estimated memory and time)", DefaultValueFactory = _ => "auto" };
         var components = new Option<int?>("--components") { Description = "Singular triplets to compute (default 8; with --method full only when given)" };
         var perToken = new Option<bool>("--per-token") { Description = "Top-k of every Jᵢ (d×d) instead of the combined [J₀|…|J_{n−1}]" };
+        var detach = ModelInput.DetachOption();
         var tolerance = new Option<double>("--tolerance") { Description = "Matrix-free: stop when every residual ‖J v − σ u‖ ≤ tolerance·σ₁", DefaultValueFactory = _ => 1e-8 };
         var cmd = new Command("jacobian", "The detached Jacobian J [d, n, d] of the last position's output and its exact reconstruction y = Σ Jᵢxᵢ");
         input.AddTo(cmd);
         target.AddTo(cmd);
         cmd.Options.Add(outDir); cmd.Options.Add(json); cmd.Options.Add(nonlinear);
-        cmd.Options.Add(method); cmd.Options.Add(components); cmd.Options.Add(perToken); cmd.Options.Add(tolerance);
+        cmd.Options.Add(method); cmd.Options.Add(components); cmd.Options.Add(perToken); cmd.Options.Add(tolerance); cmd.Options.Add(detach);
         cmd.SetAction(p =>
         {
             var m = p.GetValue(method) switch
@@ -47,7 +48,7 @@ static class JacobianCommand
             var t = target.Parse(p, ckpt.Config.NumLayers);
             double tol = p.GetValue(tolerance);
             if (!(tol > 0 && tol < 1)) throw new LinearLensException($"--tolerance {tol} must lie between 0 and 1 (e.g. 1e-8)");
-            var svd = new SvdRequest(m, k, p.GetValue(perToken), tol);
+            var svd = new SvdRequest(m, k, p.GetValue(perToken), tol, ModelInput.ParseDetach(p.GetValue(detach)));
             return input.IsFloat64(p)
                 ? Run<double>(ckpt, ids, t, nl, dir, p.GetValue(json), svd, stdout, stderr)
                 : Run<float>(ckpt, ids, t, nl, dir, p.GetValue(json), svd, stdout, stderr);
@@ -56,7 +57,7 @@ static class JacobianCommand
     }
 
     /// <summary>--method, --components, --per-token.</summary>
-    sealed record SvdRequest(SvdMethod Method, int? Components, bool PerToken, double Tolerance = 1e-8)
+    sealed record SvdRequest(SvdMethod Method, int? Components, bool PerToken, double Tolerance = 1e-8, Models.DetachPolicy Detach = Models.DetachPolicy.Ours)
     {
         public int K => Components ?? 8;
         /// <summary>Whether the full path also reports singular triplets (only when asked for).</summary>
@@ -105,7 +106,7 @@ static class JacobianCommand
         var (method, reason) = Decide(ckpt.Config, ids.Length, Unsafe.SizeOf<T>(), target, req, nonlinear, outDir);
         string methodName = method == SvdMethod.MatrixFree ? "matrix-free" : "full";
         stderr.WriteLine($"method: {methodName} ({reason})");
-        var run = model.Forward(ids, trace: true, nonlinear: nonlinear);
+        var run = model.Forward(ids, trace: true, nonlinear: nonlinear, detach: req.Detach);
         int predicted = Generator.ArgMax<T>(run.Logits);
         string kind = nonlinear ? "ordinary" : "detached";
         if (method == SvdMethod.MatrixFree)
@@ -121,6 +122,7 @@ static class JacobianCommand
             Npy.Write<T>(Path.Combine(outDir, "embeddings.npy"), r.Input, n, d);
             Npy.Write<T>(Path.Combine(outDir, "output.npy"), r.Output, d);
             Npy.Write<T>(Path.Combine(outDir, "contributions.npy"), r.Contributions, n, d);
+            if (!nonlinear) Npy.Write<T>(Path.Combine(outDir, "offset.npy"), r.Offset, d);
         }
         var tokens = ModelInput.TokenStrings(ckpt, ids);
         string predictedToken = ModelInput.TokenStrings(ckpt, [predicted])[0];
@@ -136,12 +138,13 @@ static class JacobianCommand
         }
         if (json)
         {
-            var o = Json.Merge(Header<T>(ckpt, ids, tokens, predicted, predictedToken, kind, target, d), new JsonObject
+            var o = Json.Merge(Header<T>(ckpt, ids, tokens, predicted, predictedToken, kind, target, d, run.Trace!.Detach), new JsonObject
             {
                 ["reconstruction"] = new JsonObject
                 {
                     ["relative_error"] = r.RelativeError,
                     ["max_abs_error"] = r.MaxAbsError,
+                    ["offset_norm"] = Norm<T>(r.Offset),
                 },
                 ["contribution_norms"] = Json.Array(Enumerable.Range(0, n).Select(i => Norm(r.Contributions.AsSpan(i * d, d)))),
                 ["seconds"] = r.Seconds,
@@ -156,11 +159,12 @@ static class JacobianCommand
         {
             stdout.WriteLine($"{ckpt.Config.ModelType}, {Transformer<T>.DTypeName}, {n} tokens; target: {target.Describe()}");
             stdout.WriteLine($"predicted next token: {Quote(predictedToken)} ({predicted})");
-            stdout.WriteLine($"{kind} J shape [{d}, {n}, {d}]; ‖Σ Jᵢxᵢ − y‖/‖y‖ = {r.RelativeError:E2} (max abs error {r.MaxAbsError:E2}); {r.Seconds:F2} s");
+            string affine = !nonlinear && ckpt.Config.Biases.Any ? " + c" : "";
+            stdout.WriteLine($"{kind} J shape [{d}, {n}, {d}]; ‖Σ Jᵢxᵢ{affine} − y‖/‖y‖ = {r.RelativeError:E2} (max abs error {r.MaxAbsError:E2}){(affine.Length > 0 ? $"; affine: ‖c‖ = {Norm<T>(r.Offset):G4}" : "")}; {r.Seconds:F2} s");
             for (int i = 0; i < n; i++)
                 stdout.WriteLine($"  token {i,3} {Quote(tokens[i]),-16} ‖Jᵢxᵢ‖ = {Norm(r.Contributions.AsSpan(i * d, d)):G4}");
             foreach (var line in svdLines) stdout.WriteLine(line);
-            if (outDir is not null) stdout.WriteLine($"wrote jacobian.npy, embeddings.npy, output.npy, contributions.npy to {Path.GetFullPath(outDir)}");
+            if (outDir is not null) stdout.WriteLine($"wrote jacobian.npy, embeddings.npy, output.npy, contributions.npy{(nonlinear ? "" : ", offset.npy")} to {Path.GetFullPath(outDir)}");
         }
         return 0;
     }
@@ -175,12 +179,9 @@ static class JacobianCommand
         int n = ids.Length, d = model.Hidden;
         var map = new FrozenMap<T>(model, run.Trace!);
         var sw = System.Diagnostics.Stopwatch.StartNew();
-        // reconstruction: ŷ = Σᵢ Jᵢxᵢ = Jvp(x), B = 1
-        var x = map.Input(target);
-        var tangent = new T[n * d];
-        x.AsSpan(0, n * d).CopyTo(tangent);
-        var yHat = new T[d];
-        map.Jvp(target, tangent, 1, yHat);
+        // reconstruction: ŷ = Σᵢ Jᵢxᵢ + c = Jvp(x) + the offset run
+        var yHat = map.Reconstruct(target);
+        double offsetNorm = Norm<T>(map.Offset(target));
         var y = map.Output(target);
         var (rel, maxAbs) = DetachedJacobian.Errors<T>(yHat, y);
         double reconSeconds = sw.Elapsed.TotalSeconds;
@@ -194,7 +195,7 @@ static class JacobianCommand
         var (svdJson, svdLines) = SvdReport(res, req, tokens, svdSeconds, req.Tolerance);
         if (json)
         {
-            var o = Json.Merge(Header<T>(ckpt, ids, tokens, predicted, predictedToken, "detached", target, d), new JsonObject
+            var o = Json.Merge(Header<T>(ckpt, ids, tokens, predicted, predictedToken, "detached", target, d, run.Trace!.Detach), new JsonObject
             {
                 ["method"] = "matrix-free",
                 ["method_reason"] = reason,
@@ -202,6 +203,7 @@ static class JacobianCommand
                 {
                     ["relative_error"] = rel,
                     ["max_abs_error"] = maxAbs,
+                    ["offset_norm"] = offsetNorm,
                     ["via"] = "jvp",
                 },
                 ["svd"] = svdJson,
@@ -263,7 +265,7 @@ static class JacobianCommand
     }
 
     /// <summary>The fields every `jacobian --json` result starts with.</summary>
-    static JsonObject Header<T>(Checkpoint ckpt, int[] ids, string[] tokens, int predicted, string predictedToken, string kind, JacobianTarget target, int d)
+    static JsonObject Header<T>(Checkpoint ckpt, int[] ids, string[] tokens, int predicted, string predictedToken, string kind, JacobianTarget target, int d, Models.DetachPolicy detach)
         where T : unmanaged, IFloatingPointIeee754<T> => new()
     {
         ["model_type"] = ckpt.Config.ModelType,
@@ -274,6 +276,7 @@ static class JacobianCommand
         ["predicted_token"] = predictedToken,
         ["jacobian"] = kind,
         ["target"] = TargetOptions.ToJson(target),
+        ["detach"] = detach.ToString().ToLowerInvariant(),
         ["shape"] = Json.Array([d, ids.Length, d]),
     };
 

@@ -44,6 +44,20 @@ sealed class ModelInput
         return ids;
     }
 
+    /// <summary>--detach ours|reference: what the detached map freezes and where attn/mlp are tapped.</summary>
+    public static Option<string> DetachOption() => new("--detach")
+    {
+        Description = "ours (act(gate) frozen in every family, attn/mlp tapped after their post-norms) or reference (what the paper's code freezes: Phi's u and σ(gate) with gate linear, Gemma 3/OLMo 2 attn/mlp tapped before their post-norms)",
+        DefaultValueFactory = _ => "ours",
+    };
+
+    public static Models.DetachPolicy ParseDetach(string? s) => s switch
+    {
+        "ours" or null => Models.DetachPolicy.Ours,
+        "reference" => Models.DetachPolicy.Reference,
+        _ => throw new LinearLensException($"--detach '{s}' is not a policy; use ours or reference"),
+    };
+
     /// <summary>Readable strings of ids, or "&lt;id&gt;" when the folder has no tokenizer.</summary>
     public static string[] TokenStrings(Checkpoint ckpt, IEnumerable<int> ids) =>
         ids.Select(i => ckpt.Tokenizer?.TokenString(i) ?? $"<{i}>").ToArray();

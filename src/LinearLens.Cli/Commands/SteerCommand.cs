@@ -25,10 +25,11 @@ static class SteerCommand
         var alignment = new Option<string>("--alignment") { Description = "consistent: add to the stream after l layers (the one J^c describes); reference: after l−1 layers, as the reference code", DefaultValueFactory = _ => "consistent" };
         var ignoreEos = new Option<bool>("--ignore-eos") { Description = "Keep generating past an end-of-sequence token" };
         var json = new Option<bool>("--json") { Description = "Print one JSON object on stdout" };
+        var detach = ModelInput.DetachOption();
         var cmd = new Command("steer", "Greedy generation steered toward a concept by its detached Jacobian J^c (cumulative, after --layer layers)");
         input.AddTo(cmd);
         cmd.Options.Add(concept); cmd.Options.Add(conceptIds); cmd.Options.Add(layer); cmd.Options.Add(lambda); cmd.Options.Add(sweep);
-        cmd.Options.Add(maxNew); cmd.Options.Add(alignment); cmd.Options.Add(ignoreEos); cmd.Options.Add(json);
+        cmd.Options.Add(maxNew); cmd.Options.Add(alignment); cmd.Options.Add(ignoreEos); cmd.Options.Add(json); cmd.Options.Add(detach);
         cmd.SetAction(p =>
         {
             // Cheap checks of the options first, before any file is opened.
@@ -48,13 +49,14 @@ static class SteerCommand
             int L = ckpt.Config.NumLayers;
             int l = p.GetValue(layer) ?? SteeringOperator<double>.DefaultLayer(L);
             if (l < 1 || l > L) throw new LinearLensException($"--layer {l} is outside 1…{L} (the layer whose output the concept operator describes); pick one in range");
-            var o = new Options(cids, ids, l, lambdas, max, align, !p.GetValue(ignoreEos), p.GetValue(json));
+            var o = new Options(cids, ids, l, lambdas, max, align, !p.GetValue(ignoreEos), p.GetValue(json), ModelInput.ParseDetach(p.GetValue(detach)));
             return f64 ? Run<double>(ckpt, o, stdout, stderr) : Run<float>(ckpt, o, stdout, stderr);
         });
         return cmd;
     }
 
-    sealed record Options(int[] ConceptIds, int[] Ids, int Layer, double[] Lambdas, int MaxNew, SteeringAlignment Alignment, bool StopAtEos, bool Json);
+    sealed record Options(int[] ConceptIds, int[] Ids, int Layer, double[] Lambdas, int MaxNew, SteeringAlignment Alignment, bool StopAtEos, bool Json,
+        Models.DetachPolicy Detach);
 
     static double[] Lambdas(double? lambda, string? sweep)
     {
@@ -103,7 +105,7 @@ static class SteerCommand
             if ((uint)id >= (uint)ckpt.Config.VocabSize)
                 throw new LinearLensException($"--concept-token-ids: token id {id} is outside the vocabulary 0…{ckpt.Config.VocabSize - 1}");
         model.Validate(o.Ids, o.MaxNew);
-        var op = Progress.Run(stderr, "concept operator", report => SteeringOperator<T>.Build(model, o.ConceptIds, o.Layer, report));
+        var op = Progress.Run(stderr, "concept operator", report => SteeringOperator<T>.Build(model, o.ConceptIds, o.Layer, report, o.Detach));
         double buildSeconds = sw.Elapsed.TotalSeconds;
         var results = new List<(SteeringResult r, double seconds)>();
         foreach (double l in o.Lambdas)
@@ -121,6 +123,7 @@ static class SteerCommand
                 ["dtype"] = Transformer<T>.DTypeName,
                 ["num_layers"] = ckpt.Config.NumLayers,
                 ["layer"] = o.Layer,
+                ["detach"] = o.Detach.ToString().ToLowerInvariant(),
                 ["alignment"] = o.Alignment.ToString().ToLowerInvariant(),
                 ["inject_after_layers"] = op.InjectAfterLayers(o.Alignment),
                 ["concept_ids"] = Json.Array(o.ConceptIds),

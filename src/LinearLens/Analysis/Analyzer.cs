@@ -31,6 +31,8 @@ public sealed record AnalysisOptions
     /// column/row norms); null: when it fits in 1 GB and costs fewer products than the per-token Lanczos runs.
     /// </summary>
     public bool? FormOutputJacobian { get; init; }
+    /// <summary>What the detached map freezes and where attn/mlp are tapped (LinearLens's choice, or the paper code's).</summary>
+    public Models.DetachPolicy Detach { get; init; } = Models.DetachPolicy.Ours;
     /// <summary>Rademacher probes of the Hutchinson estimate of ‖J‖_F² (matrix-free).</summary>
     public int FrobeniusProbes { get; init; } = 64;
 
@@ -72,6 +74,10 @@ public sealed record AnalysisReport(
     /// <summary>How the spectra were obtained ("full" or "matrix-free") and why.</summary>
     public string Method { get; init; } = "full";
     public string MethodReason { get; init; } = "";
+    /// <summary>The detach policy the frozen map was built with.</summary>
+    public Models.DetachPolicy Detach { get; init; } = Models.DetachPolicy.Ours;
+    /// <summary>‖c‖ of the frozen map's constant term (0 without biases): ŷ = Σᵢ Jᵢxᵢ + c.</summary>
+    public double OffsetNorm { get; init; }
 }
 
 /// <summary>
@@ -99,7 +105,7 @@ public static class Analyzer
         var (method, reason) = AnalysisOptions.Decide(model.Config, n, layers.Length, options.Method);
         if (method == SvdMethod.MatrixFree) return RunMatrixFree(model, ids, options, layers, reason, progress);
 
-        var run = model.Forward(ids, trace: true, nonlinear: options.Ordinary);
+        var run = model.Forward(ids, trace: true, nonlinear: options.Ordinary, detach: options.Detach);
         int predicted = Generator.ArgMax<T>(run.Logits);
         var map = new FrozenMap<T>(model, run.Trace!);
         var final = JacobianTarget.Output(L);
@@ -130,7 +136,7 @@ public static class Analyzer
         Lap("layer_sweep");
 
         // Exact attribution of the predicted token and any named ones.
-        var attributions = Attribute(ckpt, Attribution.Contributions(map, final), n, predicted, options.AttributeTokens, run.Logits, decoder);
+        var attributions = Attribute(ckpt, Attribution.Contributions(map, final), TokenDecoder.ToDouble<T>(J.Offset), n, predicted, options.AttributeTokens, run.Logits, decoder);
         Lap("attribution");
 
         int heatToken = n - 1;
@@ -139,7 +145,7 @@ public static class Analyzer
             d, L, y, TokenDecoder.ToDouble<T>(J.Reconstruction), J.RelativeError, J.MaxAbsError,
             ordinary is null ? null : TokenDecoder.ToDouble<T>(ordinary.Reconstruction), ordinary?.RelativeError,
             perToken, combined, colRows, sweep, path, attributions,
-            heatToken, Spectra.TokenMatrix(J, heatToken), seconds) { Method = "full", MethodReason = reason };
+            heatToken, Spectra.TokenMatrix(J, heatToken), seconds) { Method = "full", MethodReason = reason, Detach = options.Detach, OffsetNorm = Norm(J.Offset) };
     }
 
     /// <summary>
@@ -156,7 +162,7 @@ public static class Analyzer
         int L = model.Config.NumLayers, n = ids.Length, d = model.Hidden, K = Math.Min(options.Components, d);
         var decoder = new TokenDecoder(ckpt);
 
-        var run = model.Forward(ids, trace: true);
+        var run = model.Forward(ids, trace: true, detach: options.Detach);
         int predicted = Generator.ArgMax<T>(run.Logits);
         var map = new FrozenMap<T>(model, run.Trace!);
         var final = JacobianTarget.Output(L);
@@ -165,10 +171,11 @@ public static class Analyzer
         // Contributions cᵢ = Jᵢxᵢ in one JVP: reconstruction and attribution.
         var contributions = Attribution.Contributions(map, final);
         var y = TokenDecoder.ToDouble<T>(map.Output(final));
-        var yHat = new double[d];
+        var offset = TokenDecoder.ToDouble<T>(map.Offset(final));
+        var yHat = (double[])offset.Clone();
         for (int i = 0; i < n; i++) for (int k = 0; k < d; k++) yHat[k] += contributions[i * d + k];
         var (rel, maxAbs) = DetachedJacobian.Errors<double>(yHat, y);
-        var attributions = Attribute(ckpt, contributions, n, predicted, options.AttributeTokens, run.Logits, decoder);
+        var attributions = Attribute(ckpt, contributions, offset, n, predicted, options.AttributeTokens, run.Logits, decoder);
         Lap("attribution");
 
         // Per-token and combined spectra of the output. With many tokens, all tokens' Lanczos runs together cost more
@@ -206,8 +213,7 @@ public static class Analyzer
         var (sweep, path) = Sweep(map, layers, options, decoder, progress, target =>
         {
             if (target == final) return outputEntry;   // the combined spectrum above
-            var jx = new T[d];
-            map.Jvp(target, map.Input(target), 1, jx);   // Σᵢ Jᵢxᵢ: the frozen map at the real input
+            var jx = map.Reconstruct(target);   // Σᵢ Jᵢxᵢ + c: the frozen map at the real input
             return new SweepEntry(JacobianOperators.CombinedTopK(map, target, K, options.Tolerance),
                 FrobeniusEstimate(map, target, options.FrobeniusProbes).combined, true,
                 DetachedJacobian.Errors<T>(jx, map.Output(target)).relative);
@@ -218,7 +224,7 @@ public static class Analyzer
             model.Config.ModelType, Transformer<T>.DTypeName, ids, ids.Select(decoder.Text).ToArray(), predicted, decoder.Text(predicted),
             d, L, y, yHat, rel, maxAbs, null, null,
             perToken, combined, colRows, sweep, path, attributions, heatToken, heat, seconds)
-        { Method = "matrix-free", MethodReason = reason };
+        { Method = "matrix-free", MethodReason = reason, Detach = options.Detach, OffsetNorm = Norm(offset) };
     }
 
     /// <summary>Whether the matrix-free analysis forms the output's J: it fits in 1 GB and costs fewer products than the per-token Lanczos runs.</summary>
@@ -304,15 +310,22 @@ public static class Analyzer
         return (sweep.ToArray(), path);
     }
 
+    static double Norm<TV>(TV[] v) where TV : IFloatingPointIeee754<TV>
+    {
+        double s = 0;
+        foreach (var x in v) s += double.CreateChecked(x) * double.CreateChecked(x);
+        return Math.Sqrt(s);
+    }
+
     /// <summary>One target's combined triplets, ‖J‖_F² (and whether it is estimated) and reconstruction error.</summary>
     readonly record struct SweepEntry(SingularTriplets Triplets, double Frobenius, bool Estimated, double Error);
 
     /// <summary>Exact attributions of the predicted token and the named ones, each checked against its real logit.</summary>
-    static TokenAttribution[] Attribute<T>(Loading.Checkpoint ckpt, double[] contributions, int n, int predicted, int[] named, T[] lastLogits, TokenDecoder decoder)
+    static TokenAttribution[] Attribute<T>(Loading.Checkpoint ckpt, double[] contributions, double[] offset, int n, int predicted, int[] named, T[] lastLogits, TokenDecoder decoder)
         where T : unmanaged, IFloatingPointIeee754<T> =>
         new[] { predicted }.Concat(named.Where(t => t != predicted))
             .Select(t => (uint)t < (uint)lastLogits.Length
-                ? Attribution.ForToken(ckpt, contributions, n, t, double.CreateChecked(lastLogits[t]), decoder)
+                ? Attribution.ForToken(ckpt, contributions, offset, n, t, double.CreateChecked(lastLogits[t]), decoder)
                 : throw new LinearLensException($"--attribute: token id {t} is outside the vocabulary 0…{lastLogits.Length - 1}"))
             .ToArray();
 

@@ -4,10 +4,11 @@ using LinearLens.Linearization;
 namespace LinearLens.Analysis;
 
 /// <summary>
-/// How much each input token adds to one output logit, exactly: ⟨W_U[t], Jᵢxᵢ⟩ through the frozen final norm.
-/// The contributions sum to the real logit (up to rounding) because y = Σᵢ Jᵢxᵢ exactly.
+/// How much each input token adds to one output logit, exactly: ⟨W_U[t], Jᵢxᵢ⟩ through the frozen final norm, and —
+/// for a model with biases — the constant term's share ⟨W_U[t], c⟩ as its own "bias" entry. Contributions plus bias
+/// sum to the real logit (up to rounding) because y = Σᵢ Jᵢxᵢ + c exactly.
 /// </summary>
-public sealed record TokenAttribution(int TokenId, string Token, double[] Contributions, double Sum, double Logit)
+public sealed record TokenAttribution(int TokenId, string Token, double[] Contributions, double Bias, double Sum, double Logit)
 {
     /// <summary>|Σᵢ contributionᵢ − logit|: the check printed with every result.</summary>
     public double SumError => Math.Abs(Sum - Logit);
@@ -31,7 +32,7 @@ public static class Attribution
     }
 
     /// <summary>Per-token logit contributions of one vocabulary token, with the real logit to check against.</summary>
-    public static TokenAttribution ForToken(Loading.Checkpoint ckpt, double[] contributions, int tokens, int tokenId, double realLogit, TokenDecoder decoder)
+    public static TokenAttribution ForToken(Loading.Checkpoint ckpt, double[] contributions, double[] offset, int tokens, int tokenId, double realLogit, TokenDecoder decoder)
     {
         int d = ckpt.Config.HiddenSize;
         if ((uint)tokenId >= (uint)ckpt.Config.VocabSize)
@@ -45,6 +46,8 @@ public static class Attribution
             for (int j = 0; j < d; j++) s += w[j] * contributions[i * d + j];
             per[i] = s;
         }
-        return new TokenAttribution(tokenId, decoder.Text(tokenId), per, per.Sum(), realLogit);
+        double bias = 0;
+        for (int j = 0; j < d; j++) bias += w[j] * offset[j];
+        return new TokenAttribution(tokenId, decoder.Text(tokenId), per, bias, per.Sum() + bias, realLogit);
     }
 }

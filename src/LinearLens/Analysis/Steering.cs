@@ -27,6 +27,7 @@ public enum SteeringAlignment
 public sealed class SteeringOperator<T> where T : unmanaged, IFloatingPointIeee754<T>
 {
     readonly T[] j;
+    readonly double[] offset;
     readonly int[] conceptIds;
 
     /// <summary>l: J^c describes the residual stream after this many layers (1 … num_layers).</summary>
@@ -41,10 +42,13 @@ public sealed class SteeringOperator<T> where T : unmanaged, IFloatingPointIeee7
     /// <summary>J^c in the [d, T_c, d] layout of <see cref="JacobianResult{T}.J"/> (a copy).</summary>
     public T[] ToArray() => (T[])j.Clone();
 
-    SteeringOperator(int layer, int hidden, int numLayers, int[] ids, T[] jacobian, double error)
+    SteeringOperator(int layer, int hidden, int numLayers, int[] ids, T[] jacobian, double[] offset, double error)
     {
-        Layer = layer; Hidden = hidden; NumLayers = numLayers; conceptIds = ids; j = jacobian; ReconstructionError = error;
+        Layer = layer; Hidden = hidden; NumLayers = numLayers; conceptIds = ids; j = jacobian; this.offset = offset; ReconstructionError = error;
     }
+
+    /// <summary>The constant term c of the concept's affine frozen map (zero without biases); every injected aᵢ includes it.</summary>
+    public ReadOnlySpan<double> Offset => offset;
 
     /// <summary>The default layer, ⌊2·num_layers/3⌋ (at least 1), as the reference code's lsplit.</summary>
     public static int DefaultLayer(int numLayers) => Math.Max(1, 2 * numLayers / 3);
@@ -53,7 +57,8 @@ public sealed class SteeringOperator<T> where T : unmanaged, IFloatingPointIeee7
     /// One traced forward pass over the concept and one detached Jacobian:
     /// <c>DetachedJacobian.Compute(new FrozenMap(model, trace), new JacobianTarget(layer, Layer, Cumulative, FinalNorm: true))</c>.
     /// </summary>
-    public static SteeringOperator<T> Build(Transformer<T> model, int[] conceptIds, int layer, Action<double>? progress = null)
+    public static SteeringOperator<T> Build(Transformer<T> model, int[] conceptIds, int layer, Action<double>? progress = null,
+        DetachPolicy detach = DetachPolicy.Ours)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(conceptIds);
@@ -62,9 +67,9 @@ public sealed class SteeringOperator<T> where T : unmanaged, IFloatingPointIeee7
         int L = model.Config.NumLayers;
         var target = new JacobianTarget(layer, OutputKey.Layer, JacobianMode.Cumulative, FinalNorm: true);
         target.Validate(L);
-        var run = model.Forward(conceptIds, trace: true);
+        var run = model.Forward(conceptIds, trace: true, detach: detach);
         var r = DetachedJacobian.Compute(new FrozenMap<T>(model, run.Trace!), target, progress);
-        return new SteeringOperator<T>(layer, model.Hidden, L, (int[])conceptIds.Clone(), r.J, r.RelativeError);
+        return new SteeringOperator<T>(layer, model.Hidden, L, (int[])conceptIds.Clone(), r.J, TokenDecoder.ToDouble<T>(r.Offset), r.RelativeError);
     }
 
     /// <summary>After how many layers a vector is added for an alignment: l (consistent) or l − 1 (reference; 0 = the embeddings).</summary>
@@ -121,6 +126,8 @@ public sealed class SteeringInjector<T> where T : unmanaged, IFloatingPointIeee7
     /// <summary>Registers the input embeddings x [rows×d] of positions startPos … startPos+rows−1 and computes their Sᵢ.</summary>
     public void Prepare(ReadOnlySpan<T> x, int rows, int startPos)
     {
+        // a generation that recomputes its whole sequence (longrope crossing its original length) starts over at 0
+        if (startPos == 0) { Array.Clear(sum); nextPosition = 0; }
         if (startPos != nextPosition)
             throw new InvalidOperationException($"steering positions must arrive in order: expected {nextPosition}, got {startPos}");
         int d = op.Hidden;
@@ -128,7 +135,9 @@ public sealed class SteeringInjector<T> where T : unmanaged, IFloatingPointIeee7
         for (int r = 0; r < rows; r++)
         {
             op.AccumulateInto(startPos + r, x.Slice(r * d, d), sum);
-            sum.CopyTo(pending.AsSpan(r * d, d));
+            var a = pending.AsSpan(r * d, d);
+            sum.CopyTo(a);
+            TensorPrimitives.Add(a, op.Offset, a);   // the affine form: aᵢ = Σ_{k≤i} J^c e_k + c
         }
         pendingStart = startPos; pendingRows = rows; nextPosition = startPos + rows;
     }

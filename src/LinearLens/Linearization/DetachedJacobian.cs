@@ -8,7 +8,8 @@ namespace LinearLens.Linearization;
 
 /// <summary>
 /// The full detached Jacobian of one target and what it explains: J [d_out, n, d_in] with Jᵢ = ∂(output)/∂xᵢ of the
-/// frozen map, per-token contributions cᵢ = Jᵢxᵢ [n×d], their sum ŷ, and how well ŷ reproduces the real output y.
+/// frozen map, per-token contributions cᵢ = Jᵢxᵢ [n×d], the frozen map's constant term c (zero without biases), the
+/// reconstruction ŷ = Σᵢ cᵢ + c, and how well ŷ reproduces the real output y.
 /// </summary>
 public sealed record JacobianResult<T>(
     JacobianTarget Target,
@@ -18,6 +19,7 @@ public sealed record JacobianResult<T>(
     T[] Input,
     T[] Output,
     T[] Contributions,
+    T[] Offset,
     T[] Reconstruction,
     double RelativeError,
     double MaxAbsError,
@@ -65,7 +67,7 @@ public static class DetachedJacobian
         var sw = Stopwatch.StartNew();
         var J = Assemble<T>(map.Tokens, map.Hidden, Batch(map.Model.Config, map.Tokens, Unsafe.SizeOf<T>()).batch,
             (u, b, g) => map.Vjp(target, u, b, g), progress);
-        return Explain(target, map.Tokens, map.Hidden, J, map.Input(target), map.Output(target), sw);
+        return Explain(target, map.Tokens, map.Hidden, J, map.Input(target), map.Output(target), map.Offset(target), sw);
     }
 
     /// <summary>
@@ -94,8 +96,8 @@ public static class DetachedJacobian
         return J;
     }
 
-    /// <summary>Contributions cᵢ = Jᵢxᵢ, their sum ŷ and its error against the real output y.</summary>
-    internal static JacobianResult<T> Explain<T>(JacobianTarget target, int n, int d, T[] J, T[] x, T[] y, Stopwatch sw)
+    /// <summary>Contributions cᵢ = Jᵢxᵢ, ŷ = Σᵢ cᵢ + offset and its error against the real output y.</summary>
+    internal static JacobianResult<T> Explain<T>(JacobianTarget target, int n, int d, T[] J, T[] x, T[] y, T[] offset, Stopwatch sw)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
         var contrib = new T[n * d];
@@ -104,11 +106,11 @@ public static class DetachedJacobian
             for (int i = 0; i < n; i++)
                 contrib[i * d + k] = System.Numerics.Tensors.TensorPrimitives.Dot<T>(J.AsSpan((int)(((long)k * n + i) * d), d), x.AsSpan(i * d, d));
         });
-        var yHat = new T[d];
+        var yHat = (T[])offset.Clone();
         for (int i = 0; i < n; i++)
             for (int k = 0; k < d; k++) yHat[k] += contrib[i * d + k];
         var (rel, maxAbs) = Errors<T>(yHat, y);
-        return new JacobianResult<T>(target, n, d, J, x.AsSpan(0, n * d).ToArray(), y, contrib, yHat, rel, maxAbs, sw.Elapsed.TotalSeconds);
+        return new JacobianResult<T>(target, n, d, J, x.AsSpan(0, n * d).ToArray(), y, contrib, offset, yHat, rel, maxAbs, sw.Elapsed.TotalSeconds);
     }
 
     /// <summary>‖a − b‖/‖b‖ and max |a − b|, in double.</summary>

@@ -90,6 +90,15 @@ public sealed class FrozenMap<T> where T : unmanaged, IFloatingPointIeee754<T>
         return offset;
     }
 
+    /// <summary>The frozen map at the real input, ŷ = Σᵢ Jᵢxᵢ + c by one JVP and the offset run: what must equal <see cref="Output"/>.</summary>
+    public T[] Reconstruct(JacobianTarget t)
+    {
+        var yHat = new T[d];
+        Jvp(t, Input(t), 1, yHat);
+        TensorPrimitives.Add(yHat, Offset(t), yHat);
+        return yHat;
+    }
+
     // ---- forward product -------------------------------------------------------------------------------------
 
     /// <summary>

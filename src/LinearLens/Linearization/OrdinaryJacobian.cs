@@ -37,7 +37,8 @@ public sealed class OrdinaryJacobian<T> where T : unmanaged, IFloatingPointIeee7
     {
         var sw = Stopwatch.StartNew();
         var J = DetachedJacobian.Assemble<T>(n, d, Math.Clamp(4096 / n, 1, d), (u, b, g) => Vjp(target, u, b, g), progress);
-        return DetachedJacobian.Explain(target, n, d, J, frozen.Input(target), frozen.Output(target), sw);
+        // the first Taylor term: Σᵢ Jᵢxᵢ alone (no constant term is claimed)
+        return DetachedJacobian.Explain(target, n, d, J, frozen.Input(target), frozen.Output(target), new T[d], sw);
     }
 
     /// <summary>uᵀ·∂(output)/∂(input) for B cotangents [B][d] → [n][B][d] position-major.</summary>

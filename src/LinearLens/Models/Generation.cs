@@ -22,6 +22,10 @@ public static class Generator
         if (maxNewTokens < 0) throw new LinearLensException($"--max-new-tokens must be ≥ 0 (got {maxNewTokens})");
         model.Validate(prompt, maxNewTokens);
         var cache = new KvCache<T>(model.Config, prompt.Length + maxNewTokens);
+        // longrope (Phi-3.5, Phi-4-mini): past original_max_position_embeddings every position uses the long factors, so a
+        // generation that crosses that length drops its cache and recomputes the whole sequence, as HF's Phi3ForCausalLM does
+        var switchLengths = model.Config.Rope.Where(r => r.Type == "longrope").Select(r => (int)r.OriginalMaxPositions).ToHashSet();
+        var all = new List<int>(prompt.ToArray());
         var eos = new HashSet<int>(model.Config.EosTokenIds);
         var newIds = new List<int>(maxNewTokens);
         var logProbs = new List<double>(maxNewTokens);
@@ -43,6 +47,14 @@ public static class Generator
             logProbs.Add(LogSoftmaxAt<T>(logits, next));
             if (stopAtEos && eos.Contains(next)) { stopped = true; break; }
             if (newIds.Count == maxNewTokens) break;
+            all.Add(next);
+            if (switchLengths.Contains(cache.Length))
+            {
+                cache.Length = 0;
+                y = Step(all.ToArray());
+                rows = all.Count;
+                continue;
+            }
             y = Step([next]);
             rows = 1;
         }

@@ -136,18 +136,25 @@ public static unsafe class Gemm
         int kcMax = Math.Min(K.KC, p.K);
         int ncMax = Math.Min(K.NC, RoundUp(j1 - j0, NR));
         int mcMax = Math.Min(K.MC, RoundUp(i1 - i0, MR));
+        MatrixView A = p.A, B = p.B;
+        // A quantized operand is decoded block by block while it is packed. Used untransposed (the VJP's Γ·W) its
+        // panels are NR columns wide — a fraction of a block — so its whole kc×nc block is decoded at once, row by row,
+        // through a staging row (ContiguousQuant), never once per panel.
+        bool aQuant = A.Type.IsQuantized(), bQuant = B.Type.IsQuantized();
+        bool aStaged = aQuant && p.TransA, bStaged = bQuant && !p.TransB;
         // Few rows (one A block): each B micro-panel is packed right before its only use and stays in L1, instead of
         // the whole kc×nc block going out to L3 and back — products with few rows are bound by that traffic.
-        bool fused = i1 - i0 <= mcMax;
+        bool fused = i1 - i0 <= mcMax && !bStaged;
         long bElems = RoundUp(fused ? (long)kcMax * NR : (long)kcMax * ncMax, 16), aElems = RoundUp((long)kcMax * mcMax, 16);
         long tmpElems = RoundUp((long)Math.Max(MR, NR) * kcMax, 16), tileElems = RoundUp(MR * NR, 16);
-        T* bp = (T*)GemmScratch.Current.Get(GemmScratch.Work, (bElems + aElems + tmpElems + tileElems) * sizeof(T));
-        T* ap = bp + bElems, tmp = ap + aElems, tile = tmp + tmpElems;
+        long stageElems = aStaged || bStaged ? RoundUp(Math.Max(ncMax, mcMax), 16) : 0;
+        T* bp = (T*)GemmScratch.Current.Get(GemmScratch.Work, (bElems + aElems + tmpElems + tileElems + stageElems) * sizeof(T));
+        T* ap = bp + bElems, tmp = ap + aElems, tile = tmp + tmpElems, stage = tile + tileElems;
 
-        MatrixView A = p.A, B = p.B;
-        int aSize = A.Type.Size(), bSize = B.Type.Size();
+        int aSize = aQuant ? 0 : A.Type.Size(), bSize = bQuant ? 0 : B.Type.Size();
         byte* aData = (byte*)A.Data, bData = (byte*)B.Data;
         long lda = A.RowStride, ldb = B.RowStride, ldc = p.Ldc;
+        long aRowBytes = A.RowBytes, bRowBytes = B.RowBytes;
         T alpha = p.Alpha;
 
         for (int jc = j0; jc < j1; jc += ncMax)
@@ -163,19 +170,23 @@ public static unsafe class Gemm
                 void PackB(int jr, T* panel)
                 {
                     int cnt = Math.Min(NR, nc - jr);
-                    if (!transB) GemmPack.Contiguous(bData + (pc * ldb + jc + jr) * bSize, B.Type, ldb, kc, cnt, NR, panel);
+                    if (bQuant) GemmPack.GatherQuant(bData + (jc + jr) * bRowBytes, B.Type, bRowBytes, pc, kc, cnt, NR, panel, tmp);
+                    else if (!transB) GemmPack.Contiguous(bData + (pc * ldb + jc + jr) * bSize, B.Type, ldb, kc, cnt, NR, panel);
                     else GemmPack.Gather(bData + ((long)(jc + jr) * ldb + pc) * bSize, B.Type, ldb, kc, cnt, NR, panel, tmp);
                 }
-                if (!fused)
+                if (bStaged) GemmPack.ContiguousQuant(bData + pc * bRowBytes, B.Type, bRowBytes, jc, kc, nc, NR, bp, stage);
+                else if (!fused)
                     for (int jr = 0; jr < nc; jr += NR) PackB(jr, bp + (long)jr * kc);
 
                 for (int ic = i0; ic < i1; ic += mcMax)
                 {
                     int mc = Math.Min(mcMax, i1 - ic);
-                    for (int ir = 0; ir < mc; ir += MR)
+                    if (aStaged) GemmPack.ContiguousQuant(aData + pc * aRowBytes, A.Type, aRowBytes, ic, kc, mc, MR, ap, stage);
+                    else for (int ir = 0; ir < mc; ir += MR)
                     {
                         int cnt = Math.Min(MR, mc - ir);
-                        if (!p.TransA) GemmPack.Gather(aData + ((long)(ic + ir) * lda + pc) * aSize, A.Type, lda, kc, cnt, MR, ap + (long)ir * kc, tmp);
+                        if (aQuant) GemmPack.GatherQuant(aData + (ic + ir) * aRowBytes, A.Type, aRowBytes, pc, kc, cnt, MR, ap + (long)ir * kc, tmp);
+                        else if (!p.TransA) GemmPack.Gather(aData + ((long)(ic + ir) * lda + pc) * aSize, A.Type, lda, kc, cnt, MR, ap + (long)ir * kc, tmp);
                         else GemmPack.Contiguous(aData + (pc * lda + ic + ir) * aSize, A.Type, lda, kc, cnt, MR, ap + (long)ir * kc);
                     }
 
@@ -200,6 +211,11 @@ public static unsafe class Gemm
                             // narrow panels share cache lines (four bf16 panels of 8 per line): when every row's next
                             // panel lies in the lines this one's packing just read, there is nothing to fetch
                             if (nextStride % 64 == 0 && ((nint)next + nextRowBytes - 1) >> 6 == ((nint)next - 1) >> 6) nextRows = 0;
+                        }
+                        else if (bQuant)
+                        {
+                            next = bData + (jc + jr + NR) * bRowBytes + B.Type.ByteOffset(pc); nextStride = bRowBytes;
+                            nextRows = Math.Min(NR, nc - jr - NR); nextRowBytes = (int)B.Type.ByteOffset(kc);
                         }
                         else
                         {

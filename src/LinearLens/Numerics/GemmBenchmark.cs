@@ -109,12 +109,98 @@ public static unsafe class GemmBenchmark
         }
     }
 
-    static void Repeat(Action once, List<double> times)
+    /// <summary>The projection weights [n×k] of Qwen3-0.6B and Qwen3-14B (q, gate/up, down), timed with these activation row counts.</summary>
+    public static readonly (string model, string name, int n, int k)[] EngineWeights =
+    [
+        ("Qwen3-0.6B", "q_proj", 2048, 1024), ("Qwen3-0.6B", "gate/up", 3072, 1024), ("Qwen3-0.6B", "down", 1024, 3072),
+        ("Qwen3-14B", "q_proj", 5120, 5120), ("Qwen3-14B", "gate/up", 17408, 5120), ("Qwen3-14B", "down", 5120, 17408),
+    ];
+
+    public static readonly int[] EngineRows = [1, 16, 64, 256];
+
+    /// <summary>
+    /// Y[m×n] = X[m×k]·Wᵀ with the weight W [n×k] stored as <paramref name="weights"/> (e.g. Q4_K) and the same shape with a
+    /// BF16 weight, timed interleaved (bf16, quantized, bf16, quantized, …) so that both see the same moments of a machine
+    /// whose speed drifts. Without m/n/k: the engine's shapes (<see cref="EngineWeights"/> × <see cref="EngineRows"/>);
+    /// with them, that one shape (missing sizes: m 1, n and k 4096). Returns pairs (bf16, quantized).
+    /// </summary>
+    public static IReadOnlyList<(GemmBenchResult bf16, GemmBenchResult weights)> RunWeights(DType computeType, DType weights, int? m, int? n, int? k,
+        Action<string>? progress = null)
+    {
+        if (computeType is not (DType.F64 or DType.F32)) throw new ArgumentException("compute type must be F64 or F32", nameof(computeType));
+        var cases = new List<(int m, int n, int k)>();
+        if (m is null && n is null && k is null)
+            foreach (var w in EngineWeights) foreach (int rows in EngineRows) cases.Add((rows, w.n, w.k));
+        else
+        {
+            int mm = m ?? 1, nn = n ?? 4096, kk = k ?? 4096;
+            if (mm <= 0 || nn <= 0 || kk <= 0) throw new ArgumentOutOfRangeException(nameof(m), "sizes must be positive");
+            if (kk % weights.BlockElements() != 0)
+                throw new ArgumentOutOfRangeException(nameof(k), $"k = {kk} is not a whole number of {weights.Name()} blocks ({weights.BlockElements()})");
+            cases.Add((mm, nn, kk));
+        }
+        var results = new List<(GemmBenchResult, GemmBenchResult)>();
+        foreach (var (cm, cn, ck) in cases)
+        {
+            var r = TimeWeights(computeType, cm, cn, ck, weights);
+            results.Add(r);
+            progress?.Invoke($"{r.Item1}  |  {r.Item2}  |  ratio {r.Item2.GFlops / r.Item1.GFlops:F2}");
+        }
+        return results;
+    }
+
+    static (GemmBenchResult, GemmBenchResult) TimeWeights(DType computeType, int m, int n, int k, DType weights)
+    {
+        bool f64 = computeType == DType.F64;
+        int es = f64 ? 8 : 4;
+        long aBytes = (long)m * k * es, cBytes = (long)m * n * es, bfBytes = (long)n * k * 2, wBytes = (long)n * weights.RowBytes(k);
+        byte* a = (byte*)NativeMemory.AlignedAlloc((nuint)aBytes, 64);
+        byte* bf = (byte*)NativeMemory.AlignedAlloc((nuint)bfBytes, 64);
+        byte* w = (byte*)NativeMemory.AlignedAlloc((nuint)wBytes, 64);
+        byte* c = (byte*)NativeMemory.AlignedAlloc((nuint)cBytes, 64);
+        try
+        {
+            var rng = new Random(1234);
+            Fill(a, computeType, (long)m * k, rng);
+            Fill(bf, DType.BF16, (long)n * k, rng);
+            if (weights.IsQuantized())
+                for (long r0 = 0; r0 < n; r0 += 256)
+                {
+                    long rows = Math.Min(256, n - r0), rowBytes = weights.RowBytes(k);
+                    QuantBlocks.Random(weights, rows, k, 99, new Span<byte>(w + r0 * rowBytes, checked((int)(rows * rowBytes))), r0, 1.0 / Math.Sqrt(k));
+                }
+            else Fill(w, weights, (long)n * k, rng);
+            var av = new MatrixView(a, computeType, m, k);
+            var bfv = new MatrixView(bf, DType.BF16, n, k);
+            var wv = new MatrixView(w, weights, n, k);
+            void Product(MatrixView bv)
+            {
+                if (f64) Gemm.Multiply(av, false, bv, true, (double*)c, n);
+                else Gemm.Multiply(av, false, bv, true, (float*)c, n);
+            }
+            var bfTimes = new List<double>();
+            var wTimes = new List<double>();
+            // four short rounds each: on a shared machine the best of many alternating runs is what compares
+            for (int round = 0; round < 4; round++)
+            {
+                Repeat(() => Product(bfv), bfTimes, 0.5);
+                Repeat(() => Product(wv), wTimes, 0.5);
+            }
+            string name = f64 ? "float64" : "float32";
+            return (Result(name, m, n, k, bfTimes, "bf16"), Result(name, m, n, k, wTimes, weights.Name().ToLowerInvariant()));
+        }
+        finally
+        {
+            NativeMemory.AlignedFree(a); NativeMemory.AlignedFree(bf); NativeMemory.AlignedFree(w); NativeMemory.AlignedFree(c);
+        }
+    }
+
+    static void Repeat(Action once, List<double> times, double seconds = 2)
     {
         once();
         int start = times.Count;
         var total = Stopwatch.StartNew();
-        while (times.Count - start < 3 || (times.Count - start < 10 && total.Elapsed.TotalSeconds < 2))
+        while (times.Count - start < 3 || (times.Count - start < 10 && total.Elapsed.TotalSeconds < seconds))
         {
             long t0 = Stopwatch.GetTimestamp();
             once();
@@ -139,7 +225,8 @@ public static unsafe class GemmBenchmark
                 case DType.F64: ((double*)p)[i] = v; break;
                 case DType.F32: ((float*)p)[i] = v; break;
                 case DType.BF16: ((ushort*)p)[i] = DTypes.FloatToBf16(v); break;
-                default: ((ushort*)p)[i] = BitConverter.HalfToUInt16Bits((Half)v); break;
+                case DType.F16: ((ushort*)p)[i] = BitConverter.HalfToUInt16Bits((Half)v); break;
+                default: throw new ArgumentException($"no random fill for {t.Name()}", nameof(t));
             }
         }
     }

@@ -282,7 +282,55 @@ internal static unsafe class GemmPack
         if (GemmConvert.IsNative<T>(t)) { rows = (T*)src; ld = stride; }
         else
             for (int r = 0; r < cnt; r++) GemmConvert.Row(src + r * rowBytes, t, tmp + (long)r * kc, kc);
+        Interleave(rows, ld, kc, cnt, R, dst);
+    }
 
+    /// <summary>
+    /// Gather for a quantized operand: each of the cnt rows (row r at src + r·rowBytes) has its elements
+    /// [col0, col0+kc) — whole blocks, since depth blocks start at multiples of KC — decoded once into
+    /// <paramref name="tmp"/>, then interleaved into the panel.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void GatherQuant<T>(byte* src, DType t, long rowBytes, long col0, int kc, int cnt, int R, T* dst, T* tmp) where T : unmanaged
+    {
+        if (typeof(T) == typeof(double) && cnt == R && R % 4 == 0 && Avx2.IsSupported)
+        {
+            // float64 panels: rows decoded as float32 (exact; half the bytes), then widened four by four in registers and
+            // transposed, as a stored F32 weight is
+            float* rows = (float*)tmp;
+            for (int r = 0; r < cnt; r++) QuantDecode.Segment(src + r * rowBytes, t, col0, kc, rows + (long)r * kc);
+            WidenTransposed<LoadF32AsF64>((byte*)rows, (long)kc * sizeof(float), kc, R, (double*)dst);
+            return;
+        }
+        for (int r = 0; r < cnt; r++) QuantDecode.Segment(src + r * rowBytes, t, col0, kc, tmp + (long)r * kc);
+        Interleave(tmp, kc, kc, cnt, R, dst);
+    }
+
+    /// <summary>
+    /// Contiguous packing of a quantized operand over a whole block of <paramref name="width"/> columns: for each of kc
+    /// rows, elements [col0, col0+width) are decoded once into <paramref name="stage"/> and dealt out to the
+    /// ⌈width/R⌉ panels (panel q at dst + q·R·kc, zero-padded), so no block is decoded twice for neighbouring panels.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void ContiguousQuant<T>(byte* src, DType t, long rowBytes, long col0, int kc, int width, int R, T* dst, T* stage) where T : unmanaged
+    {
+        int panels = (width + R - 1) / R;
+        for (int p = 0; p < kc; p++, src += rowBytes)
+        {
+            QuantDecode.Segment(src, t, col0, width, stage);
+            for (int q = 0; q < panels; q++)
+            {
+                T* d = dst + ((long)q * kc + p) * R;
+                int c0 = q * R, cnt = Math.Min(R, width - c0);
+                Buffer.MemoryCopy(stage + c0, d, (long)R * sizeof(T), (long)cnt * sizeof(T));
+                for (int r = cnt; r < R; r++) d[r] = default;
+            }
+        }
+    }
+
+    /// <summary>Panel layout of cnt rows of kc elements (row r at rows + r·ld): element (p, r) to dst[p·R + r], zero-padded to R.</summary>
+    static void Interleave<T>(T* rows, long ld, int kc, int cnt, int R, T* dst) where T : unmanaged
+    {
         if (typeof(T) == typeof(double) && cnt == R && R % 2 == 0 && Avx.IsSupported)
         {
             // float64 panels of an even row count (the AVX2 kernel's 6-row A panels: every product's activations)

@@ -134,14 +134,19 @@ internal static unsafe class GemmSmall
     /// <summary>Row r of op(X) (op = transpose when <paramref name="trans"/>), widened to T.</summary>
     static void RowOf<T>(MatrixView v, bool trans, int r, int len, T* dst) where T : unmanaged, IBinaryFloatingPointIeee754<T>
     {
-        if (!trans) { GemmConvert.Row((byte*)v.Data + r * v.RowStride * v.Type.Size(), v.Type, dst, len); return; }
-        for (int i = 0; i < len; i++) dst[i] = T.CreateTruncating(DTypes.Read(v.Data, v.Type, i * v.RowStride + r));
+        bool quant = v.Type.IsQuantized();
+        if (!trans && quant) { QuantDecode.Segment(v.Row(r), v.Type, 0, len, dst); return; }
+        if (!trans) { GemmConvert.Row(v.Row(r), v.Type, dst, len); return; }
+        // a column of a quantized matrix: one block decoded per element (rare: a weight is not the thin operand's column source)
+        for (int i = 0; i < len; i++)
+            dst[i] = T.CreateTruncating(quant ? DTypes.Read(v.Row(i), v.Type, r) : DTypes.Read(v.Data, v.Type, i * v.RowStride + r));
     }
 
     // ---- dot path: C[x·sx + y·sy] = α·dot(X row x, Y row y) (+ β·C) for x < nx, y < ny; Y rows are streamed from storage ----
 
     static void Dots<T>(in Problem<T> p, T* x, int nx, MatrixView y, int ny, long sx, long sy) where T : unmanaged, IBinaryFloatingPointIeee754<T>
     {
+        if (y.Type.IsQuantized()) { QuantDotsOf(p, x, nx, y, ny, sx, sy); return; }
         if (!Simd) { DotsOf<T, NoLoader<T>>(p, x, nx, y, ny, sx, sy); return; }
         if (typeof(T) == typeof(double))
         {
@@ -180,6 +185,100 @@ internal static unsafe class GemmSmall
             var (y0, y1) = Gemm.Split(ny, tasks, t, 4);
             DotRange<T, L>(x, nx, k, y, y0, y1, c, sx, sy, alpha, beta);
         });
+    }
+
+    /// <summary>Depth of one decoded slice of quantized rows in the dot path (whole blocks of every type; 4 rows of it stay in L1).</summary>
+    const int QuantChunk = 256;
+
+    static void QuantDotsOf<T>(in Problem<T> p, T* x, int nx, MatrixView y, int ny, long sx, long sy) where T : unmanaged, IBinaryFloatingPointIeee754<T>
+    {
+        if (typeof(T) == typeof(double))
+            QuantDotsOf<double, LoadF32AsF64>(Unsafe.As<Problem<T>, Problem<double>>(ref Unsafe.AsRef(in p)), (double*)x, nx, y, ny, sx, sy);
+        else
+            QuantDotsOf<float, LoadF32AsF32>(Unsafe.As<Problem<T>, Problem<float>>(ref Unsafe.AsRef(in p)), (float*)x, nx, y, ny, sx, sy);
+    }
+
+    static void QuantDotsOf<T, L>(in Problem<T> p, T* x, int nx, MatrixView y, int ny, long sx, long sy)
+        where T : unmanaged, IBinaryFloatingPointIeee754<T> where L : IGemmLoader<T>
+    {
+        int tasks = Gemm.TaskCount((long)nx * ny * p.K, (ny + 3) / 4);
+        T* c = p.C; int k = p.K; T alpha = p.Alpha, beta = p.Beta;
+        if (tasks == 1) { QuantDotRange<T, L>(x, nx, k, y, 0, ny, c, sx, sy, alpha, beta); return; }
+        GemmParallel.For(tasks, t =>
+        {
+            var (y0, y1) = Gemm.Split(ny, tasks, t, 4);
+            QuantDotRange<T, L>(x, nx, k, y, y0, y1, c, sx, sy, alpha, beta);
+        });
+    }
+
+    /// <summary>
+    /// The dot path for quantized Y rows: four rows at a time, each decoded a <see cref="QuantChunk"/> slice at a time into
+    /// a per-thread float32 staging block (decoded weights are exact float32 values; half the bytes of float64), with every
+    /// (x row, y row) pair's vector sums carried from slice to slice — the same in-order summation whatever the thread count.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization), SkipLocalsInit]
+    static void QuantDotRange<T, L>(T* x, int nx, int k, MatrixView y, int y0, int y1, T* c, long sx, long sy, T alpha, T beta)
+        where T : unmanaged, IBinaryFloatingPointIeee754<T> where L : IGemmLoader<T>
+    {
+        if (y0 >= y1) return;
+        if (nx == 1 && QuantDecode.HasFusedDot(y.Type))
+        {
+            // one activation row (decode): weights decoded in registers, row by row, no staging
+            for (int j = y0; j < y1; j++) Put(c + j * sy, QuantDecode.Dot(y.Type, y.Row(j), x, k), alpha, beta);
+            return;
+        }
+        float* stage = (float*)GemmScratch.Current.Get(GemmScratch.Work, 4L * QuantChunk * sizeof(float));
+        int W = Vector256<T>.Count;
+        var acc = stackalloc Vector256<T>[MaxRows * 8];
+        for (int j = y0; j < y1; j += 4)
+        {
+            int cnt = Math.Min(4, y1 - j);
+            new Span<Vector256<T>>(acc, nx * 8).Clear();
+            byte* r0 = (byte*)stage, r1 = cnt > 1 ? r0 + QuantChunk * 4 : r0, r2 = cnt > 2 ? r0 + 2 * QuantChunk * 4 : r0, r3 = cnt > 3 ? r0 + 3 * QuantChunk * 4 : r0;
+            for (int q0 = 0; q0 < k; q0 += QuantChunk)
+            {
+                // k and every slice are whole blocks (≥ 32 elements), so no scalar tail is left below
+                int len = Math.Min(QuantChunk, k - q0);
+                for (int r = 0; r < cnt; r++) QuantDecode.Segment(y.Row(j + r), y.Type, q0, len, stage + r * QuantChunk);
+                for (int i = 0; i < nx && !Simd; i++)
+                {
+                    // without AVX2: plain FMAs into lane 0 of the row's accumulators
+                    T* xi = x + (long)i * k + q0;
+                    T* a = (T*)(acc + i * 8);
+                    for (int q = 0; q < len; q++)
+                    {
+                        T xq = xi[q];
+                        a[0] = T.FusedMultiplyAdd(xq, L.Scalar(r0, q), a[0]); a[W] = T.FusedMultiplyAdd(xq, L.Scalar(r1, q), a[W]);
+                        a[2 * W] = T.FusedMultiplyAdd(xq, L.Scalar(r2, q), a[2 * W]); a[3 * W] = T.FusedMultiplyAdd(xq, L.Scalar(r3, q), a[3 * W]);
+                    }
+                }
+                for (int i = 0; i < nx && Simd; i++)
+                {
+                    T* xi = x + (long)i * k + q0;
+                    Vector256<T>* a = acc + i * 8;
+                    Vector256<T> a0 = a[0], a1 = a[1], a2 = a[2], a3 = a[3], b0 = a[4], b1 = a[5], b2 = a[6], b3 = a[7];
+                    for (int q = 0; q + 2 * W <= len; q += 2 * W)
+                    {
+                        var xv = Vector256.Load(xi + q);
+                        a0 = FmaV(xv, L.Load(r0, q), a0); a1 = FmaV(xv, L.Load(r1, q), a1);
+                        a2 = FmaV(xv, L.Load(r2, q), a2); a3 = FmaV(xv, L.Load(r3, q), a3);
+                        var xw = Vector256.Load(xi + q + W);
+                        b0 = FmaV(xw, L.Load(r0, q + W), b0); b1 = FmaV(xw, L.Load(r1, q + W), b1);
+                        b2 = FmaV(xw, L.Load(r2, q + W), b2); b3 = FmaV(xw, L.Load(r3, q + W), b3);
+                    }
+                    a[0] = a0; a[1] = a1; a[2] = a2; a[3] = a3; a[4] = b0; a[5] = b1; a[6] = b2; a[7] = b3;
+                }
+            }
+            for (int i = 0; i < nx; i++)
+            {
+                Vector256<T>* a = acc + i * 8;
+                T* cij = c + i * sx + j * sy;
+                Put(cij, Vector256.Sum(a[0] + a[4]), alpha, beta);
+                if (cnt > 1) Put(cij + sy, Vector256.Sum(a[1] + a[5]), alpha, beta);
+                if (cnt > 2) Put(cij + 2 * sy, Vector256.Sum(a[2] + a[6]), alpha, beta);
+                if (cnt > 3) Put(cij + 3 * sy, Vector256.Sum(a[3] + a[7]), alpha, beta);
+            }
+        }
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -242,12 +341,13 @@ internal static unsafe class GemmSmall
 
     static void Axpys<T>(in Problem<T> p, T* x, int m) where T : unmanaged, IBinaryFloatingPointIeee754<T>
     {
-        if (!Simd) { AxpysOf<T, NoLoader<T>>(p, x, m); return; }
+        if (!Simd && !p.B.Type.IsQuantized()) { AxpysOf<T, NoLoader<T>>(p, x, m); return; }
         if (typeof(T) == typeof(double))
         {
             ref readonly var pd = ref Unsafe.As<Problem<T>, Problem<double>>(ref Unsafe.AsRef(in p));
             double* xd = (double*)x;
-            switch (p.B.Type)
+            // quantized rows are decoded into a staging row of doubles and streamed from there
+            switch (p.B.Type.IsQuantized() ? DType.F64 : p.B.Type)
             {
                 case DType.F64: AxpysOf<double, LoadF64AsF64>(pd, xd, m); break;
                 case DType.F32: AxpysOf<double, LoadF32AsF64>(pd, xd, m); break;
@@ -259,7 +359,7 @@ internal static unsafe class GemmSmall
         {
             ref readonly var pf = ref Unsafe.As<Problem<T>, Problem<float>>(ref Unsafe.AsRef(in p));
             float* xf = (float*)x;
-            switch (p.B.Type)
+            switch (p.B.Type.IsQuantized() ? DType.F32 : p.B.Type)
             {
                 case DType.F64: AxpysOf<float, LoadF64AsF32>(pf, xf, m); break;
                 case DType.F32: AxpysOf<float, LoadF32AsF32>(pf, xf, m); break;
@@ -272,12 +372,14 @@ internal static unsafe class GemmSmall
     static void AxpysOf<T, L>(in Problem<T> p, T* x, int m) where T : unmanaged, IBinaryFloatingPointIeee754<T> where L : IGemmLoader<T>
     {
         int n = p.N;
-        int tasks = Gemm.TaskCount((long)m * n * p.K, (n + 63) / 64);
+        // column ranges of a quantized B start on its blocks, so no block is decoded by two tasks
+        int align = Math.Max(64, p.B.Type.BlockElements());
+        int tasks = Gemm.TaskCount((long)m * n * p.K, (n + align - 1) / align);
         var q = p;
         if (tasks == 1) { AxpyRange<T, L>(q, x, m, 0, n); return; }
         GemmParallel.For(tasks, t =>
         {
-            var (j0, j1) = Gemm.Split(q.N, tasks, t, 64);
+            var (j0, j1) = Gemm.Split(q.N, tasks, t, align);
             AxpyRange<T, L>(q, x, m, j0, j1);
         });
     }
@@ -288,18 +390,22 @@ internal static unsafe class GemmSmall
     {
         if (j0 >= j1) return;
         int k = p.K;
-        T* acc = (T*)GemmScratch.Current.Get(GemmScratch.Work, (long)m * AxpyCols * sizeof(T));
-        long rowBytes = p.B.RowStride * p.B.Type.Size();
-        int eb = p.B.Type.Size();
+        bool quant = p.B.Type.IsQuantized();
+        // a quantized B row segment is decoded into `stage` (after the accumulators) and read from there as T
+        T* acc = (T*)GemmScratch.Current.Get(GemmScratch.Work, (long)(m + (quant ? 1 : 0)) * AxpyCols * sizeof(T));
+        T* stage = acc + (long)m * AxpyCols;
+        long rowBytes = p.B.RowBytes;
         bool simd = typeof(L) != typeof(NoLoader<T>);
         int W = Vector256<T>.Count;
         for (int jb = j0; jb < j1; jb += AxpyCols)
         {
             int w = Math.Min(AxpyCols, j1 - jb);
             new Span<T>(acc, m * AxpyCols).Clear();
-            byte* brow = (byte*)p.B.Data + (long)jb * eb;
-            for (int q = 0; q < k; q++, brow += rowBytes)
+            byte* row = (byte*)p.B.Data;
+            byte* brow = quant ? (byte*)stage : row + p.B.Type.ByteOffset(jb);
+            for (int q = 0; q < k; q++, row += rowBytes, brow = quant ? brow : brow + rowBytes)
             {
+                if (quant) QuantDecode.Segment(row, p.B.Type, jb, w, stage);
                 int j = 0;
                 if (simd)
                 {

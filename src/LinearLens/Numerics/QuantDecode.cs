@@ -18,6 +18,7 @@ public static unsafe class QuantDecode
     /// Elements [start, start+count) of a quantized row beginning at <paramref name="row"/> (its block 0), widened to T.
     /// Whole blocks are decoded straight into <paramref name="dst"/>; a partial first or last block goes through a stack buffer.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization), SkipLocalsInit]
     public static void Segment<T>(byte* row, DType t, long start, int count, T* dst) where T : unmanaged
     {
         int be = t.BlockElements(), bb = t.BlockBytes();
@@ -41,6 +42,7 @@ public static unsafe class QuantDecode
     }
 
     /// <summary>Decodes <paramref name="blocks"/> consecutive blocks at <paramref name="b"/> into blocks·BlockElements values.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization), SkipLocalsInit]
     public static void Blocks<T>(DType t, byte* b, int blocks, T* y) where T : unmanaged
     {
         if (!Simd)
@@ -73,6 +75,101 @@ public static unsafe class QuantDecode
             default: throw new ArgumentException($"{t.Name()} is not a block-quantized type", nameof(t));
         }
     }
+
+    // ---- fused dot products (one activation row against one quantized row, weights decoded in registers) ----
+
+    /// <summary>Types with a fused dot kernel (<see cref="Dot{T}"/>): the single-row decode path skips the staging buffer for them.</summary>
+    public static bool HasFusedDot(DType t) => Avx2.IsSupported && Fma.IsSupported && t is DType.Q8_0 or DType.Q4_K;
+
+    /// <summary>
+    /// Σ_q x[q]·w[q] over a quantized row of k weights, each weight the exact float32 of <see cref="QuantReference"/>
+    /// (a min's subtraction as one fused multiply-subtract: the product d·q is exact, so the one rounding is the same),
+    /// widened to T and summed in eight (float64) or four (float32) interleaved chains in a fixed order.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static T Dot<T>(DType t, byte* row, T* x, int k) where T : unmanaged
+    {
+        var z = Vector256<double>.Zero;
+        Vector256<double> a0 = z, a1 = z, a2 = z, a3 = z, a4 = z, a5 = z, a6 = z, a7 = z;
+        var zf = Vector256<float>.Zero;
+        Vector256<float> f0 = zf, f1 = zf, f2 = zf, f3 = zf;
+        if (t == DType.Q8_0)
+        {
+            for (int q = 0; q < k; q += 32, row += 34)
+            {
+                var d = Vector256.Create(QuantReference.Half(row));
+                sbyte* qs = (sbyte*)(row + 2);
+                var w0 = Avx.Multiply(Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(qs)), d);
+                var w1 = Avx.Multiply(Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(qs + 8)), d);
+                var w2 = Avx.Multiply(Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(qs + 16)), d);
+                var w3 = Avx.Multiply(Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(qs + 24)), d);
+                if (typeof(T) == typeof(double))
+                {
+                    double* xq = (double*)x + q;
+                    a0 = FmaWide(xq, w0.GetLower(), a0); a1 = FmaWide(xq + 4, w0.GetUpper(), a1);
+                    a2 = FmaWide(xq + 8, w1.GetLower(), a2); a3 = FmaWide(xq + 12, w1.GetUpper(), a3);
+                    a4 = FmaWide(xq + 16, w2.GetLower(), a4); a5 = FmaWide(xq + 20, w2.GetUpper(), a5);
+                    a6 = FmaWide(xq + 24, w3.GetLower(), a6); a7 = FmaWide(xq + 28, w3.GetUpper(), a7);
+                }
+                else
+                {
+                    float* xq = (float*)x + q;
+                    f0 = Fma.MultiplyAdd(Avx.LoadVector256(xq), w0, f0); f1 = Fma.MultiplyAdd(Avx.LoadVector256(xq + 8), w1, f1);
+                    f2 = Fma.MultiplyAdd(Avx.LoadVector256(xq + 16), w2, f2); f3 = Fma.MultiplyAdd(Avx.LoadVector256(xq + 24), w3, f3);
+                }
+            }
+        }
+        else
+        {
+            var nibble = Vector256.Create(0xF);
+            for (int q = 0; q < k; q += 256, row += 144)
+            {
+                float d = QuantReference.Half(row), dmin = QuantReference.Half(row + 2);
+                byte* sc = row + 4, qs = row + 16;
+                for (int j = 0; j < 8; j += 2, qs += 32)
+                {
+                    var (s1, m1) = QuantReference.ScaleMinK4(sc, j); var (s2, m2) = QuantReference.ScaleMinK4(sc, j + 1);
+                    var d1 = Vector256.Create(d * s1); var n1 = Vector256.Create(dmin * m1);
+                    var d2 = Vector256.Create(d * s2); var n2 = Vector256.Create(dmin * m2);
+                    int p = q + 32 * j; // first weight of this pair of sub-blocks: low nibbles p..p+31, high nibbles p+32..p+63
+                    for (int g = 0; g < 32; g += 16)
+                    {
+                        var raw = Avx2.ConvertToVector256Int32(qs + g);
+                        var wl = Fma.MultiplySubtract(Avx.ConvertToVector256Single(Avx2.And(raw, nibble)), d1, n1);
+                        var wh = Fma.MultiplySubtract(Avx.ConvertToVector256Single(Avx2.ShiftRightLogical(raw, 4)), d2, n2);
+                        var raw2 = Avx2.ConvertToVector256Int32(qs + g + 8);
+                        var wl2 = Fma.MultiplySubtract(Avx.ConvertToVector256Single(Avx2.And(raw2, nibble)), d1, n1);
+                        var wh2 = Fma.MultiplySubtract(Avx.ConvertToVector256Single(Avx2.ShiftRightLogical(raw2, 4)), d2, n2);
+                        if (typeof(T) == typeof(double))
+                        {
+                            double* xl = (double*)x + p + g, xh = xl + 32;
+                            a0 = FmaWide(xl, wl.GetLower(), a0); a1 = FmaWide(xl + 4, wl.GetUpper(), a1);
+                            a2 = FmaWide(xh, wh.GetLower(), a2); a3 = FmaWide(xh + 4, wh.GetUpper(), a3);
+                            a4 = FmaWide(xl + 8, wl2.GetLower(), a4); a5 = FmaWide(xl + 12, wl2.GetUpper(), a5);
+                            a6 = FmaWide(xh + 8, wh2.GetLower(), a6); a7 = FmaWide(xh + 12, wh2.GetUpper(), a7);
+                        }
+                        else
+                        {
+                            float* xl = (float*)x + p + g;
+                            f0 = Fma.MultiplyAdd(Avx.LoadVector256(xl), wl, f0); f1 = Fma.MultiplyAdd(Avx.LoadVector256(xl + 32), wh, f1);
+                            f2 = Fma.MultiplyAdd(Avx.LoadVector256(xl + 8), wl2, f2); f3 = Fma.MultiplyAdd(Avx.LoadVector256(xl + 40), wh2, f3);
+                        }
+                    }
+                }
+            }
+        }
+        if (typeof(T) == typeof(double))
+        {
+            double sd = Vector256.Sum((a0 + a1) + (a2 + a3) + ((a4 + a5) + (a6 + a7)));
+            return Unsafe.As<double, T>(ref sd);
+        }
+        float sf = Vector256.Sum((f0 + f1) + (f2 + f3));
+        return Unsafe.As<float, T>(ref sf);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static Vector256<double> FmaWide(double* x, Vector128<float> w, Vector256<double> acc)
+        => Fma.MultiplyAdd(Avx.LoadVector256(x), Avx.ConvertToVector256Double(w), acc);
 
     // ---- AVX2 block decoders: quants as 32 signed bytes, then Emit32 (first 16 with s0/m0, last 16 with s1/m1) ----
 
@@ -125,25 +222,30 @@ public static unsafe class QuantDecode
         return Avx2.And(Avx2.CompareEqual(Avx2.And(spread, bit), bit), Vector256.Create((byte)0x10)).AsSByte();
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void Q4_0<T>(byte* b, T* y) where T : unmanaged
         => Emit32(Avx2.Subtract(Nibbles16(b + 2), Vector256.Create((sbyte)8)), V(QuantReference.Half(b)), Vector256<float>.Zero, y);
 
     // y = q·d + m is computed as q·d − (−m): the same float32 addition.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void Q4_1<T>(byte* b, T* y) where T : unmanaged
         => Emit32(Nibbles16(b + 4), V(QuantReference.Half(b)), V(-QuantReference.Half(b + 2)), y);
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void Q5_0<T>(byte* b, T* y) where T : unmanaged
     {
         var q = Avx2.Or(Nibbles16(b + 6), Bits32(Unsafe.ReadUnaligned<uint>(b + 2)));
         Emit32(Avx2.Subtract(q, Vector256.Create((sbyte)16)), V(QuantReference.Half(b)), Vector256<float>.Zero, y);
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void Q5_1<T>(byte* b, T* y) where T : unmanaged
     {
         var q = Avx2.Or(Nibbles16(b + 8), Bits32(Unsafe.ReadUnaligned<uint>(b + 4)));
         Emit32(q, V(QuantReference.Half(b)), V(-QuantReference.Half(b + 2)), y);
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void Q8_0<T>(byte* b, T* y) where T : unmanaged
     {
         var d = V(QuantReference.Half(b));
@@ -155,6 +257,7 @@ public static unsafe class QuantDecode
         Emit8(Sse2.LoadScalarVector128((long*)(qs + 24)).AsSByte(), d, z, y + 24);
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void Q2_K<T>(byte* b, T* y) where T : unmanaged
     {
         byte* sc = b, q = b + 16;
@@ -172,6 +275,7 @@ public static unsafe class QuantDecode
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void Q3_K<T>(byte* b, T* y) where T : unmanaged
     {
         byte* q = b + 32, sc = b + 96;
@@ -195,6 +299,7 @@ public static unsafe class QuantDecode
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void Q4_K<T>(byte* b, T* y) where T : unmanaged
     {
         float d = QuantReference.Half(b), dmin = QuantReference.Half(b + 2);
@@ -211,6 +316,7 @@ public static unsafe class QuantDecode
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void Q5_K<T>(byte* b, T* y) where T : unmanaged
     {
         float d = QuantReference.Half(b), dmin = QuantReference.Half(b + 2);
@@ -232,6 +338,7 @@ public static unsafe class QuantDecode
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void Q6_K<T>(byte* b, T* y) where T : unmanaged
     {
         byte* ql = b, qh = b + 128;
@@ -264,9 +371,11 @@ public static unsafe class QuantDecode
     static Vector256<sbyte> Iq4Table => Vector256.Create((sbyte)-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113,
                                                          -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113);
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void Iq4Nl<T>(byte* b, T* y) where T : unmanaged
         => Emit32(Avx2.Shuffle(Iq4Table, Nibbles16(b + 2)), V(QuantReference.Half(b)), Vector256<float>.Zero, y);
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void Iq4Xs<T>(byte* b, T* y) where T : unmanaged
     {
         float d = QuantReference.Half(b); int sh = Unsafe.ReadUnaligned<ushort>(b + 2);

@@ -16,8 +16,21 @@ public static unsafe class QuantReference
     /// <summary>llama.cpp's 16 non-linear levels of IQ4_NL and IQ4_XS.</summary>
     internal static ReadOnlySpan<sbyte> Iq4Levels => [-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113];
 
+    /// <summary>
+    /// The f16 at p as float32, exactly: the 15 magnitude bits moved to a float's exponent/mantissa position and scaled
+    /// by 2¹¹² (exact for normals and subnormals alike), which is several times faster than the framework's Half
+    /// conversion — one per 32 weights of Q8_0 is on the decoding's hot path. Inf and NaN go the framework's way.
+    /// </summary>
+    static readonly float TwoPow112 = MathF.ScaleB(1f, 112);
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static float Half(byte* p) => (float)BitConverter.UInt16BitsToHalf(Unsafe.ReadUnaligned<ushort>(p));
+    internal static float Half(byte* p)
+    {
+        uint h = Unsafe.ReadUnaligned<ushort>(p), magnitude = h & 0x7FFF;
+        if (magnitude >= 0x7C00) return (float)BitConverter.UInt16BitsToHalf((ushort)h);
+        float f = BitConverter.UInt32BitsToSingle(magnitude << 13) * TwoPow112;
+        return BitConverter.UInt32BitsToSingle(BitConverter.SingleToUInt32Bits(f) | ((h & 0x8000) << 16));
+    }
 
     /// <summary>
     /// The 6-bit scale and min of sub-block j (0..7) of a Q4_K/Q5_K block's 12 scale bytes: sub-blocks 0–3 keep theirs in
@@ -42,6 +55,7 @@ public static unsafe class QuantReference
     }
 
     /// <summary>Decodes one block of type <paramref name="t"/> at <paramref name="b"/> into t.BlockElements() floats.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void DecodeBlock(DType t, byte* b, float* y)
     {
         switch (t)

@@ -22,12 +22,14 @@ public static class AnalysisJson
         ["method"] = r.Method,
         ["method_reason"] = r.MethodReason,
         ["num_layers"] = r.NumLayers,
+        ["detach"] = r.Detach.ToString().ToLowerInvariant(),
         ["reconstruction"] = new JsonObject
         {
             ["relative_error"] = r.RelativeError,
             ["max_abs_error"] = r.MaxAbsError,
             ["ordinary_relative_error"] = r.OrdinaryRelativeError,
-            ["definition"] = "‖Σᵢ Jᵢxᵢ − y‖ / ‖y‖ with y the final-normed hidden state of the last position",
+            ["offset_norm"] = r.OffsetNorm,
+            ["definition"] = "‖Σᵢ Jᵢxᵢ + c − y‖ / ‖y‖ with y the final-normed hidden state of the last position and c the frozen map's constant term (0 without biases)",
         },
         ["output"] = Arr(r.Output),
         ["per_token"] = new JsonArray(r.PerToken.Select(Spectrum).ToArray<JsonNode?>()),
@@ -61,6 +63,7 @@ public static class AnalysisJson
             ["token_id"] = a.TokenId,
             ["token"] = a.Token,
             ["contributions"] = Arr(a.Contributions),
+            ["bias"] = a.Bias,
             ["sum"] = a.Sum,
             ["logit"] = a.Logit,
             ["sum_error"] = a.SumError,

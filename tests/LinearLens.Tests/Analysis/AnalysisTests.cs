@@ -71,7 +71,7 @@ public class AnalysisTests
         var decoder = new TokenDecoder(tmp.Checkpoint);
         foreach (int token in new[] { Generator.ArgMax<double>(run.Logits), 0, 17, 100 })
         {
-            var a = Attribution.ForToken(tmp.Checkpoint, c, Ids.Length, token, run.Logits[token], decoder);
+            var a = Attribution.ForToken(tmp.Checkpoint, c, map.Offset(JacobianTarget.Output(model.Config.NumLayers)), Ids.Length, token, run.Logits[token], decoder);
             Assert.True(a.SumError <= 1e-10 * Math.Max(1, Math.Abs(a.Logit)), $"token {token}: Σ {a.Sum} vs logit {a.Logit}");
             Assert.Equal(Ids.Length, a.Contributions.Length);
         }

@@ -8,6 +8,56 @@ namespace LinearLens.Tests.Cli;
 public class JacobianCommandTests
 {
     [Fact]
+    public void BiasedModelWritesTheOffsetAndTheFilesReconstructTheOutputWithIt()
+    {
+        using var tmp = new TempCheckpoint("tiny-qwen2");
+        string outDir = Path.Combine(tmp.Folder, "out");
+        var r = CliRunner.Run("jacobian", "--model", tmp.Folder, "--token-ids", "2,5,9,22,7,40", "--json", "--out", outDir);
+        Assert.Equal(0, r.ExitCode);
+        using var doc = JsonDocument.Parse(r.Stdout);
+        var rec = doc.RootElement.GetProperty("reconstruction");
+        Assert.True(rec.GetProperty("relative_error").GetDouble() < 1e-13);
+        var (_, J) = Npy.Read(Path.Combine(outDir, "jacobian.npy"));
+        var (_, x) = Npy.Read(Path.Combine(outDir, "embeddings.npy"));
+        var (_, y) = Npy.Read(Path.Combine(outDir, "output.npy"));
+        var (cs, c) = Npy.Read(Path.Combine(outDir, "offset.npy"));
+        Assert.Equal([64L], cs);
+        double cNorm = Math.Sqrt(c.Sum(v => v * v));
+        Assert.Equal(cNorm, rec.GetProperty("offset_norm").GetDouble(), 1e-12);
+        Assert.True(cNorm > 1e-3);
+        // y = Σᵢ Jᵢxᵢ + c from the files alone, and not without c
+        int n = 6, d = 64;
+        double with = 0, without = 0, den = 0;
+        for (int k = 0; k < d; k++)
+        {
+            double s = 0;
+            for (int i = 0; i < n; i++) for (int j = 0; j < d; j++) s += J[((long)k * n + i) * d + j] * x[i * d + j];
+            with += (s + c[k] - y[k]) * (s + c[k] - y[k]); without += (s - y[k]) * (s - y[k]); den += y[k] * y[k];
+        }
+        Assert.True(Math.Sqrt(with / den) < 1e-13);
+        Assert.True(Math.Sqrt(without / den) > 1e-4);
+        // matrix-free: one JVP plus the offset run
+        var mf = CliRunner.Run("jacobian", "--model", tmp.Folder, "--token-ids", "2,5,9,22,7,40", "--json", "--method", "matrix-free", "--components", "2");
+        Assert.Equal(0, mf.ExitCode);
+        using var mdoc = JsonDocument.Parse(mf.Stdout);
+        Assert.True(mdoc.RootElement.GetProperty("reconstruction").GetProperty("relative_error").GetDouble() < 1e-13);
+    }
+
+    [Fact]
+    public void DetachReferenceIsAcceptedAndReported()
+    {
+        using var tmp = new TempCheckpoint("tiny-phi3");
+        var r = CliRunner.Run("jacobian", "--model", tmp.Folder, "--token-ids", "2,5,9,22,7,40,3", "--json", "--detach", "reference");
+        Assert.Equal(0, r.ExitCode);
+        using var doc = JsonDocument.Parse(r.Stdout);
+        Assert.Equal("reference", doc.RootElement.GetProperty("detach").GetString());
+        Assert.True(doc.RootElement.GetProperty("reconstruction").GetProperty("relative_error").GetDouble() < 1e-13);
+        var bad = CliRunner.Run("jacobian", "--model", tmp.Folder, "--token-ids", "2,5", "--detach", "paper");
+        Assert.Equal(2, bad.ExitCode);
+        Assert.Contains("--detach", bad.Stderr);
+    }
+
+    [Fact]
     public void JsonAndNpyFilesDescribeAnExactReconstruction()
     {
         using var tmp = new TempCheckpoint("tiny-gemma3");

@@ -112,6 +112,14 @@ public class SpecDecoderSelfTests
     [InlineData("tiny-qwen3")]
     [InlineData("tiny-gemma3")]
     [InlineData("tiny-gemma3-multimodal")]
+    [InlineData("tiny-phi3")]
+    [InlineData("tiny-phi4-mini")]
+    [InlineData("tiny-phi3-plain")]
+    [InlineData("tiny-olmo2")]
+    [InlineData("tiny-mistral")]
+    [InlineData("tiny-ministral")]
+    [InlineData("tiny-qwen2")]
+    [InlineData("tiny-llama-bias")]
     public void Checkpoint_parses_back_with_stored_values(string preset)
     {
         using var tmp = new ScratchFolder("ckpt");
@@ -140,7 +148,8 @@ public class SpecDecoderSelfTests
         var text = spec.IsMultimodal ? cfg.RootElement.GetProperty("text_config") : cfg.RootElement;
         Assert.Equal(spec.IsMultimodal ? "gemma3" : spec.ModelType, cfg.RootElement.GetProperty("model_type").GetString());
         Assert.Equal(spec.Hidden, text.GetProperty("hidden_size").GetInt32());
-        Assert.Equal(spec.HeadDim, text.GetProperty("head_dim").GetInt32());
+        if (text.TryGetProperty("head_dim", out var hd)) Assert.Equal(spec.HeadDim, hd.GetInt32());
+        else Assert.Equal(spec.Hidden, spec.Heads * spec.HeadDim);   // phi3, olmo2, qwen2: HF derives D = d/H
         Assert.Equal(spec.RopeTheta, text.GetProperty("rope_theta").GetDouble());
         if (spec.IsGemma) Assert.Equal(spec.QueryPreAttnScalar, text.GetProperty("query_pre_attn_scalar").GetDouble());
     }
@@ -282,6 +291,14 @@ public class SpecDecoderSelfTests
     [InlineData("tiny-llama")]
     [InlineData("tiny-qwen3")]
     [InlineData("tiny-gemma3")]
+    [InlineData("tiny-phi3")]
+    [InlineData("tiny-phi4-mini")]
+    [InlineData("tiny-phi3-plain")]
+    [InlineData("tiny-olmo2")]
+    [InlineData("tiny-mistral")]
+    [InlineData("tiny-ministral")]
+    [InlineData("tiny-qwen2")]
+    [InlineData("tiny-llama-bias")]
     public void Spec_decoder_is_causal(string preset)
     {
         using var tmp = new ScratchFolder("causal");
@@ -411,5 +428,531 @@ public class SpecDecoderSelfTests
             else { medium++; Assert.True(SpecDecoder.IsLlama3Medium(spec.RopeTheta, spec.HeadDim, spec.RopeScaling, i)); }
         }
         Assert.True(high >= 2 && medium >= 2 && low >= 2, $"high {high}, medium {medium}, low {low}");
+    }
+
+    // ------------------------------------------------------------------ new families (FAMILIES-NOTES.md)
+
+    static Func<string, double[]> Override(RandomWeights w, string name, Func<double[], double[]> change) =>
+        key => key == name ? change((double[])w.Values(key).Clone()) : w.Values(key);
+
+    static void AssertSameOutput(SpecOutput a, SpecOutput b)
+    {
+        Assert.Equal(a.Logits, b.Logits);
+        Assert.Equal(a.Final, b.Final);
+        for (int l = 0; l < a.LayerOutputs.Length; l++) Assert.Equal(a.LayerOutputs[l], b.LayerOutputs[l]);
+    }
+
+    /// <summary>The spec variants whose config.json is read back; keyed so that a failing case names itself.</summary>
+    static RandomCheckpointSpec Variant(string key) => key switch
+    {
+        "mistral-layer-types-ignored" => RandomCheckpointSpec.Preset("tiny-mistral") with { LayerTypes = ["full_attention", "sliding_attention"] },
+        "mistral-no-window" => RandomCheckpointSpec.Preset("tiny-mistral") with { SlidingWindow = null },
+        "ministral-default-types" => RandomCheckpointSpec.Preset("tiny-ministral") with { LayerTypes = null },
+        "ministral-no-window" => RandomCheckpointSpec.Preset("tiny-ministral") with { LayerTypes = null, SlidingWindow = null },
+        "qwen2-window-off" => RandomCheckpointSpec.Preset("tiny-qwen2") with { UseSlidingWindow = false },
+        "qwen2-explicit-types" => RandomCheckpointSpec.Preset("tiny-qwen2") with { LayerTypes = ["sliding_attention", "full_attention"] },
+        "qwen2-types-without-use" => RandomCheckpointSpec.Preset("tiny-qwen2") with { UseSlidingWindow = false, LayerTypes = ["sliding_attention", "sliding_attention"] },
+        "phi3-v5" => RandomCheckpointSpec.Preset("tiny-phi3") with { UseRopeParametersV5 = true },
+        "phi4-mini-v5" => RandomCheckpointSpec.Preset("tiny-phi4-mini") with { UseRopeParametersV5 = true },
+        "olmo2-v5" => RandomCheckpointSpec.Preset("tiny-olmo2") with { UseRopeParametersV5 = true },
+        _ => RandomCheckpointSpec.Preset(key),
+    };
+
+    static int? Int(JsonElement o, string key) =>
+        o.TryGetProperty(key, out var v) && v.ValueKind != JsonValueKind.Null ? v.GetInt32() : null;
+
+    static bool Has(JsonElement o, string key) => o.TryGetProperty(key, out _);
+
+    /// <summary>
+    /// Reads config.json as plain JSON and derives what HF's config classes would (written here independently of the
+    /// spec helpers, from configuration_*.py): head_dim, the per-layer window, biases, the rotary dim and the longrope
+    /// entry; each must equal what the spec intends.
+    /// </summary>
+    [Theory]
+    [InlineData("tiny-phi3")]
+    [InlineData("tiny-phi4-mini")]
+    [InlineData("tiny-phi3-plain")]
+    [InlineData("tiny-olmo2")]
+    [InlineData("tiny-mistral")]
+    [InlineData("tiny-ministral")]
+    [InlineData("tiny-qwen2")]
+    [InlineData("tiny-llama-bias")]
+    [InlineData("mistral-layer-types-ignored")]
+    [InlineData("mistral-no-window")]
+    [InlineData("ministral-default-types")]
+    [InlineData("ministral-no-window")]
+    [InlineData("qwen2-window-off")]
+    [InlineData("qwen2-explicit-types")]
+    [InlineData("qwen2-types-without-use")]
+    [InlineData("phi3-v5")]
+    [InlineData("phi4-mini-v5")]
+    [InlineData("olmo2-v5")]
+    public void Config_json_parses_back_to_the_intended_values(string key)
+    {
+        var spec = Variant(key);
+        spec.Validate();
+        using var doc = JsonDocument.Parse(RandomCheckpoint.ConfigJson(spec));
+        var c = doc.RootElement;
+        string mt = c.GetProperty("model_type").GetString()!;
+        Assert.Equal(spec.ModelType, mt);
+        string arch = c.GetProperty("architectures")[0].GetString()!;
+        Assert.Equal(mt switch
+        {
+            "phi3" => "Phi3ForCausalLM", "olmo2" => "Olmo2ForCausalLM", "mistral" => "MistralForCausalLM",
+            "ministral" => "MinistralForCausalLM", "qwen2" => "Qwen2ForCausalLM", _ => "LlamaForCausalLM",
+        }, arch);
+        int d = c.GetProperty("hidden_size").GetInt32(), H = c.GetProperty("num_attention_heads").GetInt32();
+        int L = c.GetProperty("num_hidden_layers").GetInt32();
+        Assert.Equal(spec.Hidden, d);
+        Assert.Equal(spec.Layers, L);
+        Assert.Equal(spec.KvHeads, c.GetProperty("num_key_value_heads").GetInt32());
+        Assert.Equal(spec.HeadDim, Int(c, "head_dim") ?? d / H);
+        Assert.Equal(spec.Intermediate, c.GetProperty("intermediate_size").GetInt32());
+        Assert.Equal(spec.RmsNormEps, c.GetProperty("rms_norm_eps").GetDouble());
+        Assert.Equal(spec.Tie, c.GetProperty("tie_word_embeddings").GetBoolean());
+        Assert.Equal("silu", c.GetProperty("hidden_act").GetString());
+        int maxPos = c.GetProperty("max_position_embeddings").GetInt32();
+        Assert.Equal(spec.MaxPos, maxPos);
+        // Keys a class does not have are not written (HF would keep them as stray attributes).
+        if (mt is "phi3" or "olmo2" or "qwen2") Assert.False(Has(c, "head_dim"));
+        if (mt is "phi3" or "mistral" or "ministral" or "qwen2") Assert.False(Has(c, "attention_bias"));
+
+        // RoPE: legacy rope_theta + rope_scaling, or v5 rope_parameters.
+        JsonElement? rope = null;
+        double theta;
+        if (Has(c, "rope_parameters"))
+        {
+            Assert.True(spec.UseRopeParametersV5);
+            Assert.False(Has(c, "rope_theta") || Has(c, "rope_scaling"));
+            var rp = c.GetProperty("rope_parameters");
+            theta = rp.GetProperty("rope_theta").GetDouble();
+            if (rp.GetProperty("rope_type").GetString() != "default") rope = rp;
+        }
+        else
+        {
+            theta = c.GetProperty("rope_theta").GetDouble();
+            var rs = c.GetProperty("rope_scaling");
+            if (rs.ValueKind != JsonValueKind.Null) rope = rs;
+        }
+        Assert.Equal(spec.RopeTheta, theta);
+
+        // Windows per layer, by each config class's rule.
+        int? sw = Has(c, "sliding_window") ? Int(c, "sliding_window") : mt is "mistral" or "ministral" or "qwen2" ? 4096 : null;
+        string[]? types = Has(c, "layer_types") ? c.GetProperty("layer_types").EnumerateArray().Select(x => x.GetString()!).ToArray() : null;
+        for (int l = 0; l < L; l++)
+        {
+            int? w = mt switch
+            {
+                "mistral" or "phi3" => sw,                                        // one mask for all layers; layer_types unread
+                "ministral" => (types?[l] ?? (sw is not null ? "sliding_attention" : "full_attention")) == "sliding_attention" ? sw : null,
+                "qwen2" => QwenWindow(c, types, sw, l),
+                _ => null,
+            };
+            Assert.True(w == spec.WindowOf(l), $"{key}: layer {l} window {w} from config.json, spec says {spec.WindowOf(l)}");
+        }
+
+        // Biases.
+        if (mt == "llama")
+        {
+            Assert.Equal(spec.AttentionBias, c.GetProperty("attention_bias").GetBoolean());
+            Assert.Equal(spec.MlpBias, c.GetProperty("mlp_bias").GetBoolean());
+        }
+
+        // Phi-3: N0 top-level, partial rotary, longrope lists of length int(d/H · prf)/2 as Phi3Config validates.
+        if (mt == "phi3")
+        {
+            int n0 = c.GetProperty("original_max_position_embeddings").GetInt32();
+            Assert.Equal(spec.LongRopeOriginalMax, n0);
+            double prf = c.TryGetProperty("partial_rotary_factor", out var pf) ? pf.GetDouble() : 1.0;
+            Assert.Equal(spec.PartialRotaryFactor, prf);
+            int R = (int)(d / H * prf);
+            Assert.Equal(spec.RotaryDim, R);
+            if (rope is JsonElement r)
+            {
+                string type = r.TryGetProperty("rope_type", out var rt) ? rt.GetString()! : r.GetProperty("type").GetString()!;
+                Assert.Equal("longrope", type);
+                if (!spec.UseRopeParametersV5)   // Phi3Config (≤ 4.4x) accepts exactly these three keys
+                    Assert.Equal(new[] { "long_factor", "short_factor", "type" }, r.EnumerateObject().Select(x => x.Name).Order());
+                else Assert.Equal(n0, r.GetProperty("original_max_position_embeddings").GetInt32());
+                Assert.False(r.TryGetProperty("factor", out _));                // HF derives it: max_pos / N0
+                double[] sf = r.GetProperty("short_factor").EnumerateArray().Select(x => x.GetDouble()).ToArray();
+                double[] lf = r.GetProperty("long_factor").EnumerateArray().Select(x => x.GetDouble()).ToArray();
+                Assert.Equal(R / 2, sf.Length);
+                Assert.Equal(R / 2, lf.Length);
+                Assert.Equal(spec.RopeScaling!.ShortFactor, sf);
+                Assert.Equal(spec.RopeScaling.LongFactor, lf);
+                Assert.NotEqual(sf, lf);
+                double f = (double)maxPos / n0;
+                Assert.Equal(Math.Sqrt(1 + Math.Log(f) / Math.Log(n0)), spec.RopeAttentionFactor, 1e-15);
+            }
+            else Assert.Null(spec.RopeScaling);
+        }
+        else if (rope is JsonElement r) Assert.Equal(spec.RopeScaling!.Type, r.GetProperty("rope_type").GetString());
+        else Assert.Null(spec.RopeScaling);
+    }
+
+    /// <summary>Qwen2Config: sliding_window := None unless use_sliding_window; layer_types default by max_window_layers.</summary>
+    static int? QwenWindow(JsonElement c, string[]? types, int? sw, int l)
+    {
+        bool use = c.TryGetProperty("use_sliding_window", out var u) && u.GetBoolean();
+        int? window = use ? sw : null;
+        int mwl = Int(c, "max_window_layers") ?? 28;
+        string type = types?[l] ?? (window is not null && l >= mwl ? "sliding_attention" : "full_attention");
+        return type == "sliding_attention" ? window : null;
+    }
+
+    /// <summary>Tensor names and shapes as the HF modules declare them, checked on the written file.</summary>
+    [Fact]
+    public void New_family_tensors_have_hf_names_and_shapes()
+    {
+        using var tmp = new ScratchFolder("names");
+        Dictionary<string, long[]> Entries(string preset)
+        {
+            string dir = tmp.Sub(preset);
+            RandomCheckpoint.Write(dir, RandomCheckpointSpec.Preset(preset), 3);
+            return ReadHeader(Path.Combine(dir, "model.safetensors")).Entries.ToDictionary(e => e.Name, e => e.Shape);
+        }
+        const string p = "model.layers.1.";
+        var phi = Entries("tiny-phi3");   // H=4, K=2, D=16, d=64, I=96
+        Assert.Equal(new long[] { (4 + 2 * 2) * 16, 64 }, phi[p + "self_attn.qkv_proj.weight"]);
+        Assert.Equal(new long[] { 2 * 96, 64 }, phi[p + "mlp.gate_up_proj.weight"]);
+        Assert.DoesNotContain(phi.Keys, k => k.Contains("q_proj") || k.Contains("mlp.gate_proj") || k.Contains("mlp.up_proj") || k.EndsWith(".bias"));
+        Assert.Equal(6 * 2 + 3, phi.Count);   // per layer: 2 norms, qkv, o, gate_up, down; embed, norm, lm_head (untied)
+
+        var olmo = Entries("tiny-olmo2");
+        Assert.DoesNotContain(olmo.Keys, k => k.Contains("input_layernorm"));
+        Assert.Equal(new long[] { 4 * 16 }, olmo[p + "self_attn.q_norm.weight"]);
+        Assert.Equal(new long[] { 2 * 16 }, olmo[p + "self_attn.k_norm.weight"]);
+        Assert.Contains(p + "post_attention_layernorm.weight", olmo.Keys);
+        Assert.Contains(p + "post_feedforward_layernorm.weight", olmo.Keys);
+
+        var qwen = Entries("tiny-qwen2");
+        Assert.Equal(new long[] { 64 }, qwen[p + "self_attn.q_proj.bias"]);
+        Assert.Equal(new long[] { 32 }, qwen[p + "self_attn.k_proj.bias"]);
+        Assert.Equal(new long[] { 32 }, qwen[p + "self_attn.v_proj.bias"]);
+        Assert.DoesNotContain(qwen.Keys, k => k.EndsWith("o_proj.bias") || (k.Contains(".mlp.") && k.EndsWith(".bias")));
+
+        var llama = Entries("tiny-llama-bias");
+        foreach (var b in new[] { "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj" })
+            Assert.Contains(p + b + ".bias", llama.Keys);
+        Assert.Equal(new long[] { 64 }, llama[p + "self_attn.o_proj.bias"]);
+        Assert.Equal(new long[] { 96 }, llama[p + "mlp.up_proj.bias"]);
+        Assert.Equal(new long[] { 64 }, llama[p + "mlp.down_proj.bias"]);
+
+        foreach (var m in new[] { "tiny-mistral", "tiny-ministral" })
+            Assert.DoesNotContain(Entries(m).Keys, k => k.EndsWith(".bias") || k.Contains("norm.weight") && k.Contains("self_attn"));
+    }
+
+    [Fact]
+    public void Biases_are_nontrivial_and_leave_the_other_tensors_unchanged()
+    {
+        using var tmp = new ScratchFolder("bias");
+        var biased = RandomCheckpoint.Write(tmp.Sub("b"), RandomCheckpointSpec.Preset("tiny-llama-bias"), 5);
+        var plain = RandomCheckpoint.Write(tmp.Sub("p"), RandomCheckpointSpec.Preset("tiny-llama"), 5);
+        foreach (var (name, _) in plain.Spec.CanonicalTensors()) Assert.Equal(plain.Values(name), biased.Values(name));
+        var bias = biased.Values("model.layers.0.self_attn.v_proj.bias");
+        double rms = Math.Sqrt(bias.Select(x => x * x).Average());
+        Assert.InRange(rms, 0.3, 0.7);
+        Assert.True(bias.Distinct().Count() == bias.Length);
+    }
+
+    [Theory]
+    [InlineData(DType.F32)]
+    [InlineData(DType.BF16)]
+    public void Phi3_plain_and_its_llama_split_give_identical_outputs(DType dtype)
+    {
+        using var tmp = new ScratchFolder("split");
+        var spec = RandomCheckpointSpec.Preset("tiny-phi3-plain") with { DType = dtype };
+        var phi = RandomCheckpoint.Write(tmp.Sub("phi"), spec, 12);
+        var llama = RandomCheckpoint.WriteLlamaSplitOfPhi3(tmp.Sub("llama"), spec, 12);
+        Assert.Equal("llama", llama.Spec.ModelType);
+
+        // The Llama folder on disk: its own config, and q/k/v, gate/up rows of the fused tensors.
+        using (var cfg = JsonDocument.Parse(File.ReadAllText(Path.Combine(llama.Folder, "config.json"))))
+        {
+            Assert.Equal("llama", cfg.RootElement.GetProperty("model_type").GetString());
+            Assert.Equal(JsonValueKind.Null, cfg.RootElement.GetProperty("rope_scaling").ValueKind);
+        }
+        string file = Path.Combine(llama.Folder, "model.safetensors");
+        AssertWellFormed(file);
+        var entries = ReadHeader(file).Entries;
+        Assert.Equal(llama.Spec.CanonicalTensors().Count, entries.Count);
+        foreach (var e in entries) Assert.Equal(llama.Values(e.Name), ReadValues(file, e));
+        const int q = 64, kv = 32, d = 64, I = 96;
+        var qkv = phi.Values("model.layers.1.self_attn.qkv_proj.weight");
+        Assert.Equal(qkv[..(q * d)], llama.Values("model.layers.1.self_attn.q_proj.weight"));
+        Assert.Equal(qkv[(q * d)..((q + kv) * d)], llama.Values("model.layers.1.self_attn.k_proj.weight"));
+        Assert.Equal(qkv[((q + kv) * d)..], llama.Values("model.layers.1.self_attn.v_proj.weight"));
+        var gu = phi.Values("model.layers.0.mlp.gate_up_proj.weight");
+        Assert.Equal(gu[..(I * d)], llama.Values("model.layers.0.mlp.gate_proj.weight"));
+        Assert.Equal(gu[(I * d)..], llama.Values("model.layers.0.mlp.up_proj.weight"));
+
+        int[] ids = Tokens(9, 4);
+        AssertSameOutput(SpecDecoder.Run(phi, ids), SpecDecoder.Run(llama, ids));
+
+        // Control: reading the halves the other way round ([up; gate]) is a different model.
+        var swapped = SpecDecoder.Run(llama.Spec, key =>
+            key.EndsWith("mlp.gate_proj.weight") ? llama.Values(key.Replace("gate_proj", "up_proj"))
+            : key.EndsWith("mlp.up_proj.weight") ? llama.Values(key.Replace("up_proj", "gate_proj"))
+            : llama.Values(key), ids);
+        Assert.NotEqual(swapped.Logits, SpecDecoder.Run(phi, ids).Logits);
+
+        Assert.Throws<ArgumentException>(() => RandomCheckpoint.WriteLlamaSplitOfPhi3(tmp.Sub("x"), RandomCheckpointSpec.Preset("tiny-phi3"), 1));
+    }
+
+    /// <summary>A window of at least n keys is no window at all; one key shorter is not (control).</summary>
+    [Theory]
+    [InlineData("tiny-mistral")]
+    [InlineData("tiny-phi3")]
+    [InlineData("tiny-ministral")]
+    [InlineData("tiny-qwen2")]
+    public void Window_at_least_n_equals_no_window(string preset)
+    {
+        using var tmp = new ScratchFolder("wn");
+        var spec = RandomCheckpointSpec.Preset(preset);
+        var w = RandomCheckpoint.Write(tmp.Path, spec, 6);
+        const int n = 7;
+        int[] ids = Tokens(n, 8);
+        var none = spec with { SlidingWindow = null, UseSlidingWindow = false };
+        Assert.All(Enumerable.Range(0, spec.Layers), l => Assert.Null(none.WindowOf(l)));
+        Assert.Contains(Enumerable.Range(0, spec.Layers), l => (spec with { SlidingWindow = n }).WindowOf(l) == n);
+        var reference = SpecDecoder.Run(none, w.Values, ids);
+        AssertSameOutput(reference, SpecDecoder.Run(spec with { SlidingWindow = n }, w.Values, ids));
+        AssertSameOutput(reference, SpecDecoder.Run(spec with { SlidingWindow = n + 5 }, w.Values, ids));
+        Assert.NotEqual(reference.Logits, SpecDecoder.Run(spec with { SlidingWindow = n - 1 }, w.Values, ids).Logits);
+    }
+
+    [Fact]
+    public void Windows_follow_each_family_rule()
+    {
+        Assert.Equal(new int?[] { 3, 3 }, Enumerable.Range(0, 2).Select(Variant("mistral-layer-types-ignored").WindowOf));
+        Assert.Equal(new int?[] { 3, null, 3 }, Enumerable.Range(0, 3).Select(RandomCheckpointSpec.Preset("tiny-ministral").WindowOf));
+        Assert.Equal(new int?[] { 3, 3, 3 }, Enumerable.Range(0, 3).Select(Variant("ministral-default-types").WindowOf));
+        Assert.Equal(new int?[] { null, 3 }, Enumerable.Range(0, 2).Select(RandomCheckpointSpec.Preset("tiny-qwen2").WindowOf));
+        Assert.Equal(new int?[] { null, null }, Enumerable.Range(0, 2).Select(Variant("qwen2-window-off").WindowOf));
+        Assert.Equal(new int?[] { null, null }, Enumerable.Range(0, 2).Select(Variant("qwen2-types-without-use").WindowOf));
+        Assert.Equal(new int?[] { 4, 4 }, Enumerable.Range(0, 2).Select(RandomCheckpointSpec.Preset("tiny-phi3").WindowOf));
+        Assert.Equal(new int?[] { null, null }, Enumerable.Range(0, 2).Select(RandomCheckpointSpec.Preset("tiny-olmo2").WindowOf));
+
+        // In the decoder: tiny-ministral's layer 1 sees every key, layers 0 and 2 only the last 3.
+        using var tmp = new ScratchFolder("wmix");
+        var w = RandomCheckpoint.Write(tmp.Path, RandomCheckpointSpec.Preset("tiny-ministral"), 2);
+        var o = SpecDecoder.Run(w, Tokens(8, 5));
+        for (int s = 0; s < 8; s++)
+            foreach (var (layer, visible) in new[] { (0, Math.Min(3, s + 1)), (1, s + 1), (2, Math.Min(3, s + 1)) })
+                foreach (var head in o.Attention[layer]) Assert.Equal(visible, head[s].Count(x => x > 0));
+    }
+
+    /// <summary>
+    /// Longrope: a sequence of n ≤ N0 tokens reads only short_factor, a longer one only long_factor — for every position,
+    /// so the rows of a prompt change when it grows past N0 (HF recomputes the cache there). Position 0 is unchanged
+    /// (angle 0; one key).
+    /// </summary>
+    [Theory]
+    [InlineData("tiny-phi3")]
+    [InlineData("tiny-phi4-mini")]
+    public void Longrope_reads_short_factor_up_to_N0_and_long_factor_beyond(string preset)
+    {
+        using var tmp = new ScratchFolder("longrope");
+        var spec = RandomCheckpointSpec.Preset(preset);
+        var w = RandomCheckpoint.Write(tmp.Path, spec, 9);
+        int n0 = spec.LongRopeOriginalMax;
+        Assert.Equal(6, n0);
+        var s = spec.RopeScaling!;
+        RandomCheckpointSpec Changed(bool longList) => spec with
+        {
+            RopeScaling = s with
+            {
+                ShortFactor = longList ? s.ShortFactor : s.ShortFactor!.Select((x, i) => i == 3 ? x * 1.7 : x).ToArray(),
+                LongFactor = longList ? s.LongFactor!.Select((x, i) => i == 3 ? x * 1.7 : x).ToArray() : s.LongFactor,
+            },
+        };
+        int[] ids = Tokens(n0 + 2, 6);
+        foreach (int n in new[] { n0 - 1, n0, n0 + 1, n0 + 2 })
+        {
+            var prompt = ids[..n];
+            var baseline = SpecDecoder.Run(spec, w.Values, prompt);
+            bool useLong = n > n0;
+            var sameList = SpecDecoder.Run(Changed(longList: !useLong), w.Values, prompt);
+            var usedList = SpecDecoder.Run(Changed(longList: useLong), w.Values, prompt);
+            AssertSameOutput(baseline, sameList);
+            Assert.NotEqual(baseline.Logits, usedList.Logits);
+        }
+        var atN0 = SpecDecoder.Run(spec, w.Values, ids[..n0]);
+        var belowN0 = SpecDecoder.Run(spec, w.Values, ids[..(n0 - 1)]);
+        var pastN0 = SpecDecoder.Run(spec, w.Values, ids[..(n0 + 1)]);
+        for (int t = 0; t < n0 - 1; t++) Assert.True(RowEqual(atN0.Final, belowN0.Final, t, atN0.Hidden), $"t={t}: same list, causal");
+        Assert.True(RowEqual(atN0.Final, pastN0.Final, 0, atN0.Hidden));
+        for (int t = 1; t < n0; t++) Assert.False(RowEqual(atN0.Final, pastN0.Final, t, atN0.Hidden), $"t={t}: long list once n > N0");
+    }
+
+    [Fact]
+    public void Longrope_attention_factor_and_frequencies_match_reference_values()
+    {
+        Assert.Equal(1.1902380714238083, SpecDecoder.LongRopeAttentionFactor(131072, 4096), 1e-15);   // architectures.md §5
+        Assert.Equal(1.1902380714238083, RandomCheckpointSpec.Preset("phi-4-mini").RopeAttentionFactor, 1e-15);
+        Assert.Equal(1.0, SpecDecoder.LongRopeAttentionFactor(4096, 4096));
+        Assert.Equal(1.0, RandomCheckpointSpec.Preset("tiny-phi3-plain").RopeAttentionFactor);
+        var tiny = RandomCheckpointSpec.Preset("tiny-phi3");
+        Assert.Equal(Math.Sqrt(1 + Math.Log(64.0 / 6) / Math.Log(6)), tiny.RopeAttentionFactor, 1e-15);
+        Assert.Same(tiny.RopeScaling!.ShortFactor, tiny.LongRopeFactorsFor(6));
+        Assert.Same(tiny.RopeScaling.LongFactor, tiny.LongRopeFactorsFor(7));
+
+        // ω_i = 1 / (e_i θ^(2i/R)); with all e = 1 it is the default RoPE over R (not D) dims.
+        var ones = Enumerable.Repeat(1.0, 48).ToArray();
+        Assert.Equal(SpecDecoder.InverseFrequencies(10000, 96, null), SpecDecoder.LongRopeInverseFrequencies(10000, 96, ones));
+        Rel(8.254041672e-1, SpecDecoder.LongRopeInverseFrequencies(10000, 96, ones)[1]);           // §5, θ = 1e4, R = 96
+        var e = Enumerable.Range(0, 48).Select(i => 1.0 + i).ToArray();
+        Assert.Equal(1.0 / (5 * Math.Pow(10000, 8.0 / 96)), SpecDecoder.LongRopeInverseFrequencies(10000, 96, e)[4], 1e-18);
+    }
+
+    [Fact]
+    public void Partial_rotary_rotates_the_first_R_dims_and_passes_the_rest()
+    {
+        const int D = 16, R = 12;
+        var rng = new Random(3);
+        double[] u = Enumerable.Range(0, D).Select(_ => rng.NextDouble() - 0.5).ToArray();
+        double[] omega = SpecDecoder.InverseFrequencies(10000, R, null);
+        Assert.Equal(6, omega.Length);
+        const double a = 1.3;
+        double[] r = SpecDecoder.Rotate(u, 5, omega, R, a);
+        for (int k = R; k < D; k++) Assert.Equal(u[k], r[k]);                      // pass-through, not scaled by a
+        for (int k = 0; k < R / 2; k++)
+        {
+            double phi = 5 * omega[k];
+            Assert.Equal(a * (u[k] * Math.Cos(phi) - u[k + R / 2] * Math.Sin(phi)), r[k], 1e-15);
+            Assert.Equal(a * (u[k + R / 2] * Math.Cos(phi) + u[k] * Math.Sin(phi)), r[k + R / 2], 1e-15);
+        }
+        Assert.Equal(u.Take(R).Select(x => a * x), SpecDecoder.Rotate(u, 0, omega, R, a).Take(R));  // t = 0: only the factor
+        Assert.Equal(SpecDecoder.Rotate(u, 5, SpecDecoder.InverseFrequencies(10000, D, null), D), SpecDecoder.Rotate(u, 5, SpecDecoder.InverseFrequencies(10000, D, null), D, 1.0));
+
+        // In the decoder the rotary dim matters: the same weights with R = D are a different model.
+        using var tmp = new ScratchFolder("partial");
+        var spec = RandomCheckpointSpec.Preset("tiny-phi4-mini") with { RopeScaling = null };
+        Assert.Equal(12, spec.RotaryDim);
+        var w = RandomCheckpoint.Write(tmp.Path, spec, 4);
+        int[] ids = Tokens(6, 2);
+        Assert.NotEqual(SpecDecoder.Run(spec, w.Values, ids).Logits, SpecDecoder.Run(spec with { PartialRotaryFactor = 1.0 }, w.Values, ids).Logits);
+    }
+
+    [Fact]
+    public void Zero_biases_give_the_unbiased_family()
+    {
+        using var tmp = new ScratchFolder("zb");
+        int[] ids = Tokens(7, 3);
+        static Func<string, double[]> ZeroBiases(RandomWeights w) =>
+            key => key.EndsWith(".bias") ? new double[w.Values(key).Length] : w.Values(key);
+
+        // qwen2 with zero q/k/v biases is Llama with the same weights (window off for the comparison).
+        var qwenSpec = RandomCheckpointSpec.Preset("tiny-qwen2") with { UseSlidingWindow = false };
+        var qwen = RandomCheckpoint.Write(tmp.Sub("q"), qwenSpec, 8);
+        var asLlama = qwenSpec with { ModelType = "llama", UseSlidingWindow = false, MaxWindowLayers = null, SlidingWindow = null };
+        AssertSameOutput(SpecDecoder.Run(asLlama, qwen.Values, ids), SpecDecoder.Run(qwenSpec, ZeroBiases(qwen), ids));
+        var biased = SpecDecoder.Run(qwenSpec, qwen.Values, ids);
+        Assert.NotEqual(biased.Logits, SpecDecoder.Run(asLlama, qwen.Values, ids).Logits);
+        // Each of q, k, v biases matters on its own.
+        foreach (var b in new[] { "q_proj", "k_proj", "v_proj" })
+            Assert.NotEqual(biased.Logits, SpecDecoder.Run(qwenSpec, Override(qwen, $"model.layers.0.self_attn.{b}.bias", x => new double[x.Length]), ids).Logits);
+
+        // Llama with zero attention/MLP biases is tiny-llama of the same seed.
+        var llamaBias = RandomCheckpoint.Write(tmp.Sub("lb"), RandomCheckpointSpec.Preset("tiny-llama-bias"), 8);
+        var llama = RandomCheckpoint.Write(tmp.Sub("l"), RandomCheckpointSpec.Preset("tiny-llama"), 8);
+        AssertSameOutput(SpecDecoder.Run(llama, ids), SpecDecoder.Run(llamaBias.Spec, ZeroBiases(llamaBias), ids));
+        var lb = SpecDecoder.Run(llamaBias, ids);
+        foreach (var b in new[] { "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj" })
+            Assert.NotEqual(lb.Logits, SpecDecoder.Run(llamaBias.Spec, Override(llamaBias, $"model.layers.1.{b}.bias", x => new double[x.Length]), ids).Logits);
+    }
+
+    /// <summary>
+    /// OLMo 2 by hand, one token (attention weight 1): h' = h + N_postA(W_o W_v h), h'' = h' + N_postF(W_down(silu(W_g h')·W_u h')),
+    /// y = N_f(h''). d = 2, H = K = 1, D = 2, I = 1, V = 2.
+    /// </summary>
+    [Fact]
+    public void Olmo2_single_token_matches_a_hand_computation()
+    {
+        const double eps = 1e-6;
+        var spec = new RandomCheckpointSpec("olmo2", Hidden: 2, Intermediate: 1, Layers: 1, Heads: 1, KvHeads: 1, HeadDim: 2, Vocab: 2, RmsNormEps: eps);
+        var W = new Dictionary<string, double[]>
+        {
+            ["model.embed_tokens.weight"] = [3, 4, 1, 0],
+            ["model.layers.0.self_attn.q_proj.weight"] = [0.3, -0.2, 0.1, 0.5],
+            ["model.layers.0.self_attn.k_proj.weight"] = [-0.4, 0.2, 0.7, 0.1],
+            ["model.layers.0.self_attn.v_proj.weight"] = [1, 0, 0, 1],
+            ["model.layers.0.self_attn.o_proj.weight"] = [2, 0, 0, 1],
+            ["model.layers.0.self_attn.q_norm.weight"] = [1, 1],
+            ["model.layers.0.self_attn.k_norm.weight"] = [1, 1],
+            ["model.layers.0.post_attention_layernorm.weight"] = [1, 0.5],
+            ["model.layers.0.mlp.gate_proj.weight"] = [1, 0],
+            ["model.layers.0.mlp.up_proj.weight"] = [0, 1],
+            ["model.layers.0.mlp.down_proj.weight"] = [1, -1],
+            ["model.layers.0.post_feedforward_layernorm.weight"] = [2, 1],
+            ["model.norm.weight"] = [1, 1],
+            ["lm_head.weight"] = [1, 0, 0, 1],
+        };
+        Assert.Equal(spec.CanonicalTensors().Select(t => t.Name).Order(), W.Keys.Order());
+        var o = SpecDecoder.Run(spec, k => W[k], [0]);
+
+        double[] h = [3, 4];
+        double ra = 1 / Math.Sqrt((36 + 16) / 2.0 + eps);                 // attention branch W_o W_v h = (6, 4)
+        double[] h1 = [h[0] + 6 * ra * 1, h[1] + 4 * ra * 0.5];
+        double g = h1[0], u = h1[1], act = g / (1 + Math.Exp(-g)) * u;   // MLP on the raw residual
+        double rm = 1 / Math.Sqrt((act * act + act * act) / 2 + eps);    // W_down·act = (act, −act)
+        double[] h2 = [h1[0] + act * rm * 2, h1[1] - act * rm * 1];
+        double rf = 1 / Math.Sqrt((h2[0] * h2[0] + h2[1] * h2[1]) / 2 + eps);
+        Rel(h2[0], o.LayerOutputs[0][0], 1e-14);
+        Rel(h2[1], o.LayerOutputs[0][1], 1e-14);
+        Rel(h2[0] * rf, o.Logits[0], 1e-14);
+        Rel(h2[1] * rf, o.Logits[1], 1e-14);
+    }
+
+    /// <summary>
+    /// OLMo 2 normalises q over all H·D entries at once: scaling head 1's rows of q_proj changes head 0's attention.
+    /// Qwen3's per-head norm keeps head 0 bit-identical (control).
+    /// </summary>
+    [Theory]
+    [InlineData("tiny-olmo2", true)]
+    [InlineData("tiny-qwen3", false)]
+    public void Q_norm_width_couples_heads_only_for_olmo2(string preset, bool coupled)
+    {
+        using var tmp = new ScratchFolder("qn");
+        var w = RandomCheckpoint.Write(tmp.Path, RandomCheckpointSpec.Preset(preset), 5);
+        int D = w.Spec.HeadDim, d = w.Spec.Hidden;
+        int[] ids = Tokens(6, 9);
+        var a = SpecDecoder.Run(w, ids);
+        var b = SpecDecoder.Run(w.Spec, Override(w, "model.layers.0.self_attn.q_proj.weight",
+            m => m.Select((x, i) => i / d / D == 1 ? 10 * x : x).ToArray()), ids);
+        bool same = Enumerable.Range(0, 6).All(s => a.Attention[0][0][s].SequenceEqual(b.Attention[0][0][s]));
+        Assert.Equal(!coupled, same);
+        Assert.False(Enumerable.Range(1, 5).All(s => a.Attention[0][1][s].SequenceEqual(b.Attention[0][1][s])));
+    }
+
+    /// <summary>Real shapes against the released models' parameter counts (not written: tens of GB).</summary>
+    [Theory]
+    [InlineData("phi-4", 14_600_000_000L, 14_700_000_000L)]          // 14.66 B
+    [InlineData("phi-4-mini", 3_800_000_000L, 3_900_000_000L)]       // 3.84 B
+    [InlineData("olmo-2-7b", 7_250_000_000L, 7_350_000_000L)]        // 7.30 B
+    [InlineData("ministral-8b", 7_980_000_000L, 8_060_000_000L)]     // 8.02 B
+    [InlineData("qwen2.5-7b", 7_580_000_000L, 7_660_000_000L)]       // 7.62 B
+    [InlineData("qwen3-8b", 8_150_000_000L, 8_230_000_000L)]         // 8.19 B
+    [InlineData("qwen3-14b", 14_700_000_000L, 14_850_000_000L)]      // 14.77 B
+    public void Real_shape_presets_have_the_released_parameter_counts(string preset, long min, long max)
+    {
+        var s = RandomCheckpointSpec.Preset(preset);
+        s.Validate();
+        Assert.Equal(DType.BF16, s.DType);
+        long parameters = s.CanonicalTensors().Sum(t => t.Shape.Aggregate(1L, (a, b) => a * b));
+        Assert.InRange(parameters, min, max);
+        Assert.Contains(preset, RandomCheckpointSpec.PresetNames);
+        if (preset == "phi-4-mini") Assert.Equal(3_836_021_760L, parameters);   // the released safetensors, exactly
+    }
+
+    [Fact]
+    public void Every_preset_validates_and_is_listed()
+    {
+        foreach (var name in RandomCheckpointSpec.PresetNames) RandomCheckpointSpec.Preset(name).Validate();
+        Assert.Equal(RandomCheckpointSpec.PresetNames.Count, RandomCheckpointSpec.PresetNames.Distinct().Count());
+        Assert.Throws<ArgumentException>(() => (RandomCheckpointSpec.Preset("tiny-qwen2") with { HeadDim = 8 }).Validate());
+        Assert.Throws<ArgumentException>(() => (RandomCheckpointSpec.Preset("tiny-phi3") with { PartialRotaryFactor = 0.75 }).Validate());
+        Assert.Throws<ArgumentException>(() => (RandomCheckpointSpec.Preset("tiny-mistral") with { AttentionBias = true }).Validate());
     }
 }

@@ -239,6 +239,18 @@ public sealed unsafe class QuantDecodeTests
         });
     }
 
+    [Fact]
+    public void Scale_conversion_is_exact_for_every_f16()
+    {
+        for (int h = 0; h < 65536; h++)
+        {
+            ushort bits = (ushort)h;
+            float expected = (float)BitConverter.UInt16BitsToHalf(bits), got = QuantReference.Half((byte*)&bits);
+            if (float.IsNaN(expected)) Assert.True(float.IsNaN(got));
+            else Assert.True(BitConverter.SingleToInt32Bits(expected) == BitConverter.SingleToInt32Bits(got), $"f16 0x{h:X4}: {got} vs {expected}");
+        }
+    }
+
     /// <summary>Offsets of the f16 fields (scales, mins) of a block.</summary>
     internal static int[] HalfFields(DType t) => t switch
     {

@@ -18,10 +18,17 @@ public sealed record SpecOutput(
 }
 
 /// <summary>
-/// An independent, deliberately plain evaluation of the decoder forward pass straight from architectures.md §1–§2.5,
-/// entirely in double precision: token by token (as in generation with a key/value cache), naive loops, no shared
-/// code with the engine. Reads weights from a <see cref="RandomWeights"/> dictionary (values exactly as stored) and
-/// the configuration from its <see cref="RandomCheckpointSpec"/>.
+/// An independent, deliberately plain evaluation of the decoder forward pass straight from architectures.md §1–§2.7 and
+/// Hugging Face's modeling files (FAMILIES-NOTES.md), entirely in double precision: token by token (as in generation
+/// with a key/value cache), naive loops, no shared code with the engine. Reads weights from a
+/// <see cref="RandomWeights"/> dictionary (values exactly as stored) and the configuration from its
+/// <see cref="RandomCheckpointSpec"/>. Families: llama (optional attention/MLP biases), qwen2 (q/k/v biases), qwen3,
+/// gemma3, mistral/ministral (windows), phi3 (fused projections read as row slices, partial rotary, longrope) and olmo2
+/// (no input norm, post-norms on the branch outputs, q/k norms over the whole projection).
+/// Longrope: the factor list is the one HF uses for the whole n-token sequence (long iff n &gt; N0). A single forward
+/// of n tokens selects by max(position)+1 = n; HF's generation reaches the same state because
+/// Phi3ForCausalLM.prepare_inputs_for_generation drops the cache when the length first exceeds N0 and recomputes all
+/// positions with the long factors. So every key in the cache uses the list chosen by n.
 /// </summary>
 public static class SpecDecoder
 {
@@ -62,6 +69,22 @@ public static class SpecDecoder
         return lambda >= s.OriginalMaxPositionEmbeddings / s.HighFreqFactor && lambda <= s.OriginalMaxPositionEmbeddings / s.LowFreqFactor;
     }
 
+    /// <summary>Longrope inverse frequencies ω_i = 1 / (e_i · θ^(2i/R)), i = 0 .. R/2−1, e = the chosen factor list.</summary>
+    public static double[] LongRopeInverseFrequencies(double theta, int rotaryDim, double[] factors)
+    {
+        if (factors.Length != rotaryDim / 2) throw new ArgumentException("longrope factor list length != R/2");
+        var w = new double[rotaryDim / 2];
+        for (int i = 0; i < w.Length; i++) w[i] = 1.0 / (factors[i] * Math.Pow(theta, (2.0 * i) / rotaryDim));
+        return w;
+    }
+
+    /// <summary>Longrope attention factor √(1 + ln f / ln N0), f = maxPos / N0; 1 when f ≤ 1.</summary>
+    public static double LongRopeAttentionFactor(int maxPos, int originalMaxPos)
+    {
+        double f = (double)maxPos / originalMaxPos;
+        return f <= 1.0 ? 1.0 : Math.Sqrt(1.0 + Math.Log(f) / Math.Log(originalMaxPos));
+    }
+
     public static SpecOutput Run(RandomWeights weights, ReadOnlySpan<int> ids) =>
         Run(weights.Spec, weights.Values, ids);
 
@@ -70,14 +93,32 @@ public static class SpecDecoder
     {
         int n = ids.Length, d = spec.Hidden, H = spec.Heads, K = spec.KvHeads, D = spec.HeadDim, I = spec.Intermediate, V = spec.Vocab, L = spec.Layers;
         int G = H / K;
-        bool gemma = spec.IsGemma;
+        string family = spec.ModelType;
+        bool gemma = family is "gemma3" or "gemma3_text";
+        bool phi3 = family == "phi3", olmo2 = family == "olmo2";
+        bool qkvBias = family == "qwen2" || (family == "llama" && spec.AttentionBias);
+        bool oBias = family == "llama" && spec.AttentionBias;
+        bool mlpBias = family == "llama" && spec.MlpBias;
+        bool headQkNorm = family is "qwen3" or "gemma3" or "gemma3_text";
         double eps = spec.RmsNormEps;
         double c = spec.AttentionScale;
+        int R = (int)(D * spec.PartialRotaryFactor);
 
         double[] E = W("model.embed_tokens.weight");
         double[] lmHead = spec.Tie ? E : W("lm_head.weight");
         var omegas = new double[L][];
-        for (int l = 0; l < L; l++) omegas[l] = InverseFrequencies(spec.ThetaOf(l), D, spec.ScalingOf(l));
+        double attnFactor = 1.0;
+        for (int l = 0; l < L; l++)
+        {
+            var scaling = spec.ScalingOf(l);
+            if (scaling is { Type: "longrope" })
+            {
+                int n0 = spec.OriginalMaxPos ?? spec.MaxPos;
+                omegas[l] = LongRopeInverseFrequencies(spec.ThetaOf(l), R, n > n0 ? scaling.LongFactor! : scaling.ShortFactor!);
+                attnFactor = LongRopeAttentionFactor(spec.MaxPos, n0);
+            }
+            else omegas[l] = InverseFrequencies(spec.ThetaOf(l), R, scaling);
+        }
 
         var emb = new double[n * d];
         var layerOut = new double[L][];
@@ -108,19 +149,42 @@ public static class SpecDecoder
             for (int l = 0; l < L; l++)
             {
                 string p = $"model.layers.{l}.";
-                // --- attention branch ---
-                double[] x = Norm(h, W(p + "input_layernorm.weight"), eps, gemma);
-                double[] q = MatVec(W(p + "self_attn.q_proj.weight"), x, H * D, d);
-                double[] kk = MatVec(W(p + "self_attn.k_proj.weight"), x, K * D, d);
-                double[] v = MatVec(W(p + "self_attn.v_proj.weight"), x, K * D, d);
-                if (spec.HasQkNorm)
+                // --- attention branch --- (OLMo 2: no input norm, the raw residual goes in)
+                double[] x = olmo2 ? (double[])h.Clone() : Norm(h, W(p + "input_layernorm.weight"), eps, gemma);
+                double[] q, kk, v;
+                if (phi3)
+                {
+                    double[] qkv = W(p + "self_attn.qkv_proj.weight");          // rows [q; k; v]
+                    q = MatVec(Rows(qkv, 0, H * D, d), x, H * D, d);
+                    kk = MatVec(Rows(qkv, H * D, K * D, d), x, K * D, d);
+                    v = MatVec(Rows(qkv, H * D + K * D, K * D, d), x, K * D, d);
+                }
+                else
+                {
+                    q = MatVec(W(p + "self_attn.q_proj.weight"), x, H * D, d);
+                    kk = MatVec(W(p + "self_attn.k_proj.weight"), x, K * D, d);
+                    v = MatVec(W(p + "self_attn.v_proj.weight"), x, K * D, d);
+                }
+                if (qkvBias)
+                {
+                    AddInPlace(q, W(p + "self_attn.q_proj.bias"));
+                    AddInPlace(kk, W(p + "self_attn.k_proj.bias"));
+                    AddInPlace(v, W(p + "self_attn.v_proj.bias"));
+                }
+                if (headQkNorm)
                 {
                     double[] qn = W(p + "self_attn.q_norm.weight"), kn = W(p + "self_attn.k_norm.weight");
                     for (int hh = 0; hh < H; hh++) NormHeadInPlace(q, hh * D, D, qn, eps, gemma);
                     for (int j = 0; j < K; j++) NormHeadInPlace(kk, j * D, D, kn, eps, gemma);
                 }
-                for (int hh = 0; hh < H; hh++) RotateInPlace(q, hh * D, D, s, omegas[l]);
-                for (int j = 0; j < K; j++) RotateInPlace(kk, j * D, D, s, omegas[l]);
+                if (olmo2)
+                {
+                    // One RMS over the whole H·D (K·D) projection, before the split into heads.
+                    q = Norm(q, W(p + "self_attn.q_norm.weight"), eps, false);
+                    kk = Norm(kk, W(p + "self_attn.k_norm.weight"), eps, false);
+                }
+                for (int hh = 0; hh < H; hh++) RotateInPlace(q, hh * D, D, R, s, omegas[l], attnFactor);
+                for (int j = 0; j < K; j++) RotateInPlace(kk, j * D, D, R, s, omegas[l], attnFactor);
                 kCache[l].Add(kk);
                 vCache[l].Add(v);
 
@@ -152,19 +216,36 @@ public static class SpecDecoder
                     }
                 }
                 double[] a = MatVec(W(p + "self_attn.o_proj.weight"), o, d, H * D);
-                if (gemma) a = Norm(a, W(p + "post_attention_layernorm.weight"), eps, true);
+                if (oBias) AddInPlace(a, W(p + "self_attn.o_proj.bias"));
+                if (gemma || olmo2) a = Norm(a, W(p + "post_attention_layernorm.weight"), eps, gemma);
                 for (int k = 0; k < d; k++) h[k] += a[k];
 
                 // --- MLP branch ---
-                double[] xm = gemma
-                    ? Norm(h, W(p + "pre_feedforward_layernorm.weight"), eps, true)
+                double[] xm = gemma ? Norm(h, W(p + "pre_feedforward_layernorm.weight"), eps, true)
+                    : olmo2 ? (double[])h.Clone()
                     : Norm(h, W(p + "post_attention_layernorm.weight"), eps, false);
-                double[] g = MatVec(W(p + "mlp.gate_proj.weight"), xm, I, d);
-                double[] u = MatVec(W(p + "mlp.up_proj.weight"), xm, I, d);
+                double[] g, u;
+                if (phi3)
+                {
+                    double[] gu = W(p + "mlp.gate_up_proj.weight");              // rows [gate; up]
+                    g = MatVec(Rows(gu, 0, I, d), xm, I, d);
+                    u = MatVec(Rows(gu, I, I, d), xm, I, d);
+                }
+                else
+                {
+                    g = MatVec(W(p + "mlp.gate_proj.weight"), xm, I, d);
+                    u = MatVec(W(p + "mlp.up_proj.weight"), xm, I, d);
+                }
+                if (mlpBias)
+                {
+                    AddInPlace(g, W(p + "mlp.gate_proj.bias"));
+                    AddInPlace(u, W(p + "mlp.up_proj.bias"));
+                }
                 var act = new double[I];
                 for (int i = 0; i < I; i++) act[i] = (gemma ? GeluTanh(g[i]) : Silu(g[i])) * u[i];
                 double[] m = MatVec(W(p + "mlp.down_proj.weight"), act, d, I);
-                if (gemma) m = Norm(m, W(p + "post_feedforward_layernorm.weight"), eps, true);
+                if (mlpBias) AddInPlace(m, W(p + "mlp.down_proj.bias"));
+                if (gemma || olmo2) m = Norm(m, W(p + "post_feedforward_layernorm.weight"), eps, gemma);
                 for (int k = 0; k < d; k++) h[k] += m[k];
 
                 Array.Copy(h, 0, layerOut[l], s * d, d);
@@ -181,6 +262,7 @@ public static class SpecDecoder
     /// <summary>RMSNorm, ε inside the root. Llama order w·(x·r); Gemma (1+w)·x·r.</summary>
     static double[] Norm(double[] x, double[] w, double eps, bool gemma)
     {
+        if (w.Length != x.Length) throw new ArgumentException("norm gain length mismatch");
         double ms = 0;
         for (int k = 0; k < x.Length; k++) ms += x[k] * x[k];
         ms /= x.Length;
@@ -197,19 +279,39 @@ public static class SpecDecoder
         Array.Copy(Norm(seg, w, eps, gemma), 0, x, offset, len);
     }
 
-    /// <summary>rotate_half RoPE on one head at position t: dimension k paired with k + D/2, angle t·ω_(k mod D/2).</summary>
-    static void RotateInPlace(double[] x, int offset, int D, int t, double[] omega)
+    /// <summary>
+    /// rotate_half RoPE on one head (length D) at position t over the first R dims: dimension k &lt; R paired with
+    /// k ± R/2, angle t·ω_(k mod R/2), cos and sin both multiplied by the attention factor a; dims [R, D) pass through.
+    /// </summary>
+    public static double[] Rotate(double[] head, int t, double[] omega, int rotaryDim, double attentionFactor = 1.0)
     {
-        int half = D / 2;
-        var u = new double[D];
-        Array.Copy(x, offset, u, 0, D);
-        for (int k = 0; k < D; k++)
+        var x = (double[])head.Clone();
+        RotateInPlace(x, 0, head.Length, rotaryDim, t, omega, attentionFactor);
+        return x;
+    }
+
+    static void RotateInPlace(double[] x, int offset, int D, int R, int t, double[] omega, double a)
+    {
+        if (omega.Length != R / 2) throw new ArgumentException("omega length != R/2");
+        int half = R / 2;
+        var u = new double[R];
+        Array.Copy(x, offset, u, 0, R);
+        for (int k = 0; k < R; k++)
         {
             int i = k % half;
             double phi = t * omega[i];
-            double cos = Math.Cos(phi), sin = Math.Sin(phi);
+            double cos = a * Math.Cos(phi), sin = a * Math.Sin(phi);
             x[offset + k] = k < half ? u[k] * cos - u[k + half] * sin : u[k] * cos + u[k - half] * sin;
         }
+    }
+
+    /// <summary>Rows [first, first+count) of a row-major matrix with <paramref name="cols"/> columns.</summary>
+    static double[] Rows(double[] w, int first, int count, int cols) => w.AsSpan(first * cols, count * cols).ToArray();
+
+    static void AddInPlace(double[] y, double[] b)
+    {
+        if (b.Length != y.Length) throw new ArgumentException("bias length mismatch");
+        for (int i = 0; i < y.Length; i++) y[i] += b[i];
     }
 
     /// <summary>y = W·x with W stored [rows, cols] row-major.</summary>
