@@ -92,7 +92,7 @@ public class GgufWriterTests
         Directory.Delete(folder, true); File.Delete(gguf);
     }
 
-    /// <summary>`random-checkpoint --format gguf --quant TYPE`: a loadable file whose matrices are valid blocks of the type.</summary>
+    /// <summary>`random-checkpoint --format gguf --quant TYPE`: a file whose matrices are valid blocks of the type, and that runs.</summary>
     [Theory]
     [InlineData("Q8_0")]
     [InlineData("Q4_0")]
@@ -113,6 +113,7 @@ public class GgufWriterTests
         double sum = 0;
         for (int i = 0; i < q.Rows; i++) for (int c = 0; c < q.Cols; c++) { Assert.True(double.IsFinite(q[i, c])); sum += Math.Abs(q[i, c]); }
         Assert.True(sum > 0);
+        Assert.All(new Transformer<double>(ckpt).Forward([1, 2, 3]).Logits, x => Assert.True(double.IsFinite(x)));
         ckpt.Dispose();
         File.Delete(file);
     }
