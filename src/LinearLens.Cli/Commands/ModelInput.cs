@@ -6,7 +6,7 @@ namespace LinearLens.Cli.Commands;
 /// <summary>The options every model command shares: --model, --text | --token-ids, --dtype.</summary>
 sealed class ModelInput
 {
-    public readonly Option<string> Model = new("--model") { Description = "Model folder in Hugging Face layout (config.json, *.safetensors, tokenizer.json)", Required = true };
+    public readonly Option<string> Model = new("--model") { Description = "Model: a folder in Hugging Face layout (config.json, *.safetensors, tokenizer.json), a .gguf file, or a folder holding one .gguf", Required = true };
     public readonly Option<string> Text = new("--text") { Description = "Input text (tokenized with the model's tokenizer and its default special tokens)" };
     public readonly Option<string> TokenIds = new("--token-ids") { Description = "Input token ids instead of text, e.g. 1,403,407" };
     public readonly Option<string> DType = new("--dtype") { Description = "Compute precision: float64 (true double everywhere) or float32 (Hugging Face float32)", DefaultValueFactory = _ => "float64" };

@@ -137,7 +137,7 @@ public sealed class Checkpoint : IDisposable
 
     /// <summary>The tokenizer, or a clear error when the folder has none.</summary>
     public TextTokenizer RequireTokenizer() => Tokenizer
-        ?? throw new LinearLensException($"no tokenizer.json in {Folder}; pass --token-ids instead of --text");
+        ?? throw new LinearLensException($"no tokenizer in {Folder} (no tokenizer.json, or a GGUF without tokenizer.ggml.model); pass --token-ids instead of --text");
 
     public void Dispose()
     {
