@@ -1,5 +1,6 @@
 using System.CommandLine;
 using LinearLens.Cli.Commands;
+using LinearLens.Loading;
 
 namespace LinearLens.Cli;
 
@@ -9,16 +10,22 @@ namespace LinearLens.Cli;
 /// </summary>
 public static class Cli
 {
-    public static int Run(string[] args, TextWriter stdout, TextWriter stderr)
+    /// <summary>Runs with the Hub options of this process's environment (HF_ENDPOINT, HF_HUB_CACHE, HF_TOKEN, HF_HUB_OFFLINE, …).</summary>
+    public static int Run(string[] args, TextWriter stdout, TextWriter stderr) => Run(args, stdout, stderr, HubOptions.FromProcess);
+
+    /// <summary>Runs with the given Hub options (tests: a loopback endpoint, a temporary cache) instead of the environment's.</summary>
+    public static int Run(string[] args, TextWriter stdout, TextWriter stderr, HubOptions hub) => Run(args, stdout, stderr, () => hub);
+
+    static int Run(string[] args, TextWriter stdout, TextWriter stderr, Func<HubOptions> hub)
     {
         var root = new RootCommand("LinearLens: an exactly equivalent linear system of a decoder LLM for one input text")
         {
-            GenerateCommand.Create(stdout, stderr),
-            JacobianCommand.Create(stdout, stderr),
-            AnalyzeCommand.Create(stdout, stderr),
-            BenchCommand.Create(stdout, stderr),
+            GenerateCommand.Create(stdout, stderr, hub),
+            JacobianCommand.Create(stdout, stderr, hub),
+            AnalyzeCommand.Create(stdout, stderr, hub),
+            BenchCommand.Create(stdout, stderr, hub),
             RandomCheckpointCommand.Create(stdout, stderr),
-            SteerCommand.Create(stdout, stderr),
+            SteerCommand.Create(stdout, stderr, hub),
         };
         var parse = root.Parse(args);
         if (parse.Errors.Count > 0)

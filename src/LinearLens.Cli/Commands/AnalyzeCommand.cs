@@ -10,9 +10,9 @@ namespace LinearLens.Cli.Commands;
 /// <summary>`linearlens analyze`: SVD decoded to tokens, layer sweeps, stable rank, exact attribution; analysis.json and PNG figures.</summary>
 static class AnalyzeCommand
 {
-    public static Command Create(TextWriter stdout, TextWriter stderr)
+    public static Command Create(TextWriter stdout, TextWriter stderr, Func<HubOptions> hub)
     {
-        var input = new ModelInput();
+        var input = new ModelInput(hub, stderr);
         var components = new Option<int>("--components") { Description = "Singular triplets per matrix", DefaultValueFactory = _ => 8 };
         var layers = new Option<string>("--layers") { Description = "Layers of the sweep, e.g. 1,4,8 (default: about 8 evenly spaced, the last included)" };
         var attribute = new Option<string[]>("--attribute") { Description = "Also attribute these tokens' logits: an id (e.g. 42) or a text that is one token (e.g. \" Golden\"); repeatable", AllowMultipleArgumentsPerToken = false };
@@ -26,7 +26,7 @@ static class AnalyzeCommand
         input.AddTo(cmd);
         cmd.SetAction(p =>
         {
-            using var ckpt = Checkpoint.Open(p.GetValue(input.Model)!);
+            using var ckpt = input.Open(p);
             var ids = input.Ids(p, ckpt);
             var options = new AnalysisOptions
             {

@@ -10,7 +10,7 @@ namespace LinearLens.Cli.Commands;
 /// <summary>`linearlens bench gemm|forward`: speed in GFLOP/s and tokens/s, printed one case per line.</summary>
 static class BenchCommand
 {
-    public static Command Create(TextWriter stdout, TextWriter stderr)
+    public static Command Create(TextWriter stdout, TextWriter stderr, Func<HubOptions> hub)
     {
         var bench = new Command("bench", "Measure speed (GEMM GFLOP/s, forward tokens/s)");
 
@@ -52,13 +52,13 @@ static class BenchCommand
         });
         bench.Subcommands.Add(gemm);
 
-        var input = new ModelInput();
+        var input = new ModelInput(hub, stderr);
         var reps = new Option<int>("--repeat") { Description = "Timed repetitions", DefaultValueFactory = _ => 3 };
         var forward = new Command("forward", "Forward-pass tokens/s over a prompt, and decode tokens/s") { reps };
         input.AddTo(forward);
         forward.SetAction(p =>
         {
-            using var ckpt = Checkpoint.Open(p.GetValue(input.Model)!);
+            using var ckpt = input.Open(p);
             var ids = input.Ids(p, ckpt);
             return input.IsFloat64(p) ? Forward<double>(ckpt, ids, p.GetValue(reps), stdout) : Forward<float>(ckpt, ids, p.GetValue(reps), stdout);
         });

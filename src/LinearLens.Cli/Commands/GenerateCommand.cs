@@ -8,9 +8,9 @@ namespace LinearLens.Cli.Commands;
 
 static class GenerateCommand
 {
-    public static Command Create(TextWriter stdout, TextWriter stderr)
+    public static Command Create(TextWriter stdout, TextWriter stderr, Func<HubOptions> hub)
     {
-        var input = new ModelInput();
+        var input = new ModelInput(hub, stderr);
         var maxNew = new Option<int>("--max-new-tokens") { Description = "How many tokens to generate (greedy)", DefaultValueFactory = _ => 32 };
         var ignoreEos = new Option<bool>("--ignore-eos") { Description = "Keep generating past an end-of-sequence token" };
         var json = new Option<bool>("--json") { Description = "Print one JSON object on stdout" };
@@ -19,7 +19,7 @@ static class GenerateCommand
         cmd.Options.Add(maxNew); cmd.Options.Add(ignoreEos); cmd.Options.Add(json);
         cmd.SetAction(p =>
         {
-            using var ckpt = Checkpoint.Open(p.GetValue(input.Model)!);
+            using var ckpt = input.Open(p);
             var ids = input.Ids(p, ckpt);
             return input.IsFloat64(p)
                 ? Run<double>(ckpt, ids, p.GetValue(maxNew), !p.GetValue(ignoreEos), p.GetValue(json), stdout)

@@ -13,9 +13,9 @@ namespace LinearLens.Cli.Commands;
 /// <summary>`linearlens jacobian`: the detached Jacobian of one output, its reconstruction check, optional .npy files.</summary>
 static class JacobianCommand
 {
-    public static Command Create(TextWriter stdout, TextWriter stderr)
+    public static Command Create(TextWriter stdout, TextWriter stderr, Func<HubOptions> hub)
     {
-        var input = new ModelInput();
+        var input = new ModelInput(hub, stderr);
         var target = new TargetOptions();
         var outDir = new Option<string>("--out") { Description = "Write jacobian.npy, embeddings.npy, output.npy, contributions.npy here" };
         var json = new Option<bool>("--json") { Description = "Print one JSON object on stdout" };
@@ -43,7 +43,7 @@ static class JacobianCommand
             string? dir = p.GetValue(outDir);
             if (m == SvdMethod.MatrixFree && nl) throw new LinearLensException("--method matrix-free needs the frozen (detached) map; --nonlinear works only with --method full");
             if (m == SvdMethod.MatrixFree && dir is not null) throw new LinearLensException("--out writes the full J, which --method matrix-free never forms; use --method full");
-            using var ckpt = Checkpoint.Open(p.GetValue(input.Model)!);
+            using var ckpt = input.Open(p);
             var ids = input.Ids(p, ckpt);
             var t = target.Parse(p, ckpt.Config.NumLayers);
             double tol = p.GetValue(tolerance);

@@ -3,15 +3,34 @@ using LinearLens.Loading;
 
 namespace LinearLens.Cli.Commands;
 
-/// <summary>The options every model command shares: --model, --text | --token-ids, --dtype.</summary>
-sealed class ModelInput
+/// <summary>
+/// The options every model command shares: --model (a local path, or an ORG/NAME Hub id with --revision), --text |
+/// --token-ids, --dtype. Hub ids are resolved through the Hugging Face cache by <see cref="HubClient"/> with the
+/// options the CLI was started with (read when a command opens its model, so that a bad HF_* variable is an error
+/// line of that command, not of every command).
+/// </summary>
+sealed class ModelInput(Func<HubOptions> hub, TextWriter stderr)
 {
-    public readonly Option<string> Model = new("--model") { Description = "Model: a folder in Hugging Face layout (config.json, *.safetensors, tokenizer.json), a .gguf file, or a folder holding one .gguf", Required = true };
+    public readonly Option<string> Model = new("--model") { Description = "Model: a folder in Hugging Face layout (config.json, *.safetensors, tokenizer.json), a .gguf file or a folder holding one, or a Hub id ORG/NAME (read from the Hugging Face cache, downloaded into it when missing)", Required = true };
+    public readonly Option<string> Revision = new("--revision") { Description = "Branch, tag or commit of a Hub id given to --model (default: main)" };
     public readonly Option<string> Text = new("--text") { Description = "Input text (tokenized with the model's tokenizer and its default special tokens)" };
     public readonly Option<string> TokenIds = new("--token-ids") { Description = "Input token ids instead of text, e.g. 1,403,407" };
     public readonly Option<string> DType = new("--dtype") { Description = "Compute precision: float64 (true double everywhere) or float32 (Hugging Face float32)", DefaultValueFactory = _ => "float64" };
 
-    public void AddTo(Command c) { c.Options.Add(Model); c.Options.Add(Text); c.Options.Add(TokenIds); c.Options.Add(DType); }
+    public void AddTo(Command c) { c.Options.Add(Model); c.Options.Add(Revision); c.Options.Add(Text); c.Options.Add(TokenIds); c.Options.Add(DType); }
+
+    /// <summary>
+    /// What --model names: an existing file or folder unchanged, an ORG/NAME id as its snapshot folder in the cache
+    /// (downloaded with a progress bar on stderr when missing).
+    /// </summary>
+    public ResolvedModel Resolve(ParseResult p)
+    {
+        var model = Progress.Download(stderr, report => HubClient.Resolve(p.GetValue(Model)!, p.GetValue(Revision), hub, report));
+        if (model.Note is { } note) stderr.WriteLine($"note: {note}");
+        return model;
+    }
+
+    public Checkpoint Open(ParseResult p) => Checkpoint.Open(Resolve(p).LocalPath);
 
     public bool IsFloat64(ParseResult p) => p.GetValue(DType) switch
     {

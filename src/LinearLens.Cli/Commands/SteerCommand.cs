@@ -13,9 +13,9 @@ static class SteerCommand
 {
     static readonly double[] DefaultSweep = [0, 0.25, 0.5, 1];
 
-    public static Command Create(TextWriter stdout, TextWriter stderr)
+    public static Command Create(TextWriter stdout, TextWriter stderr, Func<HubOptions> hub)
     {
-        var input = new ModelInput();
+        var input = new ModelInput(hub, stderr);
         var concept = new Option<string>("--concept") { Description = "Concept text to steer toward (tokenized like --text)" };
         var conceptIds = new Option<string>("--concept-token-ids") { Description = "Concept token ids instead of text, e.g. 1,403,407" };
         var layer = new Option<int?>("--layer") { Description = "Layer l of the concept operator J^c (1 … num_layers; default ⌊2·num_layers/3⌋)" };
@@ -26,10 +26,11 @@ static class SteerCommand
         var ignoreEos = new Option<bool>("--ignore-eos") { Description = "Keep generating past an end-of-sequence token" };
         var json = new Option<bool>("--json") { Description = "Print one JSON object on stdout" };
         var detach = ModelInput.DetachOption();
+        var method = new Option<string>("--method") { Description = "full (form J^c, d·T_c·d numbers), matrix-free (every injected vector by batched JVPs of the concept's frozen map) or auto (full up to 256 MB)", DefaultValueFactory = _ => "auto" };
         var cmd = new Command("steer", "Greedy generation steered toward a concept by its detached Jacobian J^c (cumulative, after --layer layers)");
         input.AddTo(cmd);
         cmd.Options.Add(concept); cmd.Options.Add(conceptIds); cmd.Options.Add(layer); cmd.Options.Add(lambda); cmd.Options.Add(sweep);
-        cmd.Options.Add(maxNew); cmd.Options.Add(alignment); cmd.Options.Add(ignoreEos); cmd.Options.Add(json); cmd.Options.Add(detach);
+        cmd.Options.Add(maxNew); cmd.Options.Add(alignment); cmd.Options.Add(ignoreEos); cmd.Options.Add(json); cmd.Options.Add(detach); cmd.Options.Add(method);
         cmd.SetAction(p =>
         {
             // Cheap checks of the options first, before any file is opened.
@@ -43,20 +44,25 @@ static class SteerCommand
             int max = p.GetValue(maxNew);
             if (max < 0) throw new LinearLensException($"--max-new-tokens must be ≥ 0 (got {max})");
             bool f64 = input.IsFloat64(p);
-            using var ckpt = Checkpoint.Open(p.GetValue(input.Model)!);
+            using var ckpt = input.Open(p);
             var cids = ConceptIds(p.GetValue(concept), p.GetValue(conceptIds), ckpt);
             var ids = input.Ids(p, ckpt);
             int L = ckpt.Config.NumLayers;
             int l = p.GetValue(layer) ?? SteeringOperator<double>.DefaultLayer(L);
             if (l < 1 || l > L) throw new LinearLensException($"--layer {l} is outside 1…{L} (the layer whose output the concept operator describes); pick one in range");
-            var o = new Options(cids, ids, l, lambdas, max, align, !p.GetValue(ignoreEos), p.GetValue(json), ModelInput.ParseDetach(p.GetValue(detach)));
+            bool? form = p.GetValue(method) switch
+            {
+                "full" => true, "matrix-free" => false, "auto" => null,
+                var s => throw new LinearLensException($"--method '{s}' is not a method; use full, matrix-free or auto"),
+            };
+            var o = new Options(cids, ids, l, lambdas, max, align, !p.GetValue(ignoreEos), p.GetValue(json), ModelInput.ParseDetach(p.GetValue(detach)), form);
             return f64 ? Run<double>(ckpt, o, stdout, stderr) : Run<float>(ckpt, o, stdout, stderr);
         });
         return cmd;
     }
 
     sealed record Options(int[] ConceptIds, int[] Ids, int Layer, double[] Lambdas, int MaxNew, SteeringAlignment Alignment, bool StopAtEos, bool Json,
-        Models.DetachPolicy Detach);
+        Models.DetachPolicy Detach, bool? Form);
 
     static double[] Lambdas(double? lambda, string? sweep)
     {
@@ -105,7 +111,7 @@ static class SteerCommand
             if ((uint)id >= (uint)ckpt.Config.VocabSize)
                 throw new LinearLensException($"--concept-token-ids: token id {id} is outside the vocabulary 0…{ckpt.Config.VocabSize - 1}");
         model.Validate(o.Ids, o.MaxNew);
-        var op = Progress.Run(stderr, "concept operator", report => SteeringOperator<T>.Build(model, o.ConceptIds, o.Layer, report, o.Detach));
+        var op = Progress.Run(stderr, "concept operator", report => SteeringOperator<T>.Build(model, o.ConceptIds, o.Layer, report, o.Detach, o.Form));
         double buildSeconds = sw.Elapsed.TotalSeconds;
         var results = new List<(SteeringResult r, double seconds)>();
         foreach (double l in o.Lambdas)
@@ -130,6 +136,7 @@ static class SteerCommand
                 ["concept_tokens"] = Json.Array(ModelInput.TokenStrings(ckpt, o.ConceptIds)),
                 ["concept_scored_ids"] = Json.Array(results[0].r.ScoredConceptIds),
                 ["operator_shape"] = Json.Array([op.Hidden, op.ConceptTokens, op.Hidden]),
+                ["operator_method"] = op.IsFormed ? "full" : "matrix-free",
                 ["operator_relative_error"] = op.ReconstructionError,
                 ["input_ids"] = Json.Array(o.Ids),
                 ["max_new_tokens"] = o.MaxNew,

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Collections.Immutable;
 using System.Numerics;
 using System.Numerics.Tensors;
@@ -26,7 +27,9 @@ public enum SteeringAlignment
 /// </summary>
 public sealed class SteeringOperator<T> where T : unmanaged, IFloatingPointIeee754<T>
 {
-    readonly T[] j;
+    readonly T[]? j;                 // J^c [d, T_c, d] when formed
+    readonly FrozenMap<T>? map;      // the concept's frozen map when matrix-free: aᵢ from batched JVPs
+    readonly JacobianTarget target;
     readonly double[] offset;
     readonly int[] conceptIds;
 
@@ -37,14 +40,17 @@ public sealed class SteeringOperator<T> where T : unmanaged, IFloatingPointIeee7
     public ImmutableArray<int> ConceptIds => [.. conceptIds];
     /// <summary>T_c, the number of concept tokens.</summary>
     public int ConceptTokens => conceptIds.Length;
-    /// <summary>‖Σᵢ J^cᵢ x^cᵢ − y‖/‖y‖ on the concept text: how exactly the operator reproduces the traced output.</summary>
+    /// <summary>‖Σᵢ J^cᵢ x^cᵢ + c − y‖/‖y‖ on the concept text: how exactly the operator reproduces the traced output.</summary>
     public double ReconstructionError { get; }
-    /// <summary>J^c in the [d, T_c, d] layout of <see cref="JacobianResult{T}.J"/> (a copy).</summary>
-    public T[] ToArray() => (T[])j.Clone();
+    /// <summary>Whether J^c is formed (d·T_c·d numbers) or applied matrix-free through the concept's frozen map.</summary>
+    public bool IsFormed => j is not null;
+    /// <summary>J^c in the [d, T_c, d] layout of <see cref="JacobianResult{T}.J"/> (a copy); only when formed.</summary>
+    public T[] ToArray() => (T[])(j ?? throw new InvalidOperationException("this concept operator is matrix-free: J^c is never formed")).Clone();
 
-    SteeringOperator(int layer, int hidden, int numLayers, int[] ids, T[] jacobian, double[] offset, double error)
+    SteeringOperator(int layer, int hidden, int numLayers, int[] ids, T[]? jacobian, FrozenMap<T>? map, JacobianTarget target, double[] offset, double error)
     {
-        Layer = layer; Hidden = hidden; NumLayers = numLayers; conceptIds = ids; j = jacobian; this.offset = offset; ReconstructionError = error;
+        Layer = layer; Hidden = hidden; NumLayers = numLayers; conceptIds = ids; j = jacobian; this.map = map; this.target = target;
+        this.offset = offset; ReconstructionError = error;
     }
 
     /// <summary>The constant term c of the concept's affine frozen map (zero without biases); every injected aᵢ includes it.</summary>
@@ -53,26 +59,39 @@ public sealed class SteeringOperator<T> where T : unmanaged, IFloatingPointIeee7
     /// <summary>The default layer, ⌊2·num_layers/3⌋ (at least 1), as the reference code's lsplit.</summary>
     public static int DefaultLayer(int numLayers) => Math.Max(1, 2 * numLayers / 3);
 
+    /// <summary>J^c is formed by default up to this size; beyond it (a 14B model's d·T_c·d) the operator stays matrix-free.</summary>
+    public const long FormedBudgetBytes = 256L << 20;
+
     /// <summary>
-    /// One traced forward pass over the concept and one detached Jacobian:
-    /// <c>DetachedJacobian.Compute(new FrozenMap(model, trace), new JacobianTarget(layer, Layer, Cumulative, FinalNorm: true))</c>.
+    /// One traced forward pass over the concept, then either the detached Jacobian J^c of
+    /// <c>new JacobianTarget(layer, Layer, Cumulative, FinalNorm: true)</c> (<paramref name="form"/> true, or null and J^c
+    /// within <see cref="FormedBudgetBytes"/>), or nothing more: the frozen map itself, whose batched JVPs give every
+    /// injected vector (results equal to the formed operator's to rounding).
     /// </summary>
     public static SteeringOperator<T> Build(Transformer<T> model, int[] conceptIds, int layer, Action<double>? progress = null,
-        DetachPolicy detach = DetachPolicy.Ours)
+        DetachPolicy detach = DetachPolicy.Ours, bool? form = null)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(conceptIds);
         if (conceptIds.Length == 0)
             throw new LinearLensException("the concept has no tokens (give a non-empty --concept or --concept-token-ids)");
-        int L = model.Config.NumLayers;
+        int L = model.Config.NumLayers, d = model.Hidden;
         var target = new JacobianTarget(layer, OutputKey.Layer, JacobianMode.Cumulative, FinalNorm: true);
         target.Validate(L);
         var run = model.Forward(conceptIds, trace: true, detach: detach);
-        var r = DetachedJacobian.Compute(new FrozenMap<T>(model, run.Trace!), target, progress);
-        return new SteeringOperator<T>(layer, model.Hidden, L, (int[])conceptIds.Clone(), r.J, TokenDecoder.ToDouble<T>(r.Offset), r.RelativeError);
+        var frozen = new FrozenMap<T>(model, run.Trace!);
+        var offset = TokenDecoder.ToDouble<T>(frozen.Offset(target));
+        if (form ?? (long)d * conceptIds.Length * d * Unsafe.SizeOf<T>() <= FormedBudgetBytes)
+        {
+            var r = DetachedJacobian.Compute(frozen, target, progress);
+            return new SteeringOperator<T>(layer, d, L, (int[])conceptIds.Clone(), r.J, null, target, offset, r.RelativeError);
+        }
+        double error = DetachedJacobian.Errors<T>(frozen.Reconstruct(target), frozen.Output(target)).relative;
+        progress?.Invoke(1);
+        return new SteeringOperator<T>(layer, d, L, (int[])conceptIds.Clone(), null, frozen, target, offset, error);
     }
 
-    /// <summary>After how many layers a vector is added for an alignment: l (consistent) or l − 1 (reference; 0 = the embeddings).</summary>
+    /// <summary>Where the steering vector is added for an alignment: after l layers (consistent) or l − 1 (reference).</summary>
     public int InjectAfterLayers(SteeringAlignment alignment) => alignment switch
     {
         SteeringAlignment.Consistent => Layer,
@@ -80,13 +99,39 @@ public sealed class SteeringOperator<T> where T : unmanaged, IFloatingPointIeee7
         _ => throw new ArgumentOutOfRangeException(nameof(alignment)),
     };
 
-    /// <summary>dst += J^c_{position mod T_c} · e (a d×d mat-vec; products in T, accumulation into double).</summary>
+    /// <summary>dst += J^c_{position mod T_c} · embedding (the new text's token at absolute position `position`).</summary>
     public void AccumulateInto(int position, ReadOnlySpan<T> embedding, Span<double> dst)
     {
-        int d = Hidden, n = conceptIds.Length, i = position % n;
+        int d = Hidden;
         if (embedding.Length != d || dst.Length != d) throw new ArgumentException($"vectors must have length d = {d}");
-        for (int k = 0; k < d; k++)
-            dst[k] += double.CreateChecked(TensorPrimitives.Dot(j.AsSpan((int)(((long)k * n + i) * d), d), embedding));
+        var rows = new double[d];
+        Apply(position, embedding, 1, rows);
+        for (int k = 0; k < d; k++) dst[k] += rows[k];
+    }
+
+    /// <summary>
+    /// J^c_{(startPos + r) mod T_c} · x_r for `rows` consecutive embeddings x [rows×d] → result [rows×d]: from the formed
+    /// J^c, or as one batched JVP of the concept's frozen map (tangent r holds x_r at concept position (startPos+r) mod T_c).
+    /// </summary>
+    public void Apply(int startPos, ReadOnlySpan<T> x, int rows, Span<double> result)
+    {
+        int d = Hidden, n = conceptIds.Length;
+        if (j is not null)
+        {
+            for (int r = 0; r < rows; r++)
+            {
+                int i = (startPos + r) % n;
+                var e = x.Slice(r * d, d);
+                for (int k = 0; k < d; k++)
+                    result[r * d + k] = double.CreateChecked(TensorPrimitives.Dot(j.AsSpan((int)(((long)k * n + i) * d), d), e));
+            }
+            return;
+        }
+        var tangents = Numerics.Pinned.Array<T>((long)n * rows * d);
+        for (int r = 0; r < rows; r++) x.Slice(r * d, d).CopyTo(tangents.AsSpan((((startPos + r) % n) * rows + r) * d, d));
+        var outputs = new T[rows * d];
+        map!.Jvp(target, tangents, rows, outputs);
+        for (int i = 0; i < rows * d; i++) result[i] = double.CreateChecked(outputs[i]);
     }
 }
 
@@ -132,10 +177,11 @@ public sealed class SteeringInjector<T> where T : unmanaged, IFloatingPointIeee7
             throw new InvalidOperationException($"steering positions must arrive in order: expected {nextPosition}, got {startPos}");
         int d = op.Hidden;
         if (pending.Length < rows * d) pending = new double[rows * d];
+        op.Apply(startPos, x, rows, pending);   // each row's J^c_{p mod T_c} e_p, all rows in one product
         for (int r = 0; r < rows; r++)
         {
-            op.AccumulateInto(startPos + r, x.Slice(r * d, d), sum);
             var a = pending.AsSpan(r * d, d);
+            TensorPrimitives.Add(sum, a, sum);
             sum.CopyTo(a);
             TensorPrimitives.Add(a, op.Offset, a);   // the affine form: aᵢ = Σ_{k≤i} J^c e_k + c
         }

@@ -43,8 +43,8 @@ public sealed class FrozenMap<T> where T : unmanaged, IFloatingPointIeee754<T>
     public ReadOnlySpan<T> SiteValue(JacobianTarget t) => t.Key switch
     {
         OutputKey.Layer => Trace.ResidPre[t.Layer].AsSpan((n - 1) * d, d),
-        OutputKey.Attn => (TapsRaw(t) ? Trace.AttnRaw[t.Layer - 1]! : Trace.AttnOut[t.Layer - 1]).AsSpan((n - 1) * d, d),
-        _ => (TapsRaw(t) ? Trace.MlpRaw[t.Layer - 1]! : Trace.MlpOut[t.Layer - 1]).AsSpan((n - 1) * d, d),
+        OutputKey.Attn => TapsRaw(t) ? Trace.AttnRaw[t.Layer - 1]! : Trace.AttnOut[t.Layer - 1],
+        _ => TapsRaw(t) ? Trace.MlpRaw[t.Layer - 1]! : Trace.MlpOut[t.Layer - 1],
     };
 
     /// <summary>Whether the target's attn/mlp tap lies before that branch's post-norm (--detach reference, where the layer has one).</summary>
@@ -162,7 +162,7 @@ public sealed class FrozenMap<T> where T : unmanaged, IFloatingPointIeee754<T>
         T[] a = ws.H;
         if (p.AttnIn is { } gi) { ScaleRows(ws.H, d, gi, Trace.AttnInScale[l]!, L, ws.A, 0); a = ws.A; }
         Linear(a, w.V, p.VBias, ws.Kv, 0);
-        MixForward(Trace.AttnProbs[l], ws.Kv, L, ws.Q, q0);
+        MixForward(l, ws.Kv, L, ws.Q, q0);
         Linear(ws.Q, w.O, p.OBias, ws.A, q0);
         bool raw = rawTap && tap == OutputKey.Attn;
         if (p.AttnOut is { } ga && !raw) ScaleRows(ws.A, d, ga, Trace.AttnOutScale[l]!, L, ws.A, q0);
@@ -295,7 +295,7 @@ public sealed class FrozenMap<T> where T : unmanaged, IFloatingPointIeee754<T>
         int r0 = L.Offset(fromPos), rows = L.Rows - r0;
         // Γ_o = W_oᵀ Γ;  Γ_v[t] = Σ_{s≥t} Σ_h P_h[s,t] Γ_o[s,h];  Γ_a = W_vᵀ Γ_v;  Γ_h += N_attn_inᵀ Γ_a
         MatMul.Run(Pinned.View(src, rows, d, (long)r0 * d), false, p.Weights.O, false, ws.Q, (long)r0 * c.QDim, c.QDim);
-        MixBackward(Trace.AttnProbs[l], ws.Q, L, ws.Kv, fromPos);
+        MixBackward(l, ws.Q, L, ws.Kv, fromPos);
         MatMul.Run(Pinned.View(ws.Kv, L.Rows, c.KvDim), false, p.Weights.V, false, ws.A, 0, d);
         NormTransposeAdd(ws.A, p.AttnIn, Trace.AttnInScale[l], L, ws.H, 0);
     }
@@ -402,8 +402,9 @@ public sealed class FrozenMap<T> where T : unmanaged, IFloatingPointIeee754<T>
     }
 
     /// <summary>o[s, b, head h] = Σ_{t≤s} P_h[s,t] · v[t, b, kv head of h] for s ≥ q0 (column b's rows start at its first position).</summary>
-    unsafe void MixForward(T[] probs, T[] v, RowLayout L, T[] o, int q0)
+    unsafe void MixForward(int l, T[] v, RowLayout L, T[] o, int q0)
     {
+        if (Trace.AttnProbs[l] is not { } probs) { MixForwardRecomputed(l, v, L, o, q0); return; }
         int H = c.NumHeads, D = c.HeadDim, G = H / c.NumKvHeads, q = c.QDim, kv = c.KvDim, B = L.Columns;
         // One task per (head, batch column): its n×D values stay in cache while every query row sums over them.
         Parallel.For(0, H * B, hb =>
@@ -418,8 +419,9 @@ public sealed class FrozenMap<T> where T : unmanaged, IFloatingPointIeee754<T>
     }
 
     /// <summary>Γ_v[t, b, kv head j] = Σ_{s≥t, s≥fromPos} Σ_{h: j(h)=j} P_h[s,t] · Γ_o[s, b, h], for every row (t, b).</summary>
-    unsafe void MixBackward(T[] probs, T[] go, RowLayout L, T[] gv, int fromPos)
+    unsafe void MixBackward(int l, T[] go, RowLayout L, T[] gv, int fromPos)
     {
+        if (Trace.AttnProbs[l] is not { } probs) { MixBackwardRecomputed(l, go, L, gv, fromPos); return; }
         int H = c.NumHeads, D = c.HeadDim, G = H / c.NumKvHeads, q = c.QDim, kv = c.KvDim, B = L.Columns;
         Parallel.For(0, c.NumKvHeads * B, jb =>
         {
@@ -438,6 +440,86 @@ public sealed class FrozenMap<T> where T : unmanaged, IFloatingPointIeee754<T>
                             D, dst, accumulate: g > 0);
                     }
                 }
+        });
+    }
+
+    // ---- attention probabilities recomputed blockwise (long inputs: the trace keeps q, k and row statistics) ----
+
+    /// <summary>Rows (queries) or columns (keys) per recomputed block of P.</summary>
+    const int ProbabilityBlock = 32;
+    /// <summary>A recomputed block spans at least this many rows and columns, so its scores take the GEMM's packed path as the forward pass's did (same sums, bit for bit).</summary>
+    const int MinBlock = 5;
+
+    readonly ThreadLocal<T[]> probabilityScratch = new(() => []);
+
+    /// <summary>
+    /// P_h[s, t] for queries s ∈ [s0, s1) and keys t ∈ [t0, t1) into a per-thread block (row-major, (s1−s0)×(t1−t0)):
+    /// the scores by the forward pass's own product c·q·kᵀ, then the forward's exp(x − max)/sum with the stored row
+    /// maximum and normalizer (<see cref="Blocks{T}.ProbabilityRow"/>).
+    /// </summary>
+    T[] RecomputeProbabilities(int l, int h, int s0, int s1, int t0, int t1)
+    {
+        int D = c.HeadDim, j = h / (c.NumHeads / c.NumKvHeads), rows = s1 - s0, cols = t1 - t0;
+        var block = probabilityScratch.Value!;
+        if (block.Length < rows * cols) probabilityScratch.Value = block = Pinned.Array<T>((long)rows * cols);
+        MatMul.Run(Pinned.View(Trace.AttnQ[l]!, rows, D, (long)s0 * c.QDim + h * D, c.QDim), false,
+            Pinned.View(Trace.AttnK[l]!, cols, D, (long)t0 * c.KvDim + j * D, c.KvDim), true, block, 0, cols, alpha: c.AttentionScale);
+        var max = Trace.AttnRowMax[l]!; var sum = Trace.AttnRowSum[l]!;
+        int? window = c.SlidingWindow[l];
+        for (int s = s0; s < s1; s++)
+            Blocks<T>.ProbabilityRow(block.AsSpan((s - s0) * cols, cols), s, t0, window, max[h * n + s], sum[h * n + s]);
+        return block;
+    }
+
+    /// <summary><see cref="MixForward"/> with P rebuilt per (head, block of query rows).</summary>
+    unsafe void MixForwardRecomputed(int l, T[] v, RowLayout L, T[] o, int q0)
+    {
+        int H = c.NumHeads, D = c.HeadDim, G = H / c.NumKvHeads, q = c.QDim, kv = c.KvDim, B = L.Columns;
+        int blocks = (n - q0 + ProbabilityBlock - 1) / ProbabilityBlock;
+        Parallel.For(0, H * blocks, task =>
+        {
+            int h = task / blocks, j = h / G;
+            int s0 = q0 + task % blocks * ProbabilityBlock, s1 = Math.Min(n, s0 + ProbabilityBlock);
+            int r0 = Math.Max(0, Math.Min(s0, s1 - MinBlock)), keys = Math.Max(s1, MinBlock);   // ≥ MinBlock rows and keys
+            var P = RecomputeProbabilities(l, h, r0, s1, 0, keys);
+            fixed (T* pp = P, pv = v, po = o)
+            fixed (int* offs = L.Offsets)
+                for (int r = 0; r < B; r++)
+                {
+                    int p0 = L.First(r);
+                    for (int s = Math.Max(s0, p0); s < s1; s++)
+                        WeightedRows(pp + (long)(s - r0) * keys + p0, 1, s + 1 - p0, pv + (long)r * kv + j * D, offs + p0, kv,
+                            D, po + ((long)L.Offset(s) + r) * q + h * D, accumulate: false);
+                }
+        });
+    }
+
+    /// <summary><see cref="MixBackward"/> with P rebuilt per (kv head, block of key columns): each block's rows s ≥ its first key.</summary>
+    unsafe void MixBackwardRecomputed(int l, T[] go, RowLayout L, T[] gv, int fromPos)
+    {
+        int H = c.NumHeads, D = c.HeadDim, G = H / c.NumKvHeads, q = c.QDim, kv = c.KvDim, B = L.Columns;
+        int blocks = (n + ProbabilityBlock - 1) / ProbabilityBlock;
+        Parallel.For(0, c.NumKvHeads * blocks, task =>
+        {
+            int j = task / blocks, t0 = task % blocks * ProbabilityBlock, t1 = Math.Min(n, t0 + ProbabilityBlock);
+            int c0 = Math.Max(0, Math.Min(t0, t1 - MinBlock));                                // ≥ MinBlock key columns
+            int sA = Math.Max(0, Math.Min(Math.Max(t0, fromPos), n - MinBlock));               // ≥ MinBlock query rows
+            int cols = t1 - c0;
+            for (int g = 0; g < G; g++)
+            {
+                int h = j * G + g;
+                var P = RecomputeProbabilities(l, h, sA, n, c0, t1);
+                fixed (T* pp = P, pg = go, pv = gv)
+                fixed (int* offs = L.Offsets)
+                    for (int r = 0; r < B; r++)
+                        for (int t = Math.Max(t0, L.First(r)); t < t1; t++)
+                        {
+                            int s0 = Math.Max(t, fromPos);
+                            // column t of P_h from row s0 down: stride cols
+                            WeightedRows(pp + (long)(s0 - sA) * cols + (t - c0), cols, n - s0, pg + (long)r * q + h * D, offs + s0, q,
+                                D, pv + ((long)L.Offset(t) + r) * kv + j * D, accumulate: g > 0);
+                        }
+            }
         });
     }
 

@@ -30,23 +30,43 @@ public sealed class FrozenTrace<T> where T : unmanaged, IFloatingPointIeee754<T>
     public T[][] ResidPre { get; }
     /// <summary>ρ of the attention input norm [n] (ln1.hook_scale), where the layer has one.</summary>
     public T[]?[] AttnInScale { get; }
-    /// <summary>Attention probabilities [H][n][n]: row s (query), column t (key); zero where masked.</summary>
-    public T[][] AttnProbs { get; }
-    /// <summary>The attention branch W_o·o (+ b_o) before its post-norm [n×d], where the layer has an attention-out norm.</summary>
+    /// <summary>
+    /// Attention probabilities [H][n][n]: row s (query), column t (key); zero where masked — or null when the trace keeps
+    /// instead what recomputes them exactly (<see cref="RecomputesProbabilities"/>): H·n² numbers per layer would make a
+    /// 2,048-token trace of a 28-layer model 15 GB.
+    /// </summary>
+    public T[]?[] AttnProbs { get; }
+    /// <summary>Whether P is rebuilt blockwise inside the frozen map's products from q, k (after norms and RoPE) and each row's maximum and normalizer.</summary>
+    public bool RecomputesProbabilities { get; }
+    /// <summary>Recomputing P: q [n×H·D] and k [n×K·D] as attention saw them, each softmax row's max and sum [H][n].</summary>
+    public T[]?[] AttnQ { get; }
+    public T[]?[] AttnK { get; private set; }
+    public T[]?[] AttnRowMax { get; }
+    public T[]?[] AttnRowSum { get; }
+
+    /// <summary>Takes the forward pass's key cache (k after norms and RoPE, [n×K·D] per layer) when P is to be recomputed: no copy.</summary>
+    internal void KeepKeys(T[][] keys)
+    {
+        if (RecomputesProbabilities) AttnK = keys.Select(k => (T[]?)k).ToArray();
+    }
+
+    /// <summary>Bytes of stored probabilities above which a trace recomputes them instead (unless asked otherwise).</summary>
+    public const long ProbabilityBudgetBytes = 512L << 20;
+    /// <summary>The attention branch W_o·o (+ b_o) before its post-norm, last position [d], where the layer has an attention-out norm.</summary>
     public T[]?[] AttnRaw { get; }
     /// <summary>ρ of the attention output norm [n], where the layer has one (Gemma 3, OLMo 2).</summary>
     public T[]?[] AttnOutScale { get; }
-    /// <summary>What the attention branch adds to the residual stream [n×d] (hook_attn_out; after its post-norm).</summary>
+    /// <summary>What the attention branch adds to the residual stream, last position [d] (hook_attn_out; after its post-norm).</summary>
     public T[][] AttnOut { get; }
     /// <summary>ρ of the MLP input norm [n] (ln2.hook_scale), where the layer has one.</summary>
     public T[]?[] MlpInScale { get; }
     /// <summary>The MLP's frozen coefficient γ [n×I]: act(W_gate x), or u ⊙ σ(W_gate x) (see <see cref="MlpFreezing"/>).</summary>
     public T[][] MlpCoefficient { get; }
-    /// <summary>The MLP branch W_down z (+ b) before its post-norm [n×d], where the layer has an MLP-out norm.</summary>
+    /// <summary>The MLP branch W_down z (+ b) before its post-norm, last position [d], where the layer has an MLP-out norm.</summary>
     public T[]?[] MlpRaw { get; }
     /// <summary>ρ of the MLP output norm [n], where the layer has one.</summary>
     public T[]?[] MlpOutScale { get; }
-    /// <summary>What the MLP branch adds to the residual stream [n×d] (hook_mlp_out; after its post-norm).</summary>
+    /// <summary>What the MLP branch adds to the residual stream, last position [d] (hook_mlp_out; after its post-norm).</summary>
     public T[][] MlpOut { get; }
     /// <summary>ρ of the final norm (ln_final.hook_scale) [n].</summary>
     public T[] FinalScale { get; }
@@ -60,7 +80,9 @@ public sealed class FrozenTrace<T> where T : unmanaged, IFloatingPointIeee754<T>
     /// </summary>
     public NonlinearTrace<T>? Nonlinear { get; }
 
-    public FrozenTrace(ModelConfig c, int n, DetachPolicy detach = DetachPolicy.Ours, bool nonlinear = false)
+    /// <param name="storeProbabilities">Keep P itself (null: when H·n²·L fits <see cref="ProbabilityBudgetBytes"/>, or the
+    /// ordinary Jacobian needs it); false: keep q, k and the row statistics and recompute P inside each product.</param>
+    public FrozenTrace(ModelConfig c, int n, DetachPolicy detach = DetachPolicy.Ours, bool nonlinear = false, bool? storeProbabilities = null)
     {
         Tokens = n; Layers = c.NumLayers; Detach = detach;
         MlpFreezing = detach == DetachPolicy.Reference ? c.Family.ReferenceMlp : MlpFreezing.Gate;
@@ -71,15 +93,23 @@ public sealed class FrozenTrace<T> where T : unmanaged, IFloatingPointIeee754<T>
         T[][] PerLayer(long len) => Enumerable.Range(0, layers).Select(_ => Pinned.Array<T>(len)).ToArray();
         T[]?[] Where(bool present, long len) => present ? PerLayer(len) : new T[]?[layers];
         AttnInScale = Where(norms.AttnIn is not null, n);
-        AttnProbs = PerLayer((long)c.NumHeads * n * n);
-        AttnRaw = Where(norms.AttnOut is not null, (long)n * d);
+        long probBytes = (long)c.NumHeads * n * n * layers * System.Runtime.CompilerServices.Unsafe.SizeOf<T>();
+        bool store = nonlinear || (storeProbabilities ?? probBytes <= ProbabilityBudgetBytes) || n <= 4;
+        RecomputesProbabilities = !store;
+        AttnProbs = Where(store, (long)c.NumHeads * n * n);
+        AttnQ = Where(!store, (long)n * c.QDim);
+        AttnK = new T[]?[layers];   // the forward pass's own key cache, handed over by KeepKeys
+        AttnRowMax = Where(!store, (long)c.NumHeads * n);
+        AttnRowSum = Where(!store, (long)c.NumHeads * n);
+        // branch outputs are read only at the last position (the taps); the ordinary Jacobian keeps its own full copies
+        AttnRaw = Where(norms.AttnOut is not null, d);
         AttnOutScale = Where(norms.AttnOut is not null, n);
-        AttnOut = PerLayer((long)n * d);
+        AttnOut = PerLayer(d);
         MlpInScale = Where(norms.MlpIn is not null, n);
         MlpCoefficient = PerLayer((long)n * c.IntermediateSize);
-        MlpRaw = Where(norms.MlpOut is not null, (long)n * d);
+        MlpRaw = Where(norms.MlpOut is not null, d);
         MlpOutScale = Where(norms.MlpOut is not null, n);
-        MlpOut = PerLayer((long)n * d);
+        MlpOut = PerLayer(d);
         FinalScale = Pinned.Array<T>(n);
         Final = Pinned.Array<T>((long)n * d);
         Nonlinear = nonlinear ? new NonlinearTrace<T>(c, n) : null;
@@ -103,6 +133,11 @@ public sealed class NonlinearTrace<T> where T : unmanaged, IFloatingPointIeee754
     /// <summary>The gate before its activation, W_gate x, and the up projection W_up x [n×I].</summary>
     public T[][] GatePre { get; }
     public T[][] Up { get; }
+    /// <summary>The residual stream between the attention and the MLP branch, h' = h + attn [n×d].</summary>
+    public T[][] MidResidual { get; }
+    /// <summary>The branches before their post-norms at every position [n×d], where the layer has them.</summary>
+    public T[]?[] AttnRaw { get; }
+    public T[]?[] MlpRaw { get; }
 
     public NonlinearTrace(ModelConfig c, int n)
     {
@@ -111,5 +146,9 @@ public sealed class NonlinearTrace<T> where T : unmanaged, IFloatingPointIeee754
         QNormScale = PerLayer((long)n * c.NumHeads); KNormScale = PerLayer((long)n * c.NumKvHeads);
         QRot = PerLayer((long)n * c.QDim); KRot = PerLayer((long)n * c.KvDim); V = PerLayer((long)n * c.KvDim);
         GatePre = PerLayer((long)n * c.IntermediateSize); Up = PerLayer((long)n * c.IntermediateSize);
+        MidResidual = PerLayer((long)n * c.HiddenSize);
+        var norms = c.Family.Norms;
+        AttnRaw = norms.AttnOut is null ? new T[]?[c.NumLayers] : PerLayer((long)n * c.HiddenSize);
+        MlpRaw = norms.MlpOut is null ? new T[]?[c.NumLayers] : PerLayer((long)n * c.HiddenSize);
     }
 }

@@ -96,14 +96,6 @@ public sealed class OrdinaryJacobian<T> where T : unmanaged, IFloatingPointIeee7
         });
     }
 
-    T[] MidResidual(int l)
-    {
-        // h' = h + attention output: the MLP norm's input
-        var h = new T[n * d];
-        TensorPrimitives.Add(trace.ResidPre[l].AsSpan(0, n * d), trace.AttnOut[l].AsSpan(0, n * d), h);
-        return h;
-    }
-
     /// <summary>g (cotangent of the MLP block's output, or of h'' when addResidual) → g of h' (MLP branch added).</summary>
     void Mlp(int l, T[] g, int B, bool addResidual)
     {
@@ -111,7 +103,7 @@ public sealed class OrdinaryJacobian<T> where T : unmanaged, IFloatingPointIeee7
         var w = p.Weights;
         int R = n * B, I = c.IntermediateSize;
         var gm = Pinned.Array<T>((long)R * d);
-        if (p.MlpOut is { } gOut) NormVjpRows(trace.MlpRaw[l]!, trace.MlpOutScale[l]!, gOut, g, B, gm, add: false);
+        if (p.MlpOut is { } gOut) NormVjpRows(nl.MlpRaw[l]!, trace.MlpOutScale[l]!, gOut, g, B, gm, add: false);
         else g.AsSpan(0, R * d).CopyTo(gm);
         var gz = Pinned.Array<T>((long)R * I);
         MatMul.Run(Pinned.View(gm, R, d), false, w.Down, false, gz, 0, I);
@@ -136,7 +128,7 @@ public sealed class OrdinaryJacobian<T> where T : unmanaged, IFloatingPointIeee7
         MatMul.Run(Pinned.View(gz, R, I), false, w.Up, false, gx, 0, d);
         MatMul.Run(Pinned.View(gg, R, I), false, w.Gate, false, gx, 0, d, beta: 1);
         if (!addResidual) Array.Clear(g, 0, R * d);
-        if (p.MlpIn is { } gIn) NormVjpRows(MidResidual(l), trace.MlpInScale[l]!, gIn, gx, B, g, add: true);
+        if (p.MlpIn is { } gIn) NormVjpRows(nl.MidResidual[l], trace.MlpInScale[l]!, gIn, gx, B, g, add: true);
         else TensorPrimitives.Add(g.AsSpan(0, R * d), gx.AsSpan(0, R * d), g.AsSpan(0, R * d));
     }
 
@@ -147,7 +139,7 @@ public sealed class OrdinaryJacobian<T> where T : unmanaged, IFloatingPointIeee7
         var w = p.Weights;
         int R = n * B, H = c.NumHeads, K = c.NumKvHeads, D = c.HeadDim, G = H / K, q = c.QDim, kv = c.KvDim;
         var ga = Pinned.Array<T>((long)R * d);
-        if (p.AttnOut is { } gOut) NormVjpRows(trace.AttnRaw[l]!, trace.AttnOutScale[l]!, gOut, g, B, ga, add: false);
+        if (p.AttnOut is { } gOut) NormVjpRows(nl.AttnRaw[l]!, trace.AttnOutScale[l]!, gOut, g, B, ga, add: false);
         else g.AsSpan(0, R * d).CopyTo(ga);
         var go = Pinned.Array<T>((long)R * q);
         MatMul.Run(Pinned.View(ga, R, d), false, w.O, false, go, 0, q);

@@ -47,13 +47,15 @@ public sealed unsafe class SafetensorsFile : IDisposable
     {
         if (!System.IO.File.Exists(path))
             throw new LinearLensException($"safetensors file not found: {path} (check the model folder)");
-        long length = new FileInfo(path).Length;
-        if (length < 8)
-            throw new LinearLensException($"{path} is {length} bytes, too short for a safetensors file (truncated download? fetch it again)");
+        long length;
         ulong headerLen;
         byte[] header;
         using (var fs = System.IO.File.OpenRead(path))
         {
+            // The open file's length, not FileInfo's: in a Hugging Face cache the path is a symlink into blobs/.
+            length = fs.Length;
+            if (length < 8)
+                throw new LinearLensException($"{path} is {length} bytes, too short for a safetensors file (truncated download? fetch it again)");
             Span<byte> lenBytes = stackalloc byte[8];
             fs.ReadExactly(lenBytes);
             headerLen = BitConverter.ToUInt64(lenBytes);

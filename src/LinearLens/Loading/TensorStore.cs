@@ -1,4 +1,5 @@
 using System.Text.Json;
+using System.Text.RegularExpressions;
 
 namespace LinearLens.Loading;
 
@@ -7,7 +8,7 @@ namespace LinearLens.Loading;
 /// Names are canonicalised to the text-only layout (`model.…`, `lm_head.weight`): multimodal Gemma 3 prefixes
 /// (`language_model.model.`, `model.language_model.`) are mapped, vision tensors and rotary buffers ignored.
 /// </summary>
-public sealed class TensorStore : IDisposable
+public sealed partial class TensorStore : IDisposable
 {
     readonly List<IDisposable> _files = [];   // the mapped files (or GGUF model) the tensors point into
     readonly Dictionary<string, StoredTensor> _tensors = new();
@@ -49,18 +50,30 @@ public sealed class TensorStore : IDisposable
     static IEnumerable<string> ShardsOf(string index)
     {
         string folder = Path.GetDirectoryName(index)!;
+        return ShardNames(index).Select(n => Path.Combine(folder, n)).ToList();
+    }
+
+    /// <summary>The distinct shard file names an index names, each checked to be a plain name inside the folder.</summary>
+    public static IReadOnlyList<string> ShardNames(string indexPath)
+    {
         try
         {
-            using var doc = JsonDocument.Parse(File.ReadAllText(index));
-            if (!doc.RootElement.TryGetProperty("weight_map", out var map) || map.ValueKind != JsonValueKind.Object)
-                throw new LinearLensException($"{index} has no weight_map object; the index file is corrupt");
-            var names = map.EnumerateObject().Select(p => p.Value.GetString() ?? "").Distinct().ToList();
-            foreach (var n in names)
-                if (n.Length == 0 || n.Contains('/') || n.Contains('\\') || n.Contains(".."))
-                    throw new LinearLensException($"{index}: shard name '{n}' is not a plain file name");
-            return names.Select(n => Path.Combine(folder, n)).ToList();
+            using var doc = JsonDocument.Parse(File.ReadAllText(indexPath));
+            if (doc.RootElement.ValueKind != JsonValueKind.Object || !doc.RootElement.TryGetProperty("weight_map", out var map)
+                || map.ValueKind != JsonValueKind.Object)
+                throw new LinearLensException($"{indexPath} has no weight_map object; the index file is corrupt");
+            var names = new List<string>();
+            foreach (var p in map.EnumerateObject())
+            {
+                string n = p.Value.ValueKind == JsonValueKind.String ? p.Value.GetString()! : "";
+                if (!PlainFileName().IsMatch(n) || n.Contains(".."))
+                    throw new LinearLensException($"{indexPath}: shard name '{HubCache.Shorten(n)}' of tensor '{HubCache.Shorten(p.Name)}' is not a plain file name");
+                if (!names.Contains(n)) names.Add(n);
+            }
+            if (names.Count == 0) throw new LinearLensException($"{indexPath}: weight_map is empty; the index file is corrupt");
+            return names;
         }
-        catch (JsonException e) { throw new LinearLensException($"{index} is not valid JSON: {e.Message}"); }
+        catch (JsonException e) { throw new LinearLensException($"{indexPath} is not valid JSON: {e.Message}"); }
     }
 
     static string? Canonical(string name)
@@ -93,4 +106,7 @@ public sealed class TensorStore : IDisposable
         foreach (var f in _files) f.Dispose();
         _files.Clear();
     }
+
+    [GeneratedRegex(@"^[A-Za-z0-9_][A-Za-z0-9._-]*$")]
+    private static partial Regex PlainFileName();
 }

@@ -71,10 +71,12 @@ public static class Blocks<T> where T : unmanaged, IFloatingPointIeee754<T>
     /// <summary>
     /// Causal (optionally sliding-window) grouped-query attention for `rows` queries at positions startPos…,
     /// over keys/values 0 … startPos+rows−1 held in the cache. Query head h reads kv head h / (H/K).
-    /// o[r, h·D…] = Σ_t P_h[r,t] v_t. Probabilities go to <paramref name="probs"/> [H][rows][keys] when given.
+    /// o[r, h·D…] = Σ_t P_h[r,t] v_t. Probabilities go to <paramref name="probs"/> [H][rows][keys] when given; each
+    /// softmax row's maximum and normalizer to <paramref name="rowMax"/>, <paramref name="rowSum"/> [H][rows] (what
+    /// recomputes P exactly from q and k, see <see cref="ProbabilityRow"/>).
     /// </summary>
     public static void Attention(T[] q, int rows, int startPos, T[] kCache, T[] vCache, ModelConfig c, int? window,
-        T[] scores, T[] o, T[]? probs)
+        T[] scores, T[] o, T[]? probs, T[]? rowMax = null, T[]? rowSum = null)
     {
         int H = c.NumHeads, D = c.HeadDim, G = c.NumHeads / c.NumKvHeads, keys = startPos + rows;
         for (int h = 0; h < H; h++)
@@ -95,11 +97,28 @@ public static class Blocks<T> where T : unmanaged, IFloatingPointIeee754<T>
                 TensorPrimitives.Divide(visible, sum, visible);
                 row[..first].Clear();
                 row[(s + 1)..].Clear();
+                if (rowMax is not null) { rowMax[h * rows + r] = max; rowSum![h * rows + r] = sum; }
             }
             if (probs is not null) scores.AsSpan(0, rows * keys).CopyTo(probs.AsSpan(h * rows * keys));
             MatMul.Run(Pinned.View(scores, rows, keys), false, Pinned.View(vCache, keys, D, j * D, c.KvDim), false,
                 o, h * D, c.QDim);
         }
+    }
+
+    /// <summary>
+    /// Probabilities of one softmax row from its raw scores (keys t0 … t0+len−1 of query position s), given the row's
+    /// maximum and normalizer: the same operations as <see cref="Attention"/> (exp(x − max), then a division by the sum),
+    /// so the values are bit for bit the forward pass's; masked keys (t &gt; s, or outside the window) become 0.
+    /// </summary>
+    public static void ProbabilityRow(Span<T> scores, int s, int t0, int? window, T max, T sum)
+    {
+        int first = window is int w ? Math.Max(0, s - w + 1) : 0;
+        int lo = Math.Clamp(first - t0, 0, scores.Length), hi = Math.Clamp(s + 1 - t0, 0, scores.Length);
+        var visible = scores[lo..Math.Max(lo, hi)];
+        for (int t = 0; t < visible.Length; t++) visible[t] = T.Exp(visible[t] - max);
+        TensorPrimitives.Divide(visible, sum, visible);
+        scores[..lo].Clear();
+        scores[Math.Max(lo, hi)..].Clear();
     }
 
     static readonly T K0 = T.CreateChecked(0.7978845608028654), K1 = T.CreateChecked(0.044715), Half = T.CreateChecked(0.5);

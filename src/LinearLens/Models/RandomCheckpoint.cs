@@ -31,7 +31,8 @@ public sealed record RopeScalingSpec(
 /// H·D / K·D projection), "mistral" (SlidingWindow on every layer; LayerTypes, if given, are written but HF ignores
 /// them), "ministral" (per-layer LayerTypes; absent → all sliding when SlidingWindow is set), "qwen2" (q/k/v biases;
 /// UseSlidingWindow, MaxWindowLayers, LayerTypes). Gemma only: SlidingWindowPattern, RopeLocalBaseFreq,
-/// QueryPreAttnScalar (null → HeadDim). Llama only: AttentionBias (q, k, v, o biases), MlpBias (gate, up, down biases).
+/// QueryPreAttnScalar (null → HeadDim). Llama and OLMo 2: AttentionBias (q, k, v, o biases); Llama: MlpBias (gate, up,
+/// down biases).
 /// RopeScaling applies to all layers, except Gemma's sliding layers. UseRopeParametersV5 writes the v5
 /// <c>rope_parameters</c> form (and <c>dtype</c>) instead of <c>rope_theta</c>/<c>rope_scaling</c> (and <c>torch_dtype</c>).
 /// Shards = 1 writes <c>model.safetensors</c>; more writes the sharded layout with an index.
@@ -73,10 +74,10 @@ public sealed record RandomCheckpointSpec(
     public bool IsPhi3 => ModelType == "phi3";
     public bool IsOlmo2 => ModelType == "olmo2";
 
-    /// <summary>q_proj/k_proj/v_proj biases: always for qwen2 (hard-coded in HF), for llama when attention_bias.</summary>
-    public bool HasQkvBias => ModelType == "qwen2" || (ModelType == "llama" && AttentionBias);
-    /// <summary>o_proj bias: llama with attention_bias only (Qwen2's o_proj has none).</summary>
-    public bool HasOutputBias => ModelType == "llama" && AttentionBias;
+    /// <summary>q_proj/k_proj/v_proj biases: always for qwen2 (hard-coded in HF), for llama and olmo2 when attention_bias.</summary>
+    public bool HasQkvBias => ModelType == "qwen2" || (ModelType is "llama" or "olmo2" && AttentionBias);
+    /// <summary>o_proj bias: llama and olmo2 with attention_bias (Qwen2's o_proj has none).</summary>
+    public bool HasOutputBias => ModelType is "llama" or "olmo2" && AttentionBias;
     public bool HasMlpBias => ModelType == "llama" && MlpBias;
     public bool HasBias => HasQkvBias || HasOutputBias || HasMlpBias;
 
@@ -139,7 +140,7 @@ public sealed record RandomCheckpointSpec(
 
     /// <summary>
     /// The window W of layer i (keys with 0 ≤ s−t ≤ W−1 visible), or null for full causal attention. Qwen2's config
-    /// sets sliding_window to None unless use_sliding_window, so its sliding layers then have no window.
+    /// sets sliding_window to None unless use_sliding_window (sliding layer_types then make HF raise; Validate rejects them).
     /// </summary>
     public int? WindowOf(int layer) =>
         !IsSliding(layer) ? null : ModelType == "qwen2" && !UseSlidingWindow ? null : SlidingWindow;
@@ -319,10 +320,16 @@ public sealed record RandomCheckpointSpec(
             if (ModelType is "llama" or "phi3" or "olmo2") throw new ArgumentException($"{ModelType} has no layer_types");
         }
         if (Shards < 1) throw new ArgumentException("shards must be ≥ 1");
+        // HF raises for a sliding layer without a window (masking_utils: "Could not find a `sliding_window` argument in
+        // the config, or it is not set"); Qwen2Config nulls sliding_window unless use_sliding_window.
+        int? effectiveWindow = ModelType == "qwen2" && !UseSlidingWindow ? null : SlidingWindow;
+        if (ModelType is "qwen2" or "ministral" && effectiveWindow is null && LayerTypes?.Contains("sliding_attention") == true)
+            throw new ArgumentException($"{ModelType}: sliding layer_types without an effective sliding_window (HF raises)");
         if (PartialRotaryFactor != 1.0 && !IsPhi3) throw new ArgumentException("partial_rotary_factor is a phi3 option");
         if (PartialRotaryFactor is <= 0 or > 1 || RotaryDim % 2 != 0 || RotaryDim == 0)
             throw new ArgumentException($"partial_rotary_factor {PartialRotaryFactor} gives rotary dim {RotaryDim} (must be even, 2..head_dim)");
-        if ((AttentionBias || MlpBias) && ModelType != "llama") throw new ArgumentException("attention_bias/mlp_bias are llama options");
+        if (AttentionBias && ModelType is not ("llama" or "olmo2")) throw new ArgumentException("attention_bias is a llama/olmo2 option");
+        if (MlpBias && ModelType != "llama") throw new ArgumentException("mlp_bias is a llama option");
         if (UseSlidingWindow && ModelType != "qwen2") throw new ArgumentException("use_sliding_window is a qwen2 option here");
         if (OriginalMaxPos is not null && !IsPhi3) throw new ArgumentException("original_max_position_embeddings (top level) is a phi3 option");
         if (SlidingWindow is <= 0) throw new ArgumentException("sliding_window must be positive");
@@ -641,7 +648,7 @@ public static class RandomCheckpoint
         c["max_position_embeddings"] = spec.MaxPos;
         if (spec.IsPhi3) c["original_max_position_embeddings"] = spec.LongRopeOriginalMax;
         c["rms_norm_eps"] = spec.RmsNormEps;
-        if (mt is "llama") c["attention_bias"] = spec.AttentionBias;
+        if (mt is "llama" or "olmo2") c["attention_bias"] = spec.AttentionBias;
         else if (mt is not ("phi3" or "mistral" or "ministral" or "qwen2")) c["attention_bias"] = false;
         c["attention_dropout"] = 0.0;
         if (spec.IsPhi3)

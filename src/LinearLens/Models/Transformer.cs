@@ -116,20 +116,22 @@ public sealed class Transformer<T> where T : unmanaged, IFloatingPointIeee754<T>
 
     /// <summary>Forward pass over a prompt from position 0, optionally recording the frozen trace.</summary>
     public ForwardResult<T> Forward(ReadOnlySpan<int> ids, bool allLogits = false, bool trace = false, bool nonlinear = false,
-        DetachPolicy detach = DetachPolicy.Ours)
+        DetachPolicy detach = DetachPolicy.Ours, bool? storeProbabilities = null)
     {
         Validate(ids);
-        return ForwardEmbeddings(Embed(ids), ids.Length, allLogits, trace, nonlinear, detach);
+        return ForwardEmbeddings(Embed(ids), ids.Length, allLogits, trace, nonlinear, detach, storeProbabilities);
     }
 
     /// <summary>Forward pass from given input embeddings x [n×d] (Gemma: already scaled), no cache kept.</summary>
     /// <param name="nonlinear">Also record what the ordinary (non-frozen) Jacobian needs (implies trace).</param>
+    /// <param name="storeProbabilities">See <see cref="FrozenTrace{T}(ModelConfig, int, DetachPolicy, bool, bool?)"/>.</param>
     public ForwardResult<T> ForwardEmbeddings(T[] x, int n, bool allLogits = false, bool trace = false, bool nonlinear = false,
-        DetachPolicy detach = DetachPolicy.Ours)
+        DetachPolicy detach = DetachPolicy.Ours, bool? storeProbabilities = null)
     {
         var cache = new KvCache<T>(Config, n);
-        var tr = trace || nonlinear ? new FrozenTrace<T>(Config, n, detach, nonlinear) : null;
+        var tr = trace || nonlinear ? new FrozenTrace<T>(Config, n, detach, nonlinear, storeProbabilities) : null;
         var final = Run(x, n, cache, tr);
+        tr?.KeepKeys(cache.Keys);
         var logits = Logits(final, n, allLogits ? 0 : n - 1);
         CheckFinite(logits, "the logits");
         return new ForwardResult<T>(n, final, logits, allLogits, tr);
@@ -178,19 +180,24 @@ public sealed class Transformer<T> where T : unmanaged, IFloatingPointIeee754<T>
 
         var x = Norm(h, rows, p.AttnIn, ws.X, trace?.AttnInScale[l], ws);
         QkvRope(l, x, rows, startPos, cache, rope, ws, nl);
-        Blocks<T>.Attention(ws.Q, rows, startPos, cache.Keys[l], cache.Values[l], Config, Config.SlidingWindow[l], ws.Scores, ws.O, trace?.AttnProbs[l]);
+        if (trace?.AttnQ[l] is { } tq) Keep(ws.Q, tq);   // k: the cache itself (ForwardEmbeddings hands it to the trace)
+        Blocks<T>.Attention(ws.Q, rows, startPos, cache.Keys[l], cache.Values[l], Config, Config.SlidingWindow[l], ws.Scores, ws.O,
+            trace?.AttnProbs[l], trace?.AttnRowMax[l], trace?.AttnRowSum[l]);
         Blocks<T>.Linear(ws.O, rows, p.Weights.O, p.OBias, ws.A);
-        if (trace?.AttnRaw[l] is { } attnRaw) Keep(ws.A, attnRaw);   // before its post-norm
+        if (trace?.AttnRaw[l] is { } attnRaw) KeepLast(ws.A, rows, attnRaw);   // before its post-norm
+        if (nl?.AttnRaw[l] is { } attnRawAll) Keep(ws.A, attnRawAll);
         Norm(ws.A, rows, p.AttnOut, ws.A, trace?.AttnOutScale[l], ws);
-        if (trace is not null) Keep(ws.A, trace.AttnOut[l]);
+        if (trace is not null) KeepLast(ws.A, rows, trace.AttnOut[l]);
         AddInto(h, ws.A, n);
+        if (nl is not null) Keep(h, nl.MidResidual[l]);
 
         x = Norm(h, rows, p.MlpIn, ws.X, trace?.MlpInScale[l], ws);
         Blocks<T>.GatedMlp(x, rows, p.Weights, p.Mlp, Config.Activation, ws.Gate, ws.Up, ws.A,
             trace?.MlpFreezing ?? MlpFreezing.Gate, trace?.MlpCoefficient[l], nl?.GatePre[l], nl?.Up[l]);
-        if (trace?.MlpRaw[l] is { } mlpRaw) Keep(ws.A, mlpRaw);
+        if (trace?.MlpRaw[l] is { } mlpRaw) KeepLast(ws.A, rows, mlpRaw);
+        if (nl?.MlpRaw[l] is { } mlpRawAll) Keep(ws.A, mlpRawAll);
         Norm(ws.A, rows, p.MlpOut, ws.A, trace?.MlpOutScale[l], ws);
-        if (trace is not null) Keep(ws.A, trace.MlpOut[l]);
+        if (trace is not null) KeepLast(ws.A, rows, trace.MlpOut[l]);
         AddInto(h, ws.A, n);
     }
 
@@ -267,6 +274,9 @@ public sealed class Transformer<T> where T : unmanaged, IFloatingPointIeee754<T>
 
     static void AddInto(T[] h, T[] branch, int count) =>
         System.Numerics.Tensors.TensorPrimitives.Add(h.AsSpan(0, count), branch.AsSpan(0, count), h.AsSpan(0, count));
+
+    /// <summary>Copies the last of `rows` rows of a workspace buffer into a trace array of one row.</summary>
+    static void KeepLast(T[] workspace, int rows, T[] traceRow) => workspace.AsSpan((rows - 1) * traceRow.Length, traceRow.Length).CopyTo(traceRow);
 
     /// <summary>Copies the leading part of a workspace buffer into a trace array of the exact size.</summary>
     static void Keep(T[] workspace, T[] traceArray) => workspace.AsSpan(0, traceArray.Length).CopyTo(traceArray);

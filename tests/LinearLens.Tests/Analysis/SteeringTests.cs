@@ -199,6 +199,36 @@ public class SteeringTests
         Assert.Contains("≥ 0", Assert.Throws<LinearLensException>(() => Steering.Generate(model, op, Prompt, double.NaN, 4)).Message);
     }
 
+    [Theory]
+    [InlineData("tiny-llama", SteeringAlignment.Consistent)]
+    [InlineData("tiny-qwen2", SteeringAlignment.Consistent)]   // affine: aᵢ includes c
+    [InlineData("tiny-gemma3", SteeringAlignment.Reference)]
+    public void MatrixFreeOperatorSteersLikeTheFormedOne(string preset, SteeringAlignment alignment)
+    {
+        using var tmp = new TempCheckpoint(preset);
+        var model = new Transformer<double>(tmp.Checkpoint);
+        int[] concept = [7, 31, 4, 59], prompt = [1, 12, 40, 8, 77];
+        var formed = SteeringOperator<double>.Build(model, concept, 2, form: true);
+        var free = SteeringOperator<double>.Build(model, concept, 2, form: false);
+        Assert.True(formed.IsFormed);
+        Assert.False(free.IsFormed);
+        Assert.True(free.ReconstructionError < 1e-13 && formed.ReconstructionError < 1e-13);
+        foreach (double lambda in new[] { 0.0, 0.7, 2.0 })
+        {
+            var a = Steering.Generate(model, formed, prompt, lambda, 6, alignment, stopAtEos: false);
+            var b = Steering.Generate(model, free, prompt, lambda, 6, alignment, stopAtEos: false);
+            Assert.Equal(a.NewIds.ToArray(), b.NewIds.ToArray());
+            for (int i = 0; i < a.LogProbs.Length; i++) Assert.True(Math.Abs(a.LogProbs[i] - b.LogProbs[i]) <= 1e-12, $"λ {lambda} step {i}");
+            for (int i = 0; i < a.InjectionNorms.Length; i++)
+                Assert.True(Math.Abs(a.InjectionNorms[i] - b.InjectionNorms[i]) <= 1e-12 * Math.Max(1, a.InjectionNorms[i]), $"λ {lambda} injection {i}");
+        }
+        // the matrix-free product of one row equals the formed slice J^c_{p mod T_c} · e
+        var e = Enumerable.Range(0, model.Hidden).Select(k => Math.Sin(k + 1.0)).ToArray();
+        var ya = new double[model.Hidden]; var yb = new double[model.Hidden];
+        formed.AccumulateInto(6, e, ya); free.AccumulateInto(6, e, yb);
+        for (int k = 0; k < ya.Length; k++) Assert.True(Math.Abs(ya[k] - yb[k]) <= 1e-12 * Math.Max(1, Math.Abs(ya[k])));
+    }
+
     // ---- stories260K: the concept gains probability -------------------------------------------------------------
 
     [SharedTheory("models", "stories260K", "hf", "model.safetensors")]

@@ -238,7 +238,7 @@ public class FamilyTests
         {
             var t = new JacobianTarget(1, key, FinalNorm: false);
             var raw = key == OutputKey.Attn ? run.Trace!.AttnRaw[0]! : run.Trace!.MlpRaw[0]!;
-            Assert.Equal(raw.AsSpan((n - 1) * d, d).ToArray(), map.Output(t));
+            Assert.Equal(raw, map.Output(t));
             var r = DetachedJacobian.Compute(map, t);
             Assert.True(r.RelativeError <= 1e-13, $"{key}: {r.RelativeError:E2}");
         }

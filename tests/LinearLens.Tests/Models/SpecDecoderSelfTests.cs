@@ -451,10 +451,10 @@ public class SpecDecoderSelfTests
         "ministral-no-window" => RandomCheckpointSpec.Preset("tiny-ministral") with { LayerTypes = null, SlidingWindow = null },
         "qwen2-window-off" => RandomCheckpointSpec.Preset("tiny-qwen2") with { UseSlidingWindow = false },
         "qwen2-explicit-types" => RandomCheckpointSpec.Preset("tiny-qwen2") with { LayerTypes = ["sliding_attention", "full_attention"] },
-        "qwen2-types-without-use" => RandomCheckpointSpec.Preset("tiny-qwen2") with { UseSlidingWindow = false, LayerTypes = ["sliding_attention", "sliding_attention"] },
         "phi3-v5" => RandomCheckpointSpec.Preset("tiny-phi3") with { UseRopeParametersV5 = true },
         "phi4-mini-v5" => RandomCheckpointSpec.Preset("tiny-phi4-mini") with { UseRopeParametersV5 = true },
         "olmo2-v5" => RandomCheckpointSpec.Preset("tiny-olmo2") with { UseRopeParametersV5 = true },
+        "olmo2-bias" => RandomCheckpointSpec.Preset("tiny-olmo2") with { AttentionBias = true },
         _ => RandomCheckpointSpec.Preset(key),
     };
 
@@ -483,10 +483,17 @@ public class SpecDecoderSelfTests
     [InlineData("ministral-no-window")]
     [InlineData("qwen2-window-off")]
     [InlineData("qwen2-explicit-types")]
-    [InlineData("qwen2-types-without-use")]
     [InlineData("phi3-v5")]
     [InlineData("phi4-mini-v5")]
     [InlineData("olmo2-v5")]
+    [InlineData("olmo2-bias")]
+    [InlineData("phi-4")]
+    [InlineData("phi-4-mini")]
+    [InlineData("olmo-2-7b")]
+    [InlineData("ministral-8b")]
+    [InlineData("qwen2.5-7b")]
+    [InlineData("qwen3-8b")]
+    [InlineData("qwen3-14b")]
     public void Config_json_parses_back_to_the_intended_values(string key)
     {
         var spec = Variant(key);
@@ -499,7 +506,7 @@ public class SpecDecoderSelfTests
         Assert.Equal(mt switch
         {
             "phi3" => "Phi3ForCausalLM", "olmo2" => "Olmo2ForCausalLM", "mistral" => "MistralForCausalLM",
-            "ministral" => "MinistralForCausalLM", "qwen2" => "Qwen2ForCausalLM", _ => "LlamaForCausalLM",
+            "ministral" => "MinistralForCausalLM", "qwen2" => "Qwen2ForCausalLM", "qwen3" => "Qwen3ForCausalLM", _ => "LlamaForCausalLM",
         }, arch);
         int d = c.GetProperty("hidden_size").GetInt32(), H = c.GetProperty("num_attention_heads").GetInt32();
         int L = c.GetProperty("num_hidden_layers").GetInt32();
@@ -545,13 +552,14 @@ public class SpecDecoderSelfTests
             {
                 "mistral" or "phi3" => sw,                                        // one mask for all layers; layer_types unread
                 "ministral" => (types?[l] ?? (sw is not null ? "sliding_attention" : "full_attention")) == "sliding_attention" ? sw : null,
-                "qwen2" => QwenWindow(c, types, sw, l),
+                "qwen2" or "qwen3" => QwenWindow(c, types, sw, l),
                 _ => null,
             };
             Assert.True(w == spec.WindowOf(l), $"{key}: layer {l} window {w} from config.json, spec says {spec.WindowOf(l)}");
         }
 
         // Biases.
+        if (mt == "olmo2") Assert.Equal(spec.AttentionBias, c.GetProperty("attention_bias").GetBoolean());
         if (mt == "llama")
         {
             Assert.Equal(spec.AttentionBias, c.GetProperty("attention_bias").GetBoolean());
@@ -730,7 +738,6 @@ public class SpecDecoderSelfTests
         Assert.Equal(new int?[] { 3, 3, 3 }, Enumerable.Range(0, 3).Select(Variant("ministral-default-types").WindowOf));
         Assert.Equal(new int?[] { null, 3 }, Enumerable.Range(0, 2).Select(RandomCheckpointSpec.Preset("tiny-qwen2").WindowOf));
         Assert.Equal(new int?[] { null, null }, Enumerable.Range(0, 2).Select(Variant("qwen2-window-off").WindowOf));
-        Assert.Equal(new int?[] { null, null }, Enumerable.Range(0, 2).Select(Variant("qwen2-types-without-use").WindowOf));
         Assert.Equal(new int?[] { 4, 4 }, Enumerable.Range(0, 2).Select(RandomCheckpointSpec.Preset("tiny-phi3").WindowOf));
         Assert.Equal(new int?[] { null, null }, Enumerable.Range(0, 2).Select(RandomCheckpointSpec.Preset("tiny-olmo2").WindowOf));
 
@@ -954,5 +961,9 @@ public class SpecDecoderSelfTests
         Assert.Throws<ArgumentException>(() => (RandomCheckpointSpec.Preset("tiny-qwen2") with { HeadDim = 8 }).Validate());
         Assert.Throws<ArgumentException>(() => (RandomCheckpointSpec.Preset("tiny-phi3") with { PartialRotaryFactor = 0.75 }).Validate());
         Assert.Throws<ArgumentException>(() => (RandomCheckpointSpec.Preset("tiny-mistral") with { AttentionBias = true }).Validate());
+        // Sliding layers without an effective window: HF raises in create_sliding_window_causal_mask.
+        Assert.Throws<ArgumentException>(() => (RandomCheckpointSpec.Preset("tiny-qwen2") with { UseSlidingWindow = false, LayerTypes = ["sliding_attention", "full_attention"] }).Validate());
+        Assert.Throws<ArgumentException>(() => (RandomCheckpointSpec.Preset("tiny-ministral") with { SlidingWindow = null }).Validate());
+        (RandomCheckpointSpec.Preset("tiny-qwen2") with { UseSlidingWindow = false }).Validate();
     }
 }

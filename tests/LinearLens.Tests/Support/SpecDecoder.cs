@@ -15,7 +15,19 @@ public sealed record SpecOutput(
 {
     public ReadOnlySpan<double> FinalRow(int t) => Final.AsSpan(t * Hidden, Hidden);
     public ReadOnlySpan<double> LogitsRow(int t) => Logits.AsSpan(t * Vocab, Vocab);
+
+    /// <summary>The nonlinear factors of this forward pass, for the frozen evaluation (<see cref="SpecFrozenMap"/>).</summary>
+    public required SpecFactors Factors { get; init; }
 }
+
+/// <summary>
+/// Every input-dependent factor of one forward pass, per layer and position: the RMS factors r = (mean x² + ε)^(−1/2)
+/// of the attention-in, attention-out (Gemma/OLMo-2 post-norm), MLP-in and MLP-out norms (NaN where the family has
+/// no such norm), and per MLP unit the activated gate act(g), the up projection u and σ(g).
+/// </summary>
+public sealed record SpecFactors(
+    double[][] AttnIn, double[][] AttnOut, double[][] MlpIn, double[][] MlpOut,
+    double[][] ActGate, double[][] Up, double[][] SigmoidGate);
 
 /// <summary>
 /// An independent, deliberately plain evaluation of the decoder forward pass straight from architectures.md §1–§2.7 and
@@ -96,8 +108,8 @@ public static class SpecDecoder
         string family = spec.ModelType;
         bool gemma = family is "gemma3" or "gemma3_text";
         bool phi3 = family == "phi3", olmo2 = family == "olmo2";
-        bool qkvBias = family == "qwen2" || (family == "llama" && spec.AttentionBias);
-        bool oBias = family == "llama" && spec.AttentionBias;
+        bool qkvBias = family == "qwen2" || (family is "llama" or "olmo2" && spec.AttentionBias);
+        bool oBias = family is "llama" or "olmo2" && spec.AttentionBias;
         bool mlpBias = family == "llama" && spec.MlpBias;
         bool headQkNorm = family is "qwen3" or "gemma3" or "gemma3_text";
         double eps = spec.RmsNormEps;
@@ -131,6 +143,8 @@ public static class SpecDecoder
         }
         var final = new double[n * d];
         var logits = new double[n * V];
+        double[][] F(int width) { var a = new double[L][]; for (int l = 0; l < L; l++) { a[l] = new double[n * width]; Array.Fill(a[l], double.NaN); } return a; }
+        var factors = new SpecFactors(F(1), F(1), F(1), F(1), F(I), F(I), F(I));
 
         // Key/value cache per layer: [t][K·D] (keys after q/k norm and RoPE).
         var kCache = new List<double[]>[L];
@@ -150,7 +164,7 @@ public static class SpecDecoder
             {
                 string p = $"model.layers.{l}.";
                 // --- attention branch --- (OLMo 2: no input norm, the raw residual goes in)
-                double[] x = olmo2 ? (double[])h.Clone() : Norm(h, W(p + "input_layernorm.weight"), eps, gemma);
+                double[] x = olmo2 ? (double[])h.Clone() : Norm(h, W(p + "input_layernorm.weight"), eps, gemma, out factors.AttnIn[l][s]);
                 double[] q, kk, v;
                 if (phi3)
                 {
@@ -217,13 +231,13 @@ public static class SpecDecoder
                 }
                 double[] a = MatVec(W(p + "self_attn.o_proj.weight"), o, d, H * D);
                 if (oBias) AddInPlace(a, W(p + "self_attn.o_proj.bias"));
-                if (gemma || olmo2) a = Norm(a, W(p + "post_attention_layernorm.weight"), eps, gemma);
+                if (gemma || olmo2) a = Norm(a, W(p + "post_attention_layernorm.weight"), eps, gemma, out factors.AttnOut[l][s]);
                 for (int k = 0; k < d; k++) h[k] += a[k];
 
                 // --- MLP branch ---
-                double[] xm = gemma ? Norm(h, W(p + "pre_feedforward_layernorm.weight"), eps, true)
+                double[] xm = gemma ? Norm(h, W(p + "pre_feedforward_layernorm.weight"), eps, true, out factors.MlpIn[l][s])
                     : olmo2 ? (double[])h.Clone()
-                    : Norm(h, W(p + "post_attention_layernorm.weight"), eps, false);
+                    : Norm(h, W(p + "post_attention_layernorm.weight"), eps, false, out factors.MlpIn[l][s]);
                 double[] g, u;
                 if (phi3)
                 {
@@ -242,10 +256,17 @@ public static class SpecDecoder
                     AddInPlace(u, W(p + "mlp.up_proj.bias"));
                 }
                 var act = new double[I];
-                for (int i = 0; i < I; i++) act[i] = (gemma ? GeluTanh(g[i]) : Silu(g[i])) * u[i];
+                for (int i = 0; i < I; i++)
+                {
+                    double ag = gemma ? GeluTanh(g[i]) : Silu(g[i]);
+                    act[i] = ag * u[i];
+                    factors.ActGate[l][s * I + i] = ag;
+                    factors.Up[l][s * I + i] = u[i];
+                    factors.SigmoidGate[l][s * I + i] = 1.0 / (1.0 + Math.Exp(-g[i]));
+                }
                 double[] m = MatVec(W(p + "mlp.down_proj.weight"), act, d, I);
                 if (mlpBias) AddInPlace(m, W(p + "mlp.down_proj.bias"));
-                if (gemma || olmo2) m = Norm(m, W(p + "post_feedforward_layernorm.weight"), eps, gemma);
+                if (gemma || olmo2) m = Norm(m, W(p + "post_feedforward_layernorm.weight"), eps, gemma, out factors.MlpOut[l][s]);
                 for (int k = 0; k < d; k++) h[k] += m[k];
 
                 Array.Copy(h, 0, layerOut[l], s * d, d);
@@ -256,17 +277,19 @@ public static class SpecDecoder
             double[] z = MatVec(lmHead, y, V, d);
             Array.Copy(z, 0, logits, s * V, V);
         }
-        return new SpecOutput(n, d, V, emb, layerOut, attn, final, logits);
+        return new SpecOutput(n, d, V, emb, layerOut, attn, final, logits) { Factors = factors };
     }
 
     /// <summary>RMSNorm, ε inside the root. Llama order w·(x·r); Gemma (1+w)·x·r.</summary>
-    static double[] Norm(double[] x, double[] w, double eps, bool gemma)
+    static double[] Norm(double[] x, double[] w, double eps, bool gemma) => Norm(x, w, eps, gemma, out _);
+
+    static double[] Norm(double[] x, double[] w, double eps, bool gemma, out double r)
     {
         if (w.Length != x.Length) throw new ArgumentException("norm gain length mismatch");
         double ms = 0;
         for (int k = 0; k < x.Length; k++) ms += x[k] * x[k];
         ms /= x.Length;
-        double r = 1.0 / Math.Sqrt(ms + eps);
+        r = 1.0 / Math.Sqrt(ms + eps);
         var y = new double[x.Length];
         for (int k = 0; k < x.Length; k++) y[k] = gemma ? x[k] * r * (1.0 + w[k]) : w[k] * (x[k] * r);
         return y;
@@ -306,16 +329,16 @@ public static class SpecDecoder
     }
 
     /// <summary>Rows [first, first+count) of a row-major matrix with <paramref name="cols"/> columns.</summary>
-    static double[] Rows(double[] w, int first, int count, int cols) => w.AsSpan(first * cols, count * cols).ToArray();
+    internal static double[] Rows(double[] w, int first, int count, int cols) => w.AsSpan(first * cols, count * cols).ToArray();
 
-    static void AddInPlace(double[] y, double[] b)
+    internal static void AddInPlace(double[] y, double[] b)
     {
         if (b.Length != y.Length) throw new ArgumentException("bias length mismatch");
         for (int i = 0; i < y.Length; i++) y[i] += b[i];
     }
 
     /// <summary>y = W·x with W stored [rows, cols] row-major.</summary>
-    static double[] MatVec(double[] w, double[] x, int rows, int cols)
+    internal static double[] MatVec(double[] w, double[] x, int rows, int cols)
     {
         if (w.Length != (long)rows * cols || x.Length != cols) throw new ArgumentException("shape mismatch");
         var y = new double[rows];
