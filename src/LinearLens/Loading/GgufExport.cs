@@ -38,8 +38,9 @@ public static unsafe class GgufExport
             if (type.IsQuantized() && dims[0] % type.BlockElements() != 0)
                 throw new LinearLensException($"{folder}: tensor '{t.Name}' has rows of {dims[0]} elements, not a whole number of {type.BlockElements()}-element {type.Name()} blocks");
             Func<long, long> rowOf = r => r;
-            if (arch == "llama" && t.Name.EndsWith("self_attn.q_proj.weight")) rowOf = Permutation(config.NumHeads, config.HeadDim);
-            if (arch == "llama" && t.Name.EndsWith("self_attn.k_proj.weight")) rowOf = Permutation(config.NumKvHeads, config.HeadDim);
+            // llama.cpp's converter permutes llama's q/k rows (and their biases) for adjacent-pair RoPE.
+            if (arch == "llama" && (t.Name.EndsWith("self_attn.q_proj.weight") || t.Name.EndsWith("self_attn.q_proj.bias"))) rowOf = Permutation(config.NumHeads, config.HeadDim);
+            if (arch == "llama" && (t.Name.EndsWith("self_attn.k_proj.weight") || t.Name.EndsWith("self_attn.k_proj.bias"))) rowOf = Permutation(config.NumKvHeads, config.HeadDim);
             entries.Add(new GgufTensorEntry(ggName, type, dims));
             sources[ggName] = (t, rowOf, arch == "gemma3" && t.Name.EndsWith("norm.weight"));
         }
@@ -48,7 +49,7 @@ public static unsafe class GgufExport
         {
             if (e.Name == "rope_freqs.weight") { s.Write(SafetensorsWriter.Encode(ropeFreqs!, DType.F32)); return; }
             var (t, rowOf, shift) = sources[e.Name];
-            long cols = e.Dims[0], rows = e.Bytes / e.Type.RowBytes(cols);
+            long cols = e.Dims.Length == 1 ? 1 : e.Dims[0], rows = e.Bytes / e.Type.RowBytes(cols);   // a vector: rows of one element
             if (e.Type.IsQuantized())
             {
                 var buf = new byte[e.Type.RowBytes(cols) * Math.Min(rows, 256)];

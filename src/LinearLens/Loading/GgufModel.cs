@@ -145,7 +145,10 @@ public sealed unsafe class GgufModel : IDisposable
         };
         if (Architecture == "gemma3") c["hidden_activation"] = "gelu_pytorch_tanh"; else c["hidden_act"] = "silu";
         if (Architecture != "qwen2")   // Qwen 2 always has q/k/v biases; elsewhere a bias tensor means attention_bias
+        {
             c["attention_bias"] = f.Tensors.Any(t => t.Name.StartsWith("blk.") && (t.Name.EndsWith(".attn_q.bias") || t.Name.EndsWith(".attn_qkv.bias")));
+            if (Architecture == "llama") c["mlp_bias"] = f.Tensors.Any(t => t.Name.StartsWith("blk.") && t.Name.EndsWith(".ffn_up.bias"));
+        }
 
         if (f.Integer(Key("rope.dimension_count")) is long rot && rot != headDim)
         {
@@ -239,8 +242,8 @@ public sealed unsafe class GgufModel : IDisposable
             string p = $"model.layers.{l}.", kind = parts[3];
             switch (parts[2])
             {
-                case "attn_q" when Architecture == "llama" && kind == "weight": Add(p + "self_attn.q_proj.weight", Unpermute(t, heads, headDim)); break;
-                case "attn_k" when Architecture == "llama" && kind == "weight": Add(p + "self_attn.k_proj.weight", Unpermute(t, kvHeads, headDim)); break;
+                case "attn_q" when Architecture == "llama": Add(p + "self_attn.q_proj." + kind, Unpermute(t, heads, headDim)); break;
+                case "attn_k" when Architecture == "llama": Add(p + "self_attn.k_proj." + kind, Unpermute(t, kvHeads, headDim)); break;
                 case "attn_q": Add(p + "self_attn.q_proj." + kind, t); break;
                 case "attn_k": Add(p + "self_attn.k_proj." + kind, t); break;
                 case "attn_v": Add(p + "self_attn.v_proj." + kind, t); break;
@@ -278,9 +281,10 @@ public sealed unsafe class GgufModel : IDisposable
     /// </summary>
     StoredTensor Unpermute(GgufTensorInfo t, int heads, int headDim)
     {
-        if (t.Dims.Length != 2 || t.Dims[1] != (long)heads * headDim || headDim % 2 != 0)
-            throw File.Error($"tensor '{t.Name}' is [{string.Join(", ", t.Dims)}]; [{t.Dims[0]}, {heads}·{headDim}] was expected");
-        long rowBytes = t.Type.RowBytes(t.Dims[0]);
+        bool bias = t.Dims.Length == 1;   // the converter permutes q/k biases like the weight rows
+        if ((bias ? t.Dims[0] : t.Dims.Length == 2 ? t.Dims[1] : -1) != (long)heads * headDim || headDim % 2 != 0 || (bias && t.Type.IsQuantized()))
+            throw File.Error($"tensor '{t.Name}' is [{string.Join(", ", t.Dims)}] {t.Type.Name()}; {(bias ? "" : $"{t.Dims[0]}, ")}{heads}·{headDim} was expected");
+        long rowBytes = t.Type.RowBytes(bias ? 1 : t.Dims[0]);
         var buf = Pinned.Array<byte>(t.Bytes);
         _buffers.Add(buf);
         byte* src = File.DataOf(t), dst = Pinned.Pointer(buf);

@@ -33,7 +33,7 @@ public class GgufWriterTests
         File.Delete(dst);
     }
 
-    public static TheoryData<string> Specs => new() { "llama", "llama-llama3", "qwen3", "gemma3", "llama-bf16", "qwen3-f16" };
+    public static TheoryData<string> Specs => new() { "llama", "llama-llama3", "qwen3", "gemma3", "llama-bf16", "qwen3-f16", "llama-bias", "phi3", "olmo2" };
 
     static RandomCheckpointSpec Spec(string name) => name switch
     {
@@ -44,6 +44,9 @@ public class GgufWriterTests
         "gemma3" => RandomCheckpointSpec.Preset("tiny-gemma3") with { LayerTypes = null, QueryPreAttnScalar = null },
         "llama-bf16" => RandomCheckpointSpec.Preset("tiny-llama") with { RopeScaling = null, DType = DType.BF16 },
         "qwen3-f16" => RandomCheckpointSpec.Preset("tiny-qwen3") with { DType = DType.F16 },
+        "llama-bias" => RandomCheckpointSpec.Preset("tiny-llama-bias") with { RopeScaling = null },   // q/k biases permuted too
+        "phi3" => RandomCheckpointSpec.Preset("tiny-phi3-plain"),
+        "olmo2" => RandomCheckpointSpec.Preset("tiny-olmo2"),
         _ => throw new ArgumentException(name),
     };
 
