@@ -27,9 +27,15 @@ static class BenchCommand
             Description = "Time Y = X·Wᵀ with W stored as this type (q4_k, q8_0, q6_k, … iq4_xs, f16, f32) against a bf16 W at the same "
                 + "shapes, interleaved: Qwen3-0.6B and 14B projections with 1/16/64/256 rows (or the --m/--n/--k shape)",
         };
-        var gemm = new Command("gemm", "GEMM GFLOP/s for 2048³ and the engine's real shapes (bf16 weights)") { dtype, m, n, k, reference, weights };
+        var threads = new Option<int?>("--threads") { Description = "Threads per product (default: every core)" };
+        var gemm = new Command("gemm", "GEMM GFLOP/s for 2048³ and the engine's real shapes (bf16 weights)") { dtype, m, n, k, reference, weights, threads };
         gemm.SetAction(p =>
         {
+            if (p.GetValue(threads) is { } th)
+            {
+                if (th < 1) throw new LinearLensException($"--threads {th}: give at least 1");
+                Gemm.Threads = th;
+            }
             var t = Precision(p.GetValue(dtype));
             if (p.GetValue(weights) is { } wName)
             {
@@ -37,7 +43,7 @@ static class BenchCommand
                 var wt = WeightType(wName);
                 foreach (var (bf, q) in GemmBenchmark.RunWeights(t, wt, p.GetValue(m), p.GetValue(n), p.GetValue(k), s => stderr.WriteLine(s)))
                     stdout.WriteLine(string.Create(System.Globalization.CultureInfo.InvariantCulture,
-                        $"{q.Name} {q.M}x{q.N}x{q.K}: {q.BStorage} {q.GFlops:F1} GFLOP/s, bf16 {bf.GFlops:F1} GFLOP/s, ratio {q.GFlops / bf.GFlops:F2}"));
+                        $"{q.Name} {q.M}x{q.N}x{q.K}: {q.BStorage} {q.GFlops:F1} GFLOP/s, bf16 {bf.GFlops:F1} GFLOP/s, ratio {q.GFlops / bf.GFlops:F2} (by processor time {bf.CpuSeconds / q.CpuSeconds:F2})"));
                 return 0;
             }
             var blas = p.GetValue(reference) is { } lib ? ReferenceBlas.Load(lib) : null;

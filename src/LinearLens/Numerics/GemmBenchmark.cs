@@ -9,7 +9,10 @@ namespace LinearLens.Numerics;
 /// <param name="GFlops">2·m·n·k / <see cref="Seconds"/> / 1e9.</param>
 /// <param name="BStorage">Stored type of B when it differs from the compute type (e.g. "bf16", B given as an [n×k] weight), else null.</param>
 /// <param name="MedianSeconds">Median time of the repetitions.</param>
-public sealed record GemmBenchResult(string Name, int M, int N, int K, double Seconds, double GFlops, string? BStorage = null, double MedianSeconds = 0)
+/// <param name="CpuSeconds">Least processor time (all threads) of one repetition, where measured: on a shared machine it
+/// moves less than wall time, since time spent waiting for a core is not counted.</param>
+public sealed record GemmBenchResult(string Name, int M, int N, int K, double Seconds, double GFlops, string? BStorage = null, double MedianSeconds = 0,
+    double CpuSeconds = 0)
 {
     public override string ToString()
         => string.Create(CultureInfo.InvariantCulture,
@@ -144,7 +147,7 @@ public static unsafe class GemmBenchmark
         {
             var r = TimeWeights(computeType, cm, cn, ck, weights);
             results.Add(r);
-            progress?.Invoke($"{r.Item1}  |  {r.Item2}  |  ratio {r.Item2.GFlops / r.Item1.GFlops:F2}");
+            progress?.Invoke($"{r.Item1}  |  {r.Item2}  |  ratio {r.Item2.GFlops / r.Item1.GFlops:F2} (processor time {r.Item1.CpuSeconds / r.Item2.CpuSeconds:F2})");
         }
         return results;
     }
@@ -180,14 +183,17 @@ public static unsafe class GemmBenchmark
             }
             var bfTimes = new List<double>();
             var wTimes = new List<double>();
+            var bfCpu = new List<double>();
+            var wCpu = new List<double>();
             // four short rounds each: on a shared machine the best of many alternating runs is what compares
             for (int round = 0; round < 4; round++)
             {
-                Repeat(() => Product(bfv), bfTimes, 0.5);
-                Repeat(() => Product(wv), wTimes, 0.5);
+                Repeat(() => Product(bfv), bfTimes, 0.5, bfCpu);
+                Repeat(() => Product(wv), wTimes, 0.5, wCpu);
             }
             string name = f64 ? "float64" : "float32";
-            return (Result(name, m, n, k, bfTimes, "bf16"), Result(name, m, n, k, wTimes, weights.Name().ToLowerInvariant()));
+            return (Result(name, m, n, k, bfTimes, "bf16") with { CpuSeconds = bfCpu.Min() },
+                    Result(name, m, n, k, wTimes, weights.Name().ToLowerInvariant()) with { CpuSeconds = wCpu.Min() });
         }
         finally
         {
@@ -195,16 +201,20 @@ public static unsafe class GemmBenchmark
         }
     }
 
-    static void Repeat(Action once, List<double> times, double seconds = 2)
+    static void Repeat(Action once, List<double> times, double seconds = 2, List<double>? cpu = null)
     {
         once();
         int start = times.Count;
         var total = Stopwatch.StartNew();
+        using var process = Process.GetCurrentProcess();
         while (times.Count - start < 3 || (times.Count - start < 10 && total.Elapsed.TotalSeconds < seconds))
         {
+            process.Refresh();
+            var c0 = cpu is null ? TimeSpan.Zero : process.TotalProcessorTime;
             long t0 = Stopwatch.GetTimestamp();
             once();
             times.Add(Stopwatch.GetElapsedTime(t0).TotalSeconds);
+            if (cpu is not null) { process.Refresh(); cpu.Add((process.TotalProcessorTime - c0).TotalSeconds); }
         }
     }
 

@@ -66,8 +66,12 @@ public readonly unsafe struct MatrixView
     /// <summary>Row r as float32 (exact for every stored type but F64, which is rounded).</summary>
     public void DecodeRow(int row, Span<float> dst) { fixed (float* d = dst) DecodeRow(row, d, dst.Length); }
 
+    /// <summary>Row r widened to T (double or float) at dst, Cols values: the pointer form of the Span overloads, for generic kernels.</summary>
+    public void DecodeRow<T>(int row, T* dst) where T : unmanaged => DecodeRow(row, dst, Cols);
+
     void DecodeRow<T>(int row, T* dst, int length) where T : unmanaged
     {
+        if (typeof(T) != typeof(double) && typeof(T) != typeof(float)) throw new NotSupportedException($"rows decode to double or float, not {typeof(T).Name}");
         if ((uint)row >= (uint)Rows) throw new ArgumentOutOfRangeException(nameof(row), $"row {row} of a {Rows}-row matrix");
         if (length != Cols) throw new ArgumentException($"destination holds {length} values, the row {Cols}", nameof(length));
         if (Type.IsQuantized()) QuantDecode.Segment(Row(row), Type, 0, Cols, dst);

@@ -125,12 +125,19 @@ public static unsafe class QuantDecode
             for (int q = 0; q < k; q += 256, row += 144)
             {
                 float d = QuantReference.Half(row), dmin = QuantReference.Half(row + 2);
-                byte* sc = row + 4, qs = row + 16;
+                byte* qs = row + 16;
+                // the 8 six-bit scales and mins of the block at once (QuantReference.ScaleMinK4 on 32-bit words), then
+                // d·scale and dmin·min as 8 float32 products each — the same products as the scalar decoder's
+                uint u0 = Unsafe.ReadUnaligned<uint>(row + 4), u1 = Unsafe.ReadUnaligned<uint>(row + 8), u2 = Unsafe.ReadUnaligned<uint>(row + 12);
+                ulong scales = (u0 & 0x3F3F3F3F) | (ulong)((u2 & 0x0F0F0F0F) | ((u0 >> 2) & 0x30303030)) << 32;
+                ulong mins = (u1 & 0x3F3F3F3F) | (ulong)(((u2 >> 4) & 0x0F0F0F0F) | ((u1 >> 2) & 0x30303030)) << 32;
+                var ds = Avx.Multiply(Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(Vector128.CreateScalar(scales).AsByte())), Vector256.Create(d));
+                var ms = Avx.Multiply(Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(Vector128.CreateScalar(mins).AsByte())), Vector256.Create(dmin));
                 for (int j = 0; j < 8; j += 2, qs += 32)
                 {
-                    var (s1, m1) = QuantReference.ScaleMinK4(sc, j); var (s2, m2) = QuantReference.ScaleMinK4(sc, j + 1);
-                    var d1 = Vector256.Create(d * s1); var n1 = Vector256.Create(dmin * m1);
-                    var d2 = Vector256.Create(d * s2); var n2 = Vector256.Create(dmin * m2);
+                    var i1 = Vector256.Create(j); var i2 = Vector256.Create(j + 1);
+                    var d1 = Avx2.PermuteVar8x32(ds, i1); var n1 = Avx2.PermuteVar8x32(ms, i1);
+                    var d2 = Avx2.PermuteVar8x32(ds, i2); var n2 = Avx2.PermuteVar8x32(ms, i2);
                     int p = q + 32 * j; // first weight of this pair of sub-blocks: low nibbles p..p+31, high nibbles p+32..p+63
                     for (int g = 0; g < 32; g += 16)
                     {
