@@ -38,7 +38,7 @@ public static class Attribution
         if ((uint)tokenId >= (uint)ckpt.Config.VocabSize)
             throw new LinearLensException($"token id {tokenId} is outside the vocabulary 0…{ckpt.Config.VocabSize - 1}");
         var w = new double[d];
-        for (int j = 0; j < d; j++) w[j] = ckpt.LmHead[tokenId, j];
+        ckpt.LmHead.DecodeRow(tokenId, w);
         var per = new double[tokens];
         for (int i = 0; i < tokens; i++)
         {

@@ -62,12 +62,12 @@ public sealed class TokenDecoder
     static double[] RowNorms(MatrixView e)
     {
         var norms = new double[e.Rows];
-        Parallel.For(0, e.Rows, r =>
+        Parallel.For(0, e.Rows, () => new double[e.Cols], (r, _, row) =>
         {
-            double s = 0;
-            for (int j = 0; j < e.Cols; j++) { double v = e[r, j]; s += v * v; }
-            norms[r] = Math.Sqrt(s);
-        });
+            e.DecodeRow(r, row);   // a quantized row is decoded once, not block by block per element
+            norms[r] = Math.Sqrt(System.Numerics.Tensors.TensorPrimitives.SumOfSquares<double>(row));
+            return row;
+        }, _ => { });
         return norms;
     }
 

@@ -377,7 +377,7 @@ public sealed class FrozenMap<T> where T : unmanaged, IFloatingPointIeee754<T>
             T* pd = (T*)Pinned.Pointer(dst);
             for (int r = r0; r < r1; r++)
             {
-                GemmConvert.Row((byte*)down.Data + r * down.RowStride * down.Type.Size(), down.Type, pd + (long)r * I, I);
+                down.DecodeRow(r, pd + (long)r * I);
                 var row = dst.AsSpan(r * I, I);
                 TensorPrimitives.Multiply(row, gate.AsSpan(t * I, I), row);
             }

@@ -98,7 +98,7 @@ public sealed record ModelConfig
         var biases = family.ParseBiases(c);
 
         // Layer types: the explicit list wins (where the family reads it); otherwise the family's rule.
-        int? window = c.Has("sliding_window") ? c.Int("sliding_window") : family.DefaultWindow;
+        int? window = family.ParseWindow(c);
         bool[] sliding;
         if (family.ReadsLayerTypes && c.Raw("layer_types") is { ValueKind: JsonValueKind.Array } lt)
         {

@@ -75,6 +75,8 @@ public abstract class Family
     internal virtual LayerBiases ParseBiases(ModelConfig.Keys c) => LayerBiases.None;
     /// <summary>The window (keys with 0 ≤ s−t ≤ W−1 visible) when `sliding_window` is missing; null: no window.</summary>
     internal virtual int? DefaultWindow => null;
+    /// <summary>The sliding window the config declares (null: none; sliding layers then are an error).</summary>
+    internal virtual int? ParseWindow(ModelConfig.Keys c) => c.Has("sliding_window") ? c.Int("sliding_window") : DefaultWindow;
     /// <summary>Whether an explicit `layer_types` list decides which layers slide (Mistral ignores it).</summary>
     internal virtual bool ReadsLayerTypes => true;
     /// <summary>Which layers slide when config.json has no layer_types (window: the parsed sliding_window, may be null).</summary>

@@ -13,6 +13,11 @@ public sealed class Qwen2 : Family
     internal override int? DefaultWindow => 4096;
     internal override LayerBiases ParseBiases(ModelConfig.Keys c) => new(true, true, true, false, false, false, false);
     internal override bool[] SlidingLayers(ModelConfig.Keys c, int layers, int? window) => FromMaxWindowLayers(c, layers, window);
+    internal override int? ParseWindow(ModelConfig.Keys c) => WindowIfUsed(c, DefaultWindow);
+
+    /// <summary>Qwen2Config/Qwen3Config: sliding_window = sliding_window if use_sliding_window else None.</summary>
+    internal static int? WindowIfUsed(ModelConfig.Keys c, int? defaultWindow) =>
+        c.Bool("use_sliding_window") ?? false ? c.Has("sliding_window") ? c.Int("sliding_window") : defaultWindow : null;
 
     /// <summary>Layer i slides iff use_sliding_window, a window is set, and i ≥ max_window_layers (default 28).</summary>
     internal static bool[] FromMaxWindowLayers(ModelConfig.Keys c, int layers, int? window)

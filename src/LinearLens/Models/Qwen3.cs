@@ -14,6 +14,7 @@ public sealed class Qwen3 : Family
     public override QkNormKind QkNorm => QkNormKind.PerHead;
     internal override int? DefaultWindow => 4096;
     internal override bool[] SlidingLayers(ModelConfig.Keys c, int layers, int? window) => Qwen2.FromMaxWindowLayers(c, layers, window);
+    internal override int? ParseWindow(ModelConfig.Keys c) => Qwen2.WindowIfUsed(c, DefaultWindow);
 
     internal override LayerBiases ParseBiases(ModelConfig.Keys c)
     {

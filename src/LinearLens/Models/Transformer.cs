@@ -108,9 +108,12 @@ public sealed class Transformer<T> where T : unmanaged, IFloatingPointIeee754<T>
         var x = Pinned.Array<T>((long)ids.Length * d);
         T scale = Config.ScalesEmbeddings ? T.CreateChecked(Math.Sqrt(d)) : T.One;
         var e = Checkpoint.Embedding;
+        var row = new double[d];
         for (int r = 0; r < ids.Length; r++)
-            for (int k = 0; k < d; k++)
-                x[r * d + k] = T.CreateChecked(e[ids[r], k]) * scale;
+        {
+            e.DecodeRow(ids[r], row);   // one row of a quantized table decoded on lookup
+            for (int k = 0; k < d; k++) x[r * d + k] = T.CreateChecked(row[k]) * scale;
+        }
         return x;
     }
 

@@ -84,7 +84,7 @@ public class FamilyConfigTests
     [Fact]
     public void Ministral_sliding_layers_without_a_window_are_a_one_line_error() => AssertNoWindowIsAnError("tiny-ministral");
 
-    [Fact(Skip = "the engine applies sliding_window = 3 here (found by the test side, 2026-12-01); HF raises — remove Skip once the engine rejects it")]
+    [Fact]
     public void Qwen2_sliding_layers_without_use_sliding_window_are_a_one_line_error() => AssertNoWindowIsAnError("tiny-qwen2");
 
     static void AssertNoWindowIsAnError(string preset)
