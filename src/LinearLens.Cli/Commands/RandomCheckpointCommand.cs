@@ -1,5 +1,7 @@
 using System.CommandLine;
+using LinearLens.Loading;
 using LinearLens.Models;
+using LinearLens.Numerics;
 
 namespace LinearLens.Cli.Commands;
 
@@ -9,10 +11,12 @@ static class RandomCheckpointCommand
     public static Command Create(TextWriter stdout, TextWriter stderr)
     {
         var preset = new Option<string>("--preset") { Description = $"Shape: {string.Join(", ", RandomCheckpointSpec.PresetNames)}", Required = true };
-        var outDir = new Option<string>("--out") { Description = "Folder to write config.json and safetensors into", Required = true };
+        var outDir = new Option<string>("--out") { Description = "Folder to write config.json and safetensors into (gguf: a FILE.gguf, or a folder that gets model.gguf)", Required = true };
         var seed = new Option<int>("--seed") { Description = "Random seed", DefaultValueFactory = _ => 1 };
-        var cmd = new Command("random-checkpoint", "Write a Hugging Face-layout checkpoint of random weights with a named real shape (e.g. qwen3-0.6b)")
-        { preset, outDir, seed };
+        var format = new Option<string>("--format") { Description = "safetensors (Hugging Face folder) or gguf (llama.cpp's layout)", DefaultValueFactory = _ => "safetensors" };
+        var quant = new Option<string?>("--quant") { Description = "gguf only: store the matrices as this type (F32, F16, BF16, or random valid blocks of Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS)" };
+        var cmd = new Command("random-checkpoint", "Write a checkpoint of random weights with a named real shape (e.g. qwen3-0.6b), as a Hugging Face folder or a GGUF file")
+        { preset, outDir, seed, format, quant };
         cmd.SetAction(p =>
         {
             string name = p.GetValue(preset)!;
@@ -20,9 +24,34 @@ static class RandomCheckpointCommand
                 throw new LinearLensException($"--preset '{name}' is not a known shape; use one of {string.Join(", ", RandomCheckpointSpec.PresetNames)}");
             string dir = p.GetValue(outDir)!;
             Checks.OutputFolder(dir);
+            string fmt = p.GetValue(format)!;
+            if (fmt is not ("safetensors" or "gguf")) throw new LinearLensException($"--format '{fmt}': use safetensors or gguf");
+            string? quantName = p.GetValue(quant);
+            if (quantName is not null && fmt != "gguf") throw new LinearLensException("--quant needs --format gguf");
+            DType? matrixType = quantName is null ? null
+                : Enum.TryParse<DType>(quantName, ignoreCase: true, out var t) && t != DType.F64 ? t
+                : throw new LinearLensException($"--quant '{quantName}' is not a GGUF type LinearLens writes (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS)");
             var sw = System.Diagnostics.Stopwatch.StartNew();
-            RandomCheckpoint.Write(dir, RandomCheckpointSpec.Preset(name), p.GetValue(seed), keepValues: false);
-            stdout.WriteLine($"wrote {name} to {Path.GetFullPath(dir)} in {sw.Elapsed.TotalSeconds:F1} s");
+            var spec = RandomCheckpointSpec.Preset(name);
+            if (fmt == "safetensors")
+            {
+                Directory.CreateDirectory(dir);
+                RandomCheckpoint.Write(dir, spec, p.GetValue(seed), keepValues: false);
+                stdout.WriteLine($"wrote {name} to {Path.GetFullPath(dir)} in {sw.Elapsed.TotalSeconds:F1} s");
+                return 0;
+            }
+            string file = dir.EndsWith(".gguf", StringComparison.OrdinalIgnoreCase) ? dir : Path.Combine(dir, "model.gguf");
+            string parent = Path.GetDirectoryName(Path.GetFullPath(file))!;
+            Directory.CreateDirectory(parent);
+            // The Hugging Face checkpoint of the same seed, written beside the output, then converted and removed.
+            string hf = Path.Combine(parent, $".{Path.GetFileName(file)}.hf-{Environment.ProcessId}");
+            try
+            {
+                RandomCheckpoint.Write(hf, spec, p.GetValue(seed), keepValues: false);
+                GgufExport.FromHuggingFace(hf, file, matrixType, (ulong)p.GetValue(seed), name);
+            }
+            finally { if (Directory.Exists(hf)) Directory.Delete(hf, recursive: true); }
+            stdout.WriteLine($"wrote {name} ({(matrixType ?? spec.DType).Name()} matrices) to {file} in {sw.Elapsed.TotalSeconds:F1} s");
             return 0;
         });
         return cmd;

@@ -80,10 +80,12 @@ public sealed class Checkpoint : IDisposable
         Layers = layers;
     }
 
+    /// <summary>Opens a Hugging Face model folder, a .gguf file, or a folder holding one .gguf and no config.json.</summary>
     public static Checkpoint Open(string folder)
     {
+        if (GgufModel.Locate(folder) is { } gguf) return OpenGguf(gguf);
         if (!Directory.Exists(folder))
-            throw new LinearLensException($"model folder not found: {folder} (pass --model a folder holding config.json and *.safetensors)");
+            throw new LinearLensException($"model folder not found: {folder} (pass --model a folder holding config.json and *.safetensors, or a .gguf file)");
         var config = ModelConfig.Load(folder);
         var store = TensorStore.Open(folder);
         TextTokenizer? tok = null;
@@ -93,6 +95,21 @@ public sealed class Checkpoint : IDisposable
             return new Checkpoint(folder, config, store, tok);
         }
         catch { store.Dispose(); tok?.Dispose(); throw; }
+    }
+
+    /// <summary>A GGUF file: config from its metadata, tensors under Hugging Face names (see <see cref="GgufModel"/>).</summary>
+    static Checkpoint OpenGguf(string path)
+    {
+        var model = GgufModel.Open(path);
+        TextTokenizer? tok = null;
+        try
+        {
+            var config = model.ParseConfig();
+            var store = TensorStore.FromTensors(path, model.Tensors.Values, model);
+            tok = GgufTokenizer.TryLoad(model.File, config.VocabSize);
+            return new Checkpoint(path, config, store, tok);
+        }
+        catch { model.Dispose(); tok?.Dispose(); throw; }
     }
 
     /// <summary>The name of the first tensor of layer l holding a NaN or ±∞ weight, or null (used to explain a non-finite forward pass).</summary>
@@ -120,7 +137,7 @@ public sealed class Checkpoint : IDisposable
 
     /// <summary>The tokenizer, or a clear error when the folder has none.</summary>
     public TextTokenizer RequireTokenizer() => Tokenizer
-        ?? throw new LinearLensException($"no tokenizer.json in {Folder}; pass --token-ids instead of --text");
+        ?? throw new LinearLensException($"no tokenizer in {Folder} (no tokenizer.json, or a GGUF without tokenizer.ggml.model); pass --token-ids instead of --text");
 
     public void Dispose()
     {

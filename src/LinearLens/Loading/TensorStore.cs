@@ -10,7 +10,7 @@ namespace LinearLens.Loading;
 /// </summary>
 public sealed partial class TensorStore : IDisposable
 {
-    readonly List<SafetensorsFile> _files = [];
+    readonly List<IDisposable> _files = [];   // the mapped files (or GGUF model) the tensors point into
     readonly Dictionary<string, StoredTensor> _tensors = new();
     public string Folder { get; }
 
@@ -41,6 +41,15 @@ public sealed partial class TensorStore : IDisposable
             return store;
         }
         catch { store.Dispose(); throw; }
+    }
+
+    /// <summary>A store over tensors already named canonically (a GGUF model's); it owns and disposes `owner`.</summary>
+    public static TensorStore FromTensors(string source, IEnumerable<StoredTensor> tensors, IDisposable owner)
+    {
+        var store = new TensorStore(source);
+        store._files.Add(owner);
+        foreach (var t in tensors) store._tensors[t.Name] = t;
+        return store;
     }
 
     /// <summary>The shard files an index names: its weight_map is an object of tensor name → plain file name in the same folder.</summary>

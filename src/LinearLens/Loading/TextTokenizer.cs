@@ -62,6 +62,26 @@ public sealed class TextTokenizer : IDisposable
         return new TextTokenizer(json, tok, cls, bos, eos, addBos, addEos);
     }
 
+    /// <summary>
+    /// A tokenizer from a tokenizer.json document built in memory (a GGUF's vocabulary): its post-processor decides
+    /// the special tokens; bos/eos are the ids it may add. `source` names the origin in error messages.
+    /// </summary>
+    public static TextTokenizer FromJson(string tokenizerJson, string source, int? bos, int? eos)
+    {
+        string tmp = Path.Combine(Path.GetTempPath(), $"linearlens-tokenizer-{Guid.NewGuid():N}.json");
+        try
+        {
+            File.WriteAllText(tmp, tokenizerJson);
+            HfTokenizer tok;
+            try { tok = new HfTokenizer(vocabPath: tmp); }
+            catch (Exception e) { throw new LinearLensException($"{source}: its tokenizer could not be built by the tokenizers library: {e.Message}"); }
+            var t = new TextTokenizer(tmp, tok, null, bos, eos, null, null);
+            t._pieces = t.LoadPieces();   // read now: the temporary file goes away
+            return t;
+        }
+        finally { File.Delete(tmp); }
+    }
+
     // tokenizer_config.json values: absent or null means "not set"; any other wrong type is an error naming the key.
     static string? Str(JsonElement r, string key, string file) =>
         !r.TryGetProperty(key, out var v) || v.ValueKind == JsonValueKind.Null ? null
