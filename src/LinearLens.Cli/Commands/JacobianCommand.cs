@@ -23,12 +23,13 @@ static class JacobianCommand
         var components = new Option<int?>("--components") { Description = "Singular triplets to compute (default 8; with --method full only when given)" };
         var perToken = new Option<bool>("--per-token") { Description = "Top-k of every Jᵢ (d×d) instead of the combined [J₀|…|J_{n−1}]" };
         var detach = ModelInput.DetachOption();
+        var probabilities = new Option<string>("--probabilities") { Description = "stored (keep the n² attention probabilities per head in the trace), recomputed (keep q, k and row statistics, rebuild P blockwise in every product: long inputs) or auto (recomputed beyond 512 MB)", DefaultValueFactory = _ => "auto" };
         var tolerance = new Option<double>("--tolerance") { Description = "Matrix-free: stop when every residual ‖J v − σ u‖ ≤ tolerance·σ₁", DefaultValueFactory = _ => 1e-8 };
         var cmd = new Command("jacobian", "The detached Jacobian J [d, n, d] of the last position's output and its exact reconstruction y = Σ Jᵢxᵢ");
         input.AddTo(cmd);
         target.AddTo(cmd);
         cmd.Options.Add(outDir); cmd.Options.Add(json); cmd.Options.Add(nonlinear);
-        cmd.Options.Add(method); cmd.Options.Add(components); cmd.Options.Add(perToken); cmd.Options.Add(tolerance); cmd.Options.Add(detach);
+        cmd.Options.Add(method); cmd.Options.Add(components); cmd.Options.Add(perToken); cmd.Options.Add(tolerance); cmd.Options.Add(detach); cmd.Options.Add(probabilities);
         cmd.SetAction(p =>
         {
             var m = p.GetValue(method) switch
@@ -49,7 +50,14 @@ static class JacobianCommand
             Checks.Components(k, ckpt.Config);
             var ids = input.Ids(p, ckpt);
             var t = target.Parse(p, ckpt.Config.NumLayers);
-            var req = new JacobianRequest(t, nl, m, k, p.GetValue(perToken), tol, ModelInput.ParseDetach(p.GetValue(detach)), dir);
+            var req = new JacobianRequest(t, nl, m, k, p.GetValue(perToken), tol, ModelInput.ParseDetach(p.GetValue(detach)), dir)
+            {
+                StoreProbabilities = p.GetValue(probabilities) switch
+                {
+                    "stored" => true, "recomputed" => false, "auto" => null,
+                    var s => throw new LinearLensException($"--probabilities '{s}' is not a choice; use stored, recomputed or auto"),
+                },
+            };
             return input.IsFloat64(p)
                 ? Run<double>(ckpt, ids, req, p.GetValue(json), stdout, stderr)
                 : Run<float>(ckpt, ids, req, p.GetValue(json), stdout, stderr);

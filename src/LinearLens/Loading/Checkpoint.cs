@@ -128,9 +128,12 @@ public sealed class Checkpoint : IDisposable
         foreach (var (name, m) in named)
         {
             if (m is not { } v) continue;
+            var row = new double[v.Cols];
             for (int r = 0; r < v.Rows; r++)
-                for (int c = 0; c < v.Cols; c++)
-                    if (!double.IsFinite(v[r, c])) return $"layer {l + 1} {name}";
+            {
+                v.DecodeRow(r, row);   // row by row: a quantized matrix decodes each block once
+                foreach (double x in row) if (!double.IsFinite(x)) return $"layer {l + 1} {name}";
+            }
         }
         return null;
     }

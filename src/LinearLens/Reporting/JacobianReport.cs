@@ -12,6 +12,8 @@ namespace LinearLens.Reporting;
 public sealed record JacobianRequest(JacobianTarget Target, bool Nonlinear, SvdMethod Method, int? Components, bool PerToken, double Tolerance,
     DetachPolicy Detach, string? OutDir)
 {
+    /// <summary>Keep the attention probabilities in the trace (true), recompute them inside every product (false), or by size (null).</summary>
+    public bool? StoreProbabilities { get; init; }
     public int K => Components ?? 8;
     /// <summary>Whether the full path also reports singular triplets (only when asked for).</summary>
     public bool WantedWithFull => Components is not null || PerToken;
@@ -43,7 +45,7 @@ public sealed record JacobianReport(
         var target = req.Target;
         var (method, reason) = MethodPlanner.ForJacobian(ckpt.Config, ids.Length, Unsafe.SizeOf<T>(), target, req.Method, req.K, req.PerToken, req.Nonlinear, writesJ: req.OutDir is not null);
         planned?.Invoke(method == SvdMethod.MatrixFree ? "matrix-free" : "full", reason);
-        var run = model.Forward(ids, trace: true, nonlinear: req.Nonlinear, detach: req.Detach);
+        var run = model.Forward(ids, trace: true, nonlinear: req.Nonlinear, detach: req.Detach, storeProbabilities: req.StoreProbabilities);
         int predicted = Generator.ArgMax<T>(run.Logits);
         var decoder = new TokenDecoder(ckpt);
         var tokens = ids.Select(decoder.Text).ToArray();

@@ -9,7 +9,8 @@ namespace LinearLens.Tests.Linearization;
 /// <summary>The detached Jacobian reconstructs the real output exactly, for the model output and every layer, key and mode.</summary>
 public class DetachedJacobianTests
 {
-    static IEnumerable<JacobianTarget> AllTargets(int layers)
+    /// <summary>Every layer × key (layer, attn, mlp) × mode × final norm on/off.</summary>
+    internal static IEnumerable<JacobianTarget> AllTargets(int layers)
     {
         foreach (var mode in new[] { JacobianMode.Cumulative, JacobianMode.Layerwise })
             for (int l = 1; l <= layers; l++)

@@ -34,14 +34,7 @@ public class FamilyTests
         return Math.Sqrt(num / den);
     }
 
-    static IEnumerable<JacobianTarget> AllTargets(int layers)
-    {
-        foreach (var mode in new[] { JacobianMode.Cumulative, JacobianMode.Layerwise })
-            for (int l = 1; l <= layers; l++)
-                foreach (var key in new[] { OutputKey.Layer, OutputKey.Attn, OutputKey.Mlp })
-                    foreach (bool norm in new[] { true, false })
-                        yield return new JacobianTarget(l, key, mode, norm);
-    }
+    static IEnumerable<JacobianTarget> AllTargets(int layers) => DetachedJacobianTests.AllTargets(layers);
 
     /// <summary>Lengths on both sides of a longrope checkpoint's original_max_position_embeddings (6 for the tiny Phi presets).</summary>
     public static TheoryData<string, int> ForwardCases()
