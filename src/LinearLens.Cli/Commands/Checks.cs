@@ -53,4 +53,12 @@ static class Checks
 
     /// <summary>Stops a run whose estimated memory exceeds what this machine has (<see cref="ResourceEstimate"/>).</summary>
     public static void Memory(ModelConfig c, RunShape run) => ResourceEstimate.Check(c, run);
+
+    /// <summary>The same check, and the estimate as one line on stderr (weights are memory-mapped and not in it).</summary>
+    public static void Memory(ModelConfig c, RunShape run, TextWriter stderr)
+    {
+        ResourceEstimate.Check(c, run);
+        var (bytes, breakdown) = ResourceEstimate.Estimate(c, run);
+        stderr.WriteLine($"memory: about {ResourceEstimate.Size(bytes)} besides the mapped weights ({breakdown})");
+    }
 }

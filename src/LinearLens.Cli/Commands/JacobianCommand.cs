@@ -74,7 +74,8 @@ static class JacobianCommand
             Tokens = ids.Length, ElementSize = System.Runtime.CompilerServices.Unsafe.SizeOf<T>(), Trace = true, NonlinearTrace = req.Nonlinear,
             // J, and for the SVD its combined copy in double
             FullJacobians = method == SvdMethod.MatrixFree ? 0 : req.WantedWithFull ? 2 : 1,
-        });
+            ExtraBytes = method == SvdMethod.MatrixFree ? JacobianOperators.LanczosBytes(ckpt.Config.HiddenSize, ids.Length, req.K, req.PerToken) : 0,
+        }, stderr);
         var model = new Transformer<T>(ckpt);
         var r = Progress.RunStages(stderr, "jacobian", progress => JacobianReport.Run(model, ids, req, progress,
             planned: (method, reason) => stderr.WriteLine($"method: {method} ({reason})")));

@@ -14,6 +14,16 @@ public static class JacobianOperators
     public static int MaxBatch(int tokens) => Math.Max(1, DetachedJacobian.RowsPerPass / Math.Max(tokens, 1));
 
     /// <summary>
+    /// Bytes of the Lanczos bases (allocated for their most columns, min(d, 10k + 100)): combined, one basis of n·d-long
+    /// vectors; per token, n runs over d×d matrices (three d-long bases each). Double precision.
+    /// </summary>
+    public static double LanczosBytes(int d, int n, int k, bool perToken)
+    {
+        double cols = Math.Min(d, 10.0 * Math.Min(k, d) + 100);
+        return 8 * (perToken ? n * 3.0 * d * cols : ((double)n * d + 2.0 * d) * cols);
+    }
+
+    /// <summary>
     /// Upper estimate of what a Lanczos run costs, in full products (one vector through every position): 2 products per
     /// Krylov column, at most 10k + 100 columns (capped at d), plus k for the residuals; per token, n runs whose products
     /// start at the token's position — (n + 1)/(2n) of a full product on average. Forming J instead costs d products.

@@ -27,8 +27,8 @@ public sealed record RunShape
 /// input that asks for more than this machine has stops with one line (and the estimate) instead of an
 /// out-of-memory crash minutes in. Weights are memory-mapped and not counted. Per forward pass: the KV cache
 /// (2·L·kv per position), the workspace of one layer (n·(3d + q + 2kv + 2I) plus the n² scores of a head) and
-/// the logits; with the frozen trace, per layer: n·d residual, attention and MLP outputs, n·I gates and the H·n²
-/// attention probabilities (or, past FrozenTrace's budget, the q and k that rebuild them); each full J is d·n·d.
+/// the logits; with the frozen trace, per layer: the n·d residual, n·I MLP coefficients and the H·n² attention
+/// probabilities (or, past FrozenTrace's budget, the q that rebuilds them with the cached k); each full J is d·n·d.
 /// </summary>
 public static class ResourceEstimate
 {
@@ -47,8 +47,10 @@ public static class ResourceEstimate
             // P itself (H·n² per layer) while it fits FrozenTrace's budget, else q, k and each row's max and sum to rebuild it
             double probabilities = H * n * n * L * e;
             bool storesP = run.NonlinearTrace || probabilities <= Linearization.FrozenTrace<double>.ProbabilityBudgetBytes || n <= 4;
-            double attention = storesP ? probabilities : L * (n * (q + kv) + 2 * H * n) * e;
-            parts.Add(("frozen trace", (L * (3 * n * d + n * I) + 2 * n * d) * e + attention));
+            double attention = storesP ? probabilities : L * (n * q + 2 * H * n) * e;   // k: the KV cache itself
+            // per layer the residual entering it and the MLP's frozen coefficient (branch outputs: the last position only);
+            // the stream after the last layer, the embeddings and the final-normed states
+            parts.Add(("frozen trace", (L * (n * d + n * I) + 3 * n * d) * e + attention));
         }
         if (run.NonlinearTrace) parts.Add(("ordinary-Jacobian trace", L * n * (2 * q + 3 * kv + 2 * I + 2 * d) * e));
         if (run.FullJacobians > 0) parts.Add(($"{run.FullJacobians} × J [{c.HiddenSize}, {run.Tokens}, {c.HiddenSize}]", run.FullJacobians * d * n * d * e));
