@@ -14,8 +14,9 @@ public static class JacobianOperators
     public static int MaxBatch(int tokens) => Math.Max(1, DetachedJacobian.RowsPerPass / Math.Max(tokens, 1));
 
     /// <summary>
-    /// Bytes of the Lanczos bases (allocated for their most columns, min(d, 10k + 100)): combined, one basis of n·d-long
-    /// vectors; per token, n runs over d×d matrices (three d-long bases each). Double precision.
+    /// Bytes of the Lanczos bases at their most columns, min(d, 10k + 100) (they grow as a run needs them, so a run that
+    /// converges earlier uses less): combined, one basis of n·d-long vectors; per token, n runs over d×d matrices (three
+    /// d-long bases each). Double precision.
     /// </summary>
     public static double LanczosBytes(int d, int n, int k, bool perToken)
     {

@@ -730,10 +730,13 @@ public sealed unsafe class BlockLanczos
     readonly int rows, cols, k, b, p, maxCols;
     readonly double tol;
     readonly Random rng;
-    readonly double[] ub, vb;       // bases, col-major: ub rows × maxCols, vb cols × (maxCols + b)
+    // bases, col-major, grown as the run needs columns (doubling, up to maxCols): a long input's n·d-long vectors make a
+    // basis allocated for all 10k + 100 columns gigabytes that a converging run never fills
+    double[] ub, vb;                // ub rows × capacity, vb cols × (capacity + b)
     readonly double[] cm;           // C = Uᵀ A V, maxCols × maxCols, col-major
     readonly double[] pending, outBuf;
-    readonly double[] mtu;          // the raw Aᵀ·U products, cols × maxCols: Aᵀu of any u in span(U) without another product
+    double[] mtu;                   // the raw Aᵀ·U products, cols × capacity: Aᵀu of any u in span(U) without another product
+    int capacity;
     int mtuCols;
     int ucols, vcols, lastU;
     enum Phase { A, At, FinalAt, Done }
@@ -773,10 +776,11 @@ public sealed unsafe class BlockLanczos
         int bufCols = Math.Max(b, rows < cols ? maxCols : 0);
         pending = Pinned.Array<double>((long)Math.Max(rows, cols) * bufCols);
         outBuf = Pinned.Array<double>((long)Math.Max(rows, cols) * bufCols);
-        ub = Pinned.Array<double>((long)rows * Math.Max(maxCols, 1));
-        vb = Pinned.Array<double>((long)cols * (maxCols + b));
+        capacity = Math.Max(1, Math.Min(maxCols, Math.Max(32, 2 * k + 4 * b)));
+        ub = Pinned.Array<double>((long)rows * capacity);
+        vb = Pinned.Array<double>((long)cols * (capacity + b));
         cm = new double[checked(maxCols * maxCols)];
-        mtu = Pinned.Array<double>((long)cols * Math.Max(maxCols, 1));
+        mtu = Pinned.Array<double>((long)cols * capacity);
         if (k == 0) { phase = Phase.Done; Converged = true; return; }
         var first = new double[cols * b];
         Svd.Gaussian(first, rng);
@@ -784,6 +788,24 @@ public sealed unsafe class BlockLanczos
         first.CopyTo(vb, 0);
         vcols = b;
         PrepareA();
+    }
+
+    /// <summary>Makes room for `columns` basis columns (U, Aᵀ·U; V has b more), keeping the ones there.</summary>
+    void Reserve(int columns)
+    {
+        if (columns <= capacity) return;
+        int grown = Math.Min(maxCols, Math.Max(columns, 2 * capacity));
+        ub = Grow(ub, (long)rows * grown, (long)rows * ucols);
+        vb = Grow(vb, (long)cols * (grown + b), (long)cols * vcols);
+        mtu = Grow(mtu, (long)cols * grown, (long)cols * mtuCols);
+        capacity = grown;
+    }
+
+    static double[] Grow(double[] a, long length, long used)
+    {
+        var g = Pinned.Array<double>(length);
+        a.AsSpan(0, (int)used).CopyTo(g);
+        return g;
     }
 
     void PrepareA()
@@ -806,6 +828,7 @@ public sealed unsafe class BlockLanczos
                 product[..(rows * bc)].CopyTo(blk);
                 var coeff = new double[(ucols + bc) * bc];
                 Svd.Orthonormalize(blk, rows, bc, ub, ucols, coeff, rng);
+                Reserve(ucols + bc);
                 blk.CopyTo(ub, (long)ucols * rows);
                 for (int c = 0; c < bc; c++)
                     for (int i = 0; i < ucols + bc; i++)
@@ -855,6 +878,7 @@ public sealed unsafe class BlockLanczos
                 if (ucols >= k && estimates.All(e => e <= tol * s1)) { Converged = true; phase = Phase.Done; return; }
                 if (ucols >= maxCols) { phase = Phase.Done; return; }
                 int nb = Math.Min(bc, cols - vcols);
+                Reserve(vcols + nb - b);
                 blk.AsSpan(0, nb * cols).CopyTo(vb.AsSpan(vcols * cols));
                 vcols += nb;
                 phase = Phase.A;
@@ -867,6 +891,7 @@ public sealed unsafe class BlockLanczos
                 TransposedProducts += bc;
                 // B = UᵀA (ucols × cols, row-major) is the col-major AᵀU
                 var bm = product[..(cols * ucols)].ToArray();
+                Reserve(ucols);
                 bm.CopyTo(mtu, 0);
                 mtuCols = ucols;
                 exact = Svd.Dense(bm, ucols, cols, k);
