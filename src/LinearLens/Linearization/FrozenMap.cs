@@ -7,10 +7,12 @@ using LinearLens.Numerics;
 namespace LinearLens.Linearization;
 
 /// <summary>
-/// The frozen (detached) network of one forward pass (architectures.md §3.4): every norm scale, activated gate and
-/// attention probability held at its traced value, so that the map from the input embeddings (or from the residual
-/// stream entering a layer) to any traced output is linear. It uses only the linear path — W_v, W_o, W_up, W_down
-/// and the norm gains — never W_q, W_k or W_gate.
+/// The frozen (detached) network of one forward pass (architectures.md §3.4): every norm scale, the MLP's frozen
+/// coefficient and every attention probability held at its traced value, so that the map from the input embeddings
+/// (or from the residual stream entering a layer) to any traced output is linear — affine with biases, whose constant
+/// term <see cref="Offset"/> gives. It uses only the linear path — W_v, W_o, the MLP's linear projection (W_up, or W_gate
+/// under the paper's Phi freezing), W_down and the norm gains — never W_q or W_k (long traces rebuild P from the
+/// stored q and k, see <see cref="FrozenTrace{T}.RecomputesProbabilities"/>).
 ///
 /// Products are batched: B tangents (JVP, J·v) or B cotangents (VJP, Jᵀ·u) travel together as one matrix laid out
 /// position-major, so every weight product is one GEMM over the whole batch and a frozen per-position factor scales a
