@@ -14,7 +14,7 @@ static class RandomCheckpointCommand
         var outDir = new Option<string>("--out") { Description = "Folder to write config.json and safetensors into (gguf: a FILE.gguf, or a folder that gets model.gguf)", Required = true };
         var seed = new Option<int>("--seed") { Description = "Random seed", DefaultValueFactory = _ => 1 };
         var format = new Option<string>("--format") { Description = "safetensors (Hugging Face folder) or gguf (llama.cpp's layout)", DefaultValueFactory = _ => "safetensors" };
-        var quant = new Option<string?>("--quant") { Description = "gguf only: store the matrices as this type (F32, F16, BF16, or random valid blocks of Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS)" };
+        var quant = new Option<string?>("--quant") { Description = "gguf only: store the matrices as this type (F32, F16, BF16, or random valid blocks of Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS, or Q4_K_M: llama.cpp's Q4_K/Q6_K mixture)" };
         var cmd = new Command("random-checkpoint", "Write a checkpoint of random weights with a named real shape (e.g. qwen3-0.6b), as a Hugging Face folder or a GGUF file")
         { preset, outDir, seed, format, quant };
         cmd.SetAction(p =>
@@ -28,9 +28,10 @@ static class RandomCheckpointCommand
             if (fmt is not ("safetensors" or "gguf")) throw new LinearLensException($"--format '{fmt}': use safetensors or gguf");
             string? quantName = p.GetValue(quant);
             if (quantName is not null && fmt != "gguf") throw new LinearLensException("--quant needs --format gguf");
-            DType? matrixType = quantName is null ? null
+            bool q4km = string.Equals(quantName, "q4_k_m", StringComparison.OrdinalIgnoreCase);
+            DType? matrixType = quantName is null || q4km ? null
                 : Enum.TryParse<DType>(quantName, ignoreCase: true, out var t) && t != DType.F64 ? t
-                : throw new LinearLensException($"--quant '{quantName}' is not a GGUF type LinearLens writes (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS)");
+                : throw new LinearLensException($"--quant '{quantName}' is not a GGUF type LinearLens writes (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS, or the Q4_K_M mixture)");
             var sw = System.Diagnostics.Stopwatch.StartNew();
             var spec = RandomCheckpointSpec.Preset(name);
             if (fmt == "safetensors")
@@ -48,10 +49,11 @@ static class RandomCheckpointCommand
             try
             {
                 RandomCheckpoint.Write(hf, spec, p.GetValue(seed), keepValues: false);
-                GgufExport.FromHuggingFace(hf, file, matrixType, (ulong)p.GetValue(seed), name);
+                GgufExport.FromHuggingFace(hf, file, matrixType, (ulong)p.GetValue(seed), name,
+                    q4km ? (gg, layers) => GgufExport.Q4KMedium(gg, layers, spec.Tie) : null);
             }
             finally { if (Directory.Exists(hf)) Directory.Delete(hf, recursive: true); }
-            stdout.WriteLine($"wrote {name} ({(matrixType ?? spec.DType).Name()} matrices) to {file} in {sw.Elapsed.TotalSeconds:F1} s");
+            stdout.WriteLine($"wrote {name} ({(q4km ? "Q4_K_M mixture of" : (matrixType ?? spec.DType).Name())} matrices) to {file} in {sw.Elapsed.TotalSeconds:F1} s");
             return 0;
         });
         return cmd;

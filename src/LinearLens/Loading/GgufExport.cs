@@ -12,7 +12,10 @@ namespace LinearLens.Loading;
 /// </summary>
 public static unsafe class GgufExport
 {
-    public static void FromHuggingFace(string folder, string outPath, DType? matrixType = null, ulong seed = 1, string? name = null)
+    /// <param name="mixture">A per-tensor choice of quantized type by llama.cpp tensor name and layer count (e.g.
+    /// <see cref="Q4KMedium"/>), instead of one <paramref name="matrixType"/> for every matrix.</param>
+    public static void FromHuggingFace(string folder, string outPath, DType? matrixType = null, ulong seed = 1, string? name = null,
+        Func<string, int, DType>? mixture = null)
     {
         var config = ModelConfig.Load(folder);
         using var store = TensorStore.Open(folder);
@@ -34,7 +37,7 @@ public static unsafe class GgufExport
             string ggName = GgufName(t.Name, arch, folder);
             long[] dims = t.Shape.Reverse().ToArray();
             bool isMatrix = dims.Length == 2;
-            DType type = !isMatrix ? DType.F32 : matrixType ?? t.Type;
+            DType type = !isMatrix ? DType.F32 : mixture?.Invoke(ggName, config.NumLayers) ?? matrixType ?? t.Type;
             if (type.IsQuantized() && dims[0] % type.BlockElements() != 0)
                 throw new LinearLensException($"{folder}: tensor '{t.Name}' has rows of {dims[0]} elements, not a whole number of {type.BlockElements()}-element {type.Name()} blocks");
             Func<long, long> rowOf = r => r;
@@ -74,6 +77,23 @@ public static unsafe class GgufExport
                 s.Write(bytes);
             }
         });
+    }
+
+    /// <summary>
+    /// llama.cpp's Q4_K_M mixture (llama-quant.cpp): Q4_K, except Q6_K for the output matrix (and a tied token_embd,
+    /// which serves as it) and for attn_v and ffn_down in the layers that get more bits — the first and last eighth
+    /// and every third layer between.
+    /// </summary>
+    public static DType Q4KMedium(string ggufName, int layers, bool tied)
+    {
+        if (ggufName == "output.weight" || (tied && ggufName == "token_embd.weight")) return DType.Q6_K;
+        if (ggufName.StartsWith("blk.") && (ggufName.EndsWith(".attn_v.weight") || ggufName.EndsWith(".ffn_down.weight")))
+        {
+            int i = int.Parse(ggufName.Split('.')[1], System.Globalization.CultureInfo.InvariantCulture);
+            bool moreBits = i < layers / 8 || i >= 7 * layers / 8 || (i - layers / 8) % 3 == 2;
+            return moreBits ? DType.Q6_K : DType.Q4_K;
+        }
+        return DType.Q4_K;
     }
 
     /// <summary>Stored row r of a permuted q/k holds HF row (D/2)·j + i of its head, r = 2i + j within the head.</summary>
