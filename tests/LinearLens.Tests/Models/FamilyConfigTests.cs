@@ -2,6 +2,7 @@ using System.Text.Json.Nodes;
 using LinearLens.Loading;
 using LinearLens.Models;
 using LinearLens.Tests.Support;
+using static LinearLens.Tests.Support.Close;
 
 namespace LinearLens.Tests.Models;
 
@@ -22,12 +23,6 @@ public class FamilyConfigTests
         File.WriteAllText(path, c.ToJsonString());
     }
 
-    static double RelErr(double[] a, double[] b)
-    {
-        double num = 0, den = 0;
-        for (int i = 0; i < b.Length; i++) { num += (a[i] - b[i]) * (a[i] - b[i]); den += b[i] * b[i]; }
-        return Math.Sqrt(num / den);
-    }
 
     static double[] EngineLogits(string folder, int[] ids)
     {

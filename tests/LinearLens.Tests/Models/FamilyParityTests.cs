@@ -2,6 +2,7 @@ using LinearLens.Loading;
 using LinearLens.Models;
 using LinearLens.Numerics;
 using LinearLens.Tests.Support;
+using static LinearLens.Tests.Support.Close;
 
 namespace LinearLens.Tests.Models;
 
@@ -43,18 +44,6 @@ public class FamilyParityTests
 
     static int[] Tokens(int n, int seed) { var r = new Random(seed); return Enumerable.Range(0, n).Select(_ => r.Next(101)).ToArray(); }
 
-    static double RelErr<T>(T[] a, double[] b) where T : unmanaged, System.Numerics.IFloatingPointIeee754<T>
-    {
-        double num = 0, den = 0;
-        for (int i = 0; i < b.Length; i++)
-        {
-            double diff = double.CreateChecked(a[i]) - b[i];
-            num += diff * diff;
-            den += b[i] * b[i];
-        }
-        Assert.True(den > 0);
-        return Math.Sqrt(num / den);
-    }
 
     static void Compare<T>(string what, string folder, SpecOutput spec, int[] ids, double tol) where T : unmanaged, System.Numerics.IFloatingPointIeee754<T>
     {

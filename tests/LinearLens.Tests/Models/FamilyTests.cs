@@ -3,6 +3,7 @@ using LinearLens.Linearization;
 using LinearLens.Loading;
 using LinearLens.Models;
 using LinearLens.Tests.Support;
+using static LinearLens.Tests.Support.Close;
 using LinearLens.Tests.Linearization;
 
 namespace LinearLens.Tests.Models;
@@ -26,13 +27,6 @@ public class FamilyTests
 
     static int[] Tokens(int n, int seed) { var r = new Random(seed); return Enumerable.Range(0, n).Select(_ => r.Next(101)).ToArray(); }
 
-    static double RelErr<T>(ReadOnlySpan<T> a, ReadOnlySpan<double> b) where T : unmanaged, IFloatingPointIeee754<T>
-    {
-        Assert.Equal(b.Length, a.Length);
-        double num = 0, den = 0;
-        for (int i = 0; i < b.Length; i++) { double e = double.CreateChecked(a[i]) - b[i]; num += e * e; den += b[i] * b[i]; }
-        return Math.Sqrt(num / den);
-    }
 
     static IEnumerable<JacobianTarget> AllTargets(int layers) => DetachedJacobianTests.AllTargets(layers);
 
