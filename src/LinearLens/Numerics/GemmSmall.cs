@@ -223,8 +223,16 @@ internal static unsafe class GemmSmall
         if (y0 >= y1) return;
         if (nx == 1 && QuantDecode.HasFusedDot(y.Type))
         {
-            // one activation row (decode): weights decoded in registers, row by row, no staging
-            for (int j = y0; j < y1; j++) Put(c + j * sy, QuantDecode.Dot(y.Type, y.Row(j), x, k), alpha, beta);
+            // one activation row (decode): weights decoded in registers, four rows per pass over x, no staging;
+            // missing rows of a short group repeat row j (computed and discarded)
+            T* s = stackalloc T[4];
+            for (int j = y0; j < y1; j += 4)
+            {
+                int cnt = Math.Min(4, y1 - j);
+                byte* r0 = y.Row(j);
+                QuantDecode.Dot4(y.Type, r0, cnt > 1 ? y.Row(j + 1) : r0, cnt > 2 ? y.Row(j + 2) : r0, cnt > 3 ? y.Row(j + 3) : r0, x, k, s);
+                for (int r = 0; r < cnt; r++) Put(c + (j + r) * sy, s[r], alpha, beta);
+            }
             return;
         }
         float* stage = (float*)GemmScratch.Current.Get(GemmScratch.Work, 4L * QuantChunk * sizeof(float));

@@ -78,105 +78,103 @@ public static unsafe class QuantDecode
 
     // ---- fused dot products (one activation row against one quantized row, weights decoded in registers) ----
 
-    /// <summary>Types with a fused dot kernel (<see cref="Dot{T}"/>): the single-row decode path skips the staging buffer for them.</summary>
+    /// <summary>Types with a fused dot kernel (<see cref="Dot4{T}"/>): the single-row decode path skips the staging buffer for them.</summary>
     public static bool HasFusedDot(DType t) => Avx2.IsSupported && Fma.IsSupported && t is DType.Q8_0 or DType.Q4_K;
 
     /// <summary>
-    /// Σ_q x[q]·w[q] over a quantized row of k weights, each weight the exact float32 of <see cref="QuantReference"/>
-    /// (a min's subtraction as one fused multiply-subtract: the product d·q is exact, so the one rounding is the same),
-    /// widened to T and summed in eight (float64) or four (float32) interleaved chains in a fixed order.
+    /// Σ_q x[q]·w[q] for four quantized rows of k weights at once (<paramref name="sums"/>[0..4)): each x vector is loaded
+    /// once for the four rows. Each weight is the exact float32 of <see cref="QuantReference"/> (a min's subtraction as one
+    /// fused multiply-subtract: the product d·sc·q is exact, so the one rounding is the same), widened to T and summed per
+    /// row in two interleaved chains in a fixed order — a row's sum does not depend on the rows beside it, so a short group
+    /// may repeat a row (computed and discarded) and any split into threads gives the same bits.
     /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static T Dot<T>(DType t, byte* row, T* x, int k) where T : unmanaged
+    [MethodImpl(MethodImplOptions.AggressiveOptimization), SkipLocalsInit]
+    public static void Dot4<T>(DType t, byte* r0, byte* r1, byte* r2, byte* r3, T* x, int k, T* sums) where T : unmanaged
     {
-        var z = Vector256<double>.Zero;
-        Vector256<double> a0 = z, a1 = z, a2 = z, a3 = z, a4 = z, a5 = z, a6 = z, a7 = z;
-        var zf = Vector256<float>.Zero;
-        Vector256<float> f0 = zf, f1 = zf, f2 = zf, f3 = zf;
+        var z = Vector256<T>.Zero;
+        Vector256<T> a0 = z, b0 = z, a1 = z, b1 = z, a2 = z, b2 = z, a3 = z, b3 = z;
         if (t == DType.Q8_0)
         {
-            for (int q = 0; q < k; q += 32, row += 34)
+            for (int q = 0; q < k; q += 32, r0 += 34, r1 += 34, r2 += 34, r3 += 34)
             {
-                var d = Vector256.Create(QuantReference.Half(row));
-                sbyte* qs = (sbyte*)(row + 2);
-                var w0 = Avx.Multiply(Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(qs)), d);
-                var w1 = Avx.Multiply(Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(qs + 8)), d);
-                var w2 = Avx.Multiply(Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(qs + 16)), d);
-                var w3 = Avx.Multiply(Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(qs + 24)), d);
-                if (typeof(T) == typeof(double))
+                float d0 = QuantReference.Half(r0), d1 = QuantReference.Half(r1), d2 = QuantReference.Half(r2), d3 = QuantReference.Half(r3);
+                for (int e = 0; e < 32; e += 16)
                 {
-                    double* xq = (double*)x + q;
-                    a0 = FmaWide(xq, w0.GetLower(), a0); a1 = FmaWide(xq + 4, w0.GetUpper(), a1);
-                    a2 = FmaWide(xq + 8, w1.GetLower(), a2); a3 = FmaWide(xq + 12, w1.GetUpper(), a3);
-                    a4 = FmaWide(xq + 16, w2.GetLower(), a4); a5 = FmaWide(xq + 20, w2.GetUpper(), a5);
-                    a6 = FmaWide(xq + 24, w3.GetLower(), a6); a7 = FmaWide(xq + 28, w3.GetUpper(), a7);
-                }
-                else
-                {
-                    float* xq = (float*)x + q;
-                    f0 = Fma.MultiplyAdd(Avx.LoadVector256(xq), w0, f0); f1 = Fma.MultiplyAdd(Avx.LoadVector256(xq + 8), w1, f1);
-                    f2 = Fma.MultiplyAdd(Avx.LoadVector256(xq + 16), w2, f2); f3 = Fma.MultiplyAdd(Avx.LoadVector256(xq + 24), w3, f3);
+                    T* xq = x + q + e;
+                    Fma8(xq, Q8x8(r0 + 2 + e, d0), ref a0, ref b0); Fma8(xq, Q8x8(r1 + 2 + e, d1), ref a1, ref b1);
+                    Fma8(xq, Q8x8(r2 + 2 + e, d2), ref a2, ref b2); Fma8(xq, Q8x8(r3 + 2 + e, d3), ref a3, ref b3);
+                    xq += 8;
+                    Fma8(xq, Q8x8(r0 + 10 + e, d0), ref b0, ref a0); Fma8(xq, Q8x8(r1 + 10 + e, d1), ref b1, ref a1);
+                    Fma8(xq, Q8x8(r2 + 10 + e, d2), ref b2, ref a2); Fma8(xq, Q8x8(r3 + 10 + e, d3), ref b3, ref a3);
                 }
             }
         }
         else
         {
+            // per block, each row's 8 products d·scale and dmin·min, read back as broadcasts in the loop below
+            float* sm = stackalloc float[64];
             var nibble = Vector256.Create(0xF);
-            for (int q = 0; q < k; q += 256, row += 144)
+            for (int q = 0; q < k; q += 256, r0 += 144, r1 += 144, r2 += 144, r3 += 144)
             {
-                float d = QuantReference.Half(row), dmin = QuantReference.Half(row + 2);
-                byte* qs = row + 16;
-                // the 8 six-bit scales and mins of the block at once (QuantReference.ScaleMinK4 on 32-bit words), then
-                // d·scale and dmin·min as 8 float32 products each — the same products as the scalar decoder's
-                uint u0 = Unsafe.ReadUnaligned<uint>(row + 4), u1 = Unsafe.ReadUnaligned<uint>(row + 8), u2 = Unsafe.ReadUnaligned<uint>(row + 12);
-                ulong scales = (u0 & 0x3F3F3F3F) | (ulong)((u2 & 0x0F0F0F0F) | ((u0 >> 2) & 0x30303030)) << 32;
-                ulong mins = (u1 & 0x3F3F3F3F) | (ulong)(((u2 >> 4) & 0x0F0F0F0F) | ((u1 >> 2) & 0x30303030)) << 32;
-                var ds = Avx.Multiply(Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(Vector128.CreateScalar(scales).AsByte())), Vector256.Create(d));
-                var ms = Avx.Multiply(Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(Vector128.CreateScalar(mins).AsByte())), Vector256.Create(dmin));
-                for (int j = 0; j < 8; j += 2, qs += 32)
+                ScalesK4(r0, sm); ScalesK4(r1, sm + 16); ScalesK4(r2, sm + 32); ScalesK4(r3, sm + 48);
+                for (int j = 0; j < 8; j += 2)
                 {
-                    var i1 = Vector256.Create(j); var i2 = Vector256.Create(j + 1);
-                    var d1 = Avx2.PermuteVar8x32(ds, i1); var n1 = Avx2.PermuteVar8x32(ms, i1);
-                    var d2 = Avx2.PermuteVar8x32(ds, i2); var n2 = Avx2.PermuteVar8x32(ms, i2);
-                    int p = q + 32 * j; // first weight of this pair of sub-blocks: low nibbles p..p+31, high nibbles p+32..p+63
-                    for (int g = 0; g < 32; g += 16)
+                    int p = q + 32 * j; // low nibbles are weights p..p+31 (sub-block j), high nibbles p+32..p+63 (sub-block j+1)
+                    for (int g = 0; g < 32; g += 8)
                     {
-                        var raw = Avx2.ConvertToVector256Int32(qs + g);
-                        var wl = Fma.MultiplySubtract(Avx.ConvertToVector256Single(Avx2.And(raw, nibble)), d1, n1);
-                        var wh = Fma.MultiplySubtract(Avx.ConvertToVector256Single(Avx2.ShiftRightLogical(raw, 4)), d2, n2);
-                        var raw2 = Avx2.ConvertToVector256Int32(qs + g + 8);
-                        var wl2 = Fma.MultiplySubtract(Avx.ConvertToVector256Single(Avx2.And(raw2, nibble)), d1, n1);
-                        var wh2 = Fma.MultiplySubtract(Avx.ConvertToVector256Single(Avx2.ShiftRightLogical(raw2, 4)), d2, n2);
-                        if (typeof(T) == typeof(double))
-                        {
-                            double* xl = (double*)x + p + g, xh = xl + 32;
-                            a0 = FmaWide(xl, wl.GetLower(), a0); a1 = FmaWide(xl + 4, wl.GetUpper(), a1);
-                            a2 = FmaWide(xh, wh.GetLower(), a2); a3 = FmaWide(xh + 4, wh.GetUpper(), a3);
-                            a4 = FmaWide(xl + 8, wl2.GetLower(), a4); a5 = FmaWide(xl + 12, wl2.GetUpper(), a5);
-                            a6 = FmaWide(xh + 8, wh2.GetLower(), a6); a7 = FmaWide(xh + 12, wh2.GetUpper(), a7);
-                        }
-                        else
-                        {
-                            float* xl = (float*)x + p + g;
-                            f0 = Fma.MultiplyAdd(Avx.LoadVector256(xl), wl, f0); f1 = Fma.MultiplyAdd(Avx.LoadVector256(xl + 32), wh, f1);
-                            f2 = Fma.MultiplyAdd(Avx.LoadVector256(xl + 8), wl2, f2); f3 = Fma.MultiplyAdd(Avx.LoadVector256(xl + 40), wh2, f3);
-                        }
+                        T* xl = x + p + g, xh = xl + 32;
+                        int o = 16 + 16 * j + g;
+                        var w0 = Avx2.ConvertToVector256Int32(r0 + o); var w1 = Avx2.ConvertToVector256Int32(r1 + o);
+                        Fma8(xl, Q4(Avx2.And(w0, nibble), sm, j), ref a0, ref b0); Fma8(xh, Q4(Avx2.ShiftRightLogical(w0, 4), sm, j + 1), ref b0, ref a0);
+                        Fma8(xl, Q4(Avx2.And(w1, nibble), sm + 16, j), ref a1, ref b1); Fma8(xh, Q4(Avx2.ShiftRightLogical(w1, 4), sm + 16, j + 1), ref b1, ref a1);
+                        var w2 = Avx2.ConvertToVector256Int32(r2 + o); var w3 = Avx2.ConvertToVector256Int32(r3 + o);
+                        Fma8(xl, Q4(Avx2.And(w2, nibble), sm + 32, j), ref a2, ref b2); Fma8(xh, Q4(Avx2.ShiftRightLogical(w2, 4), sm + 32, j + 1), ref b2, ref a2);
+                        Fma8(xl, Q4(Avx2.And(w3, nibble), sm + 48, j), ref a3, ref b3); Fma8(xh, Q4(Avx2.ShiftRightLogical(w3, 4), sm + 48, j + 1), ref b3, ref a3);
                     }
                 }
             }
         }
-        if (typeof(T) == typeof(double))
-        {
-            double sd = Vector256.Sum((a0 + a1) + (a2 + a3) + ((a4 + a5) + (a6 + a7)));
-            return Unsafe.As<double, T>(ref sd);
-        }
-        float sf = Vector256.Sum((f0 + f1) + (f2 + f3));
-        return Unsafe.As<float, T>(ref sf);
+        sums[0] = Vector256.Sum(a0 + b0); sums[1] = Vector256.Sum(a1 + b1); sums[2] = Vector256.Sum(a2 + b2); sums[3] = Vector256.Sum(a3 + b3);
     }
 
+    /// <summary>Eight Q8_0 weights d·q (exact in float32).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static Vector256<double> FmaWide(double* x, Vector128<float> w, Vector256<double> acc)
-        => Fma.MultiplyAdd(Avx.LoadVector256(x), Avx.ConvertToVector256Double(w), acc);
+    static Vector256<float> Q8x8(byte* qs, float d)
+        => Avx.Multiply(Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32((sbyte*)qs)), Vector256.Create(d));
+
+    /// <summary>Eight Q4_K weights of sub-block j: q·(d·scale) − dmin·min, one rounding (<paramref name="sm"/> from <see cref="ScalesK4"/>).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static Vector256<float> Q4(Vector256<int> q, float* sm, int j)
+        => Fma.MultiplySubtract(Avx.ConvertToVector256Single(q), Vector256.Create(sm[j]), Vector256.Create(sm[8 + j]));
+
+    /// <summary>
+    /// A Q4_K block's 8 six-bit scales and mins at once (<see cref="QuantReference.ScaleMinK4"/> on 32-bit words), stored as
+    /// d·scale to sm[0..8) and dmin·min to sm[8..16) — the same float32 products as the scalar decoder's.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void ScalesK4(byte* row, float* sm)
+    {
+        uint u0 = Unsafe.ReadUnaligned<uint>(row + 4), u1 = Unsafe.ReadUnaligned<uint>(row + 8), u2 = Unsafe.ReadUnaligned<uint>(row + 12);
+        ulong scales = (u0 & 0x3F3F3F3F) | (ulong)((u2 & 0x0F0F0F0F) | ((u0 >> 2) & 0x30303030)) << 32;
+        ulong mins = (u1 & 0x3F3F3F3F) | (ulong)(((u2 >> 4) & 0x0F0F0F0F) | ((u1 >> 2) & 0x30303030)) << 32;
+        Avx.Store(sm, Avx.Multiply(Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(Vector128.CreateScalar(scales).AsByte())), Vector256.Create(QuantReference.Half(row))));
+        Avx.Store(sm + 8, Avx.Multiply(Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(Vector128.CreateScalar(mins).AsByte())), Vector256.Create(QuantReference.Half(row + 2))));
+    }
+
+    /// <summary>
+    /// Eight products x[0..8)·w: float32 into <paramref name="a"/>; float64 (w widened exactly) its first four into
+    /// <paramref name="a"/> and its last four into <paramref name="b"/>.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void Fma8<T>(T* x, Vector256<float> w, ref Vector256<T> a, ref Vector256<T> b) where T : unmanaged
+    {
+        if (typeof(T) == typeof(double))
+        {
+            a = Fma.MultiplyAdd(Avx.LoadVector256((double*)x), Avx.ConvertToVector256Double(w.GetLower()), a.AsDouble()).As<double, T>();
+            b = Fma.MultiplyAdd(Avx.LoadVector256((double*)x + 4), Avx.ConvertToVector256Double(w.GetUpper()), b.AsDouble()).As<double, T>();
+        }
+        else a = Fma.MultiplyAdd(Avx.LoadVector256((float*)x), w, a.AsSingle()).As<float, T>();
+    }
 
     // ---- AVX2 block decoders: quants as 32 signed bytes, then Emit32 (first 16 with s0/m0, last 16 with s1/m1) ----
 
