@@ -18,7 +18,7 @@ internal unsafe interface IGemmLoader<T> where T : unmanaged
 internal static unsafe class GemmLoad
 {
     /// <summary>2^112: rescales a float whose bits are a half's exponent/mantissa shifted left by 13 (exact for normals and subnormals).</summary>
-    internal static readonly float HalfScale = BitConverter.Int32BitsToSingle(0x77800000);
+    internal static float HalfScale => BitConverter.Int32BitsToSingle(0x77800000);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static Vector128<float> Bf16x4(ushort* p) => Sse2.ShiftLeftLogical(Sse41.ConvertToVector128Int32(p), 16).AsSingle();
@@ -27,9 +27,12 @@ internal static unsafe class GemmLoad
     internal static Vector256<float> Bf16x8(ushort* p) => Avx2.ShiftLeftLogical(Avx2.ConvertToVector256Int32(p), 16).AsSingle();
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static Vector128<float> F16x4(ushort* p)
+    internal static Vector128<float> F16x4(ushort* p) => F16x4(Sse41.ConvertToVector128Int32(p));
+
+    /// <summary>Four halves given as the low 16 bits of four ints, as floats (no call, unlike System.Half's conversion).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static Vector128<float> F16x4(Vector128<int> h)
     {
-        var h = Sse41.ConvertToVector128Int32(p);
         var sign = Sse2.ShiftLeftLogical(h & Vector128.Create(0x8000), 16);
         var em = Sse2.ShiftLeftLogical(h & Vector128.Create(0x7FFF), 13);
         var f = em.AsSingle() * Vector128.Create(HalfScale);
