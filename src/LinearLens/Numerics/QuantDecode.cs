@@ -123,16 +123,21 @@ public static unsafe class QuantDecode
                 for (int j = 0; j < 8; j += 2)
                 {
                     int p = q + 32 * j; // low nibbles are weights p..p+31 (sub-block j), high nibbles p+32..p+63 (sub-block j+1)
+                    // the sub-blocks' scales and mins broadcast once for the 32 weights of each row (16 registers)
+                    Vector256<float> c0 = V(sm[j]), n0 = V(sm[8 + j]), e0 = V(sm[j + 1]), m0 = V(sm[9 + j]);
+                    Vector256<float> c1 = V(sm[16 + j]), n1 = V(sm[24 + j]), e1 = V(sm[17 + j]), m1 = V(sm[25 + j]);
+                    Vector256<float> c2 = V(sm[32 + j]), n2 = V(sm[40 + j]), e2 = V(sm[33 + j]), m2 = V(sm[41 + j]);
+                    Vector256<float> c3 = V(sm[48 + j]), n3 = V(sm[56 + j]), e3 = V(sm[49 + j]), m3 = V(sm[57 + j]);
                     for (int g = 0; g < 32; g += 8)
                     {
                         T* xl = x + p + g, xh = xl + 32;
                         int o = 16 + 16 * j + g;
                         var w0 = Avx2.ConvertToVector256Int32(r0 + o); var w1 = Avx2.ConvertToVector256Int32(r1 + o);
-                        Fma8(xl, Q4(Avx2.And(w0, nibble), sm, j), ref a0, ref b0); Fma8(xh, Q4(Avx2.ShiftRightLogical(w0, 4), sm, j + 1), ref b0, ref a0);
-                        Fma8(xl, Q4(Avx2.And(w1, nibble), sm + 16, j), ref a1, ref b1); Fma8(xh, Q4(Avx2.ShiftRightLogical(w1, 4), sm + 16, j + 1), ref b1, ref a1);
+                        Fma8(xl, Q4(Avx2.And(w0, nibble), c0, n0), ref a0, ref b0); Fma8(xh, Q4(Avx2.ShiftRightLogical(w0, 4), e0, m0), ref b0, ref a0);
+                        Fma8(xl, Q4(Avx2.And(w1, nibble), c1, n1), ref a1, ref b1); Fma8(xh, Q4(Avx2.ShiftRightLogical(w1, 4), e1, m1), ref b1, ref a1);
                         var w2 = Avx2.ConvertToVector256Int32(r2 + o); var w3 = Avx2.ConvertToVector256Int32(r3 + o);
-                        Fma8(xl, Q4(Avx2.And(w2, nibble), sm + 32, j), ref a2, ref b2); Fma8(xh, Q4(Avx2.ShiftRightLogical(w2, 4), sm + 32, j + 1), ref b2, ref a2);
-                        Fma8(xl, Q4(Avx2.And(w3, nibble), sm + 48, j), ref a3, ref b3); Fma8(xh, Q4(Avx2.ShiftRightLogical(w3, 4), sm + 48, j + 1), ref b3, ref a3);
+                        Fma8(xl, Q4(Avx2.And(w2, nibble), c2, n2), ref a2, ref b2); Fma8(xh, Q4(Avx2.ShiftRightLogical(w2, 4), e2, m2), ref b2, ref a2);
+                        Fma8(xl, Q4(Avx2.And(w3, nibble), c3, n3), ref a3, ref b3); Fma8(xh, Q4(Avx2.ShiftRightLogical(w3, 4), e3, m3), ref b3, ref a3);
                     }
                 }
             }
@@ -154,10 +159,10 @@ public static unsafe class QuantDecode
     static Vector256<float> Q8x8(byte* qs, float d)
         => Avx.Multiply(Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32((sbyte*)qs)), Vector256.Create(d));
 
-    /// <summary>Eight Q4_K weights of sub-block j: q·(d·scale) − dmin·min, one rounding (<paramref name="sm"/> from <see cref="ScalesK4"/>).</summary>
+    /// <summary>Eight Q4_K weights q·(d·scale) − dmin·min, one rounding (the products from <see cref="ScalesK4"/>).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static Vector256<float> Q4(Vector256<int> q, float* sm, int j)
-        => Fma.MultiplySubtract(Avx.ConvertToVector256Single(q), Vector256.Create(sm[j]), Vector256.Create(sm[8 + j]));
+    static Vector256<float> Q4(Vector256<int> q, Vector256<float> scale, Vector256<float> min)
+        => Fma.MultiplySubtract(Avx.ConvertToVector256Single(q), scale, min);
 
     /// <summary>
     /// A Q4_K block's 8 six-bit scales and mins at once (<see cref="QuantReference.ScaleMinK4"/> on 32-bit words), stored as
