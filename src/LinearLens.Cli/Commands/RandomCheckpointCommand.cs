@@ -44,15 +44,20 @@ static class RandomCheckpointCommand
             string file = dir.EndsWith(".gguf", StringComparison.OrdinalIgnoreCase) ? dir : Path.Combine(dir, "model.gguf");
             string parent = Path.GetDirectoryName(Path.GetFullPath(file))!;
             Directory.CreateDirectory(parent);
-            // The Hugging Face checkpoint of the same seed, written beside the output, then converted and removed.
-            string hf = Path.Combine(parent, $".{Path.GetFileName(file)}.hf-{Environment.ProcessId}");
-            try
+            Func<string, int, DType>? mixture = q4km ? (gg, layers) => GgufExport.Q4KMedium(gg, layers, spec.Tie) : null;
+            if (q4km || matrixType?.IsQuantized() == true)
+                GgufExport.FromRandom(spec, p.GetValue(seed), file, matrixType, name, mixture);   // no Hugging Face copy needed
+            else
             {
-                RandomCheckpoint.Write(hf, spec, p.GetValue(seed), keepValues: false);
-                GgufExport.FromHuggingFace(hf, file, matrixType, (ulong)p.GetValue(seed), name,
-                    q4km ? (gg, layers) => GgufExport.Q4KMedium(gg, layers, spec.Tie) : null);
+                // The Hugging Face checkpoint of the same seed, written beside the output, then converted and removed.
+                string hf = Path.Combine(parent, $".{Path.GetFileName(file)}.hf-{Environment.ProcessId}");
+                try
+                {
+                    RandomCheckpoint.Write(hf, spec, p.GetValue(seed), keepValues: false);
+                    GgufExport.FromHuggingFace(hf, file, matrixType, (ulong)p.GetValue(seed), name, mixture);
+                }
+                finally { if (Directory.Exists(hf)) Directory.Delete(hf, recursive: true); }
             }
-            finally { if (Directory.Exists(hf)) Directory.Delete(hf, recursive: true); }
             stdout.WriteLine($"wrote {name} ({(q4km ? "Q4_K_M mixture of" : (matrixType ?? spec.DType).Name())} matrices) to {file} in {sw.Elapsed.TotalSeconds:F1} s");
             return 0;
         });

@@ -19,19 +19,50 @@ public static unsafe class GgufExport
     {
         var config = ModelConfig.Load(folder);
         using var store = TensorStore.Open(folder);
+        Write(config, folder, store.All.Select(t => new SourceTensor(t.Name, t.Shape, t.Type, i => t[i])).ToList(), outPath, matrixType, seed,
+            name ?? Path.GetFileName(Path.GetFullPath(folder).TrimEnd('/')), mixture);
+    }
+
+    /// <summary>
+    /// A random checkpoint straight to GGUF when every matrix is quantized (<paramref name="matrixType"/> a block type, or a
+    /// <paramref name="mixture"/>): the matrices are random valid blocks anyway, so the Hugging Face checkpoint they would be
+    /// converted from (29.5 GB for a 14B shape in bf16) is never written; the other tensors (norms, biases) take
+    /// <see cref="Models.RandomCheckpoint"/>'s values for the same seed, so the file equals the converted one byte for byte.
+    /// </summary>
+    public static void FromRandom(Models.RandomCheckpointSpec spec, int seed, string outPath, DType? matrixType, string name,
+        Func<string, int, DType>? mixture = null)
+    {
+        if (mixture is null && matrixType?.IsQuantized() != true)
+            throw new ArgumentException("FromRandom writes quantized matrices only; convert a written checkpoint for other types");
+        using var doc = System.Text.Json.JsonDocument.Parse(Models.RandomCheckpoint.ConfigJson(spec));
+        var config = ModelConfig.Parse(doc.RootElement, name);
+        var tensors = spec.CanonicalTensors().Select(t =>
+        {
+            var values = new Lazy<double[]>(() => Models.RandomCheckpoint.TensorValues(spec, seed, t.Name, t.Shape));
+            return new SourceTensor(t.Name, t.Shape, spec.DType, i => values.Value[i]);
+        }).ToList();
+        Write(config, name, tensors, outPath, matrixType, (ulong)seed, name, mixture);
+    }
+
+    /// <summary>One tensor to write: canonical name, shape (Hugging Face order), stored type, element i widened to double.</summary>
+    readonly record struct SourceTensor(string Name, long[] Shape, DType Type, Func<long, double> Value);
+
+    static void Write(ModelConfig config, string folder, IReadOnlyList<SourceTensor> tensors, string outPath, DType? matrixType, ulong seed,
+        string name, Func<string, int, DType>? mixture)
+    {
         string arch = config.ModelType switch
         {
             "llama" or "qwen3" or "qwen2" or "phi3" or "olmo2" => config.ModelType,
             "gemma3_text" or "gemma3" => "gemma3",
             var t => throw new LinearLensException($"{folder}: model_type '{t}' has no GGUF export (llama, qwen3, qwen2, gemma3, phi3, olmo2)"),
         };
-        var meta = Metadata(config, arch, folder, name ?? Path.GetFileName(Path.GetFullPath(folder).TrimEnd('/')));
-        var sources = new Dictionary<string, (StoredTensor t, Func<long, long> rowOf, bool normShift)>();
+        var meta = Metadata(config, arch, folder, name);
+        var sources = new Dictionary<string, (SourceTensor t, Func<long, long> rowOf, bool normShift)>();
         var entries = new List<GgufTensorEntry>();
         var ropeFreqs = RopeFreqs(config, folder);
         if (ropeFreqs is not null) entries.Add(new GgufTensorEntry("rope_freqs.weight", DType.F32, [ropeFreqs.Length]));
 
-        foreach (var t in store.All.OrderBy(t => Order(t.Name)))
+        foreach (var t in tensors.OrderBy(t => Order(t.Name)))
         {
             if (t.Name == "lm_head.weight" && config.TieWordEmbeddings) continue;
             string ggName = GgufName(t.Name, arch, folder);
@@ -71,7 +102,7 @@ public static unsafe class GgufExport
             for (long r = 0; r < rows; r++)
             {
                 long from = rowOf(r) * cols;
-                for (long c = 0; c < cols; c++) row[c] = t[from + c];
+                for (long c = 0; c < cols; c++) row[c] = t.Value(from + c);
                 if (shift) for (long c = 0; c < cols; c++) row[c] = (float)((float)row[c] + 1.0f);   // the converter's w + 1 in float32
                 SafetensorsWriter.Encode(row, e.Type, bytes);
                 s.Write(bytes);

@@ -34,3 +34,26 @@ public class GgufMixtureTests
         Assert.Equal(LinearLens.Numerics.DType.Q4_K, GgufExport.Q4KMedium("blk.7.attn_q.weight", 40, tied: false));
     }
 }
+
+/// <summary>A quantized random GGUF written straight from the spec equals the one converted from the written Hugging Face checkpoint.</summary>
+public class GgufFromRandomTests
+{
+    [Theory]
+    [InlineData("Q4_K")]
+    [InlineData("Q4_K_M")]
+    public void StraightFromTheSpecEqualsTheConversionByteForByte(string quant)
+    {
+        using var tmp = new ScratchFolder("gguf-random");
+        var spec = new LinearLens.Models.RandomCheckpointSpec("qwen3", Hidden: 256, Intermediate: 512, Layers: 3, Heads: 4, KvHeads: 2, HeadDim: 64,
+            Vocab: 300, MaxPos: 4096, Tie: true, DType: DType.BF16, RopeTheta: 1e6, RmsNormEps: 1e-6);
+        Func<string, int, DType>? mixture = quant == "Q4_K_M" ? (gg, layers) => GgufExport.Q4KMedium(gg, layers, spec.Tie) : null;
+        DType? type = quant == "Q4_K_M" ? null : DType.Q4_K;
+        string hf = tmp.Sub("hf"), converted = Path.Combine(tmp.Path, "a.gguf"), straight = Path.Combine(tmp.Path, "b.gguf");
+        LinearLens.Models.RandomCheckpoint.Write(hf, spec, 7, keepValues: false);
+        GgufExport.FromHuggingFace(hf, converted, type, 7, "random", mixture);
+        GgufExport.FromRandom(spec, 7, straight, type, "random", mixture);
+        Assert.Equal(File.ReadAllBytes(converted), File.ReadAllBytes(straight));
+        using var ckpt = Checkpoint.Open(straight);
+        Assert.Equal(3, ckpt.Config.NumLayers);
+    }
+}
