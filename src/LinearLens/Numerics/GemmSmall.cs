@@ -177,16 +177,22 @@ internal static unsafe class GemmSmall
         }
     }
 
-    static void DotsOf<T, L>(in Problem<T> p, T* x, int nx, MatrixView y, int ny, long sx, long sy)
+    /// <summary>The dot path over groups of four Y rows split into tasks; quantized Y rows go through <see cref="QuantDotRange"/>.</summary>
+    static void DotsOf<T, L>(in Problem<T> p, T* x, int nx, MatrixView y, int ny, long sx, long sy, bool quantized = false)
         where T : unmanaged, IBinaryFloatingPointIeee754<T> where L : IGemmLoader<T>
     {
         int tasks = Gemm.TaskCount((long)nx * ny * p.K, (ny + 3) / 4);
         T* c = p.C; int k = p.K; T alpha = p.Alpha, beta = p.Beta;
-        if (tasks == 1) { DotRange<T, L>(x, nx, k, y, 0, ny, c, sx, sy, alpha, beta); return; }
+        void Range(int y0, int y1)
+        {
+            if (quantized) QuantDotRange<T, L>(x, nx, k, y, y0, y1, c, sx, sy, alpha, beta);
+            else DotRange<T, L>(x, nx, k, y, y0, y1, c, sx, sy, alpha, beta);
+        }
+        if (tasks == 1) { Range(0, ny); return; }
         GemmParallel.For(tasks, t =>
         {
             var (y0, y1) = Gemm.Split(ny, tasks, t, 4);
-            DotRange<T, L>(x, nx, k, y, y0, y1, c, sx, sy, alpha, beta);
+            Range(y0, y1);
         });
     }
 
@@ -196,23 +202,11 @@ internal static unsafe class GemmSmall
     static void QuantDotsOf<T>(in Problem<T> p, T* x, int nx, MatrixView y, int ny, long sx, long sy) where T : unmanaged, IBinaryFloatingPointIeee754<T>
     {
         if (typeof(T) == typeof(double))
-            QuantDotsOf<double, LoadF32AsF64>(Unsafe.As<Problem<T>, Problem<double>>(ref Unsafe.AsRef(in p)), (double*)x, nx, y, ny, sx, sy);
+            DotsOf<double, LoadF32AsF64>(Unsafe.As<Problem<T>, Problem<double>>(ref Unsafe.AsRef(in p)), (double*)x, nx, y, ny, sx, sy, quantized: true);
         else
-            QuantDotsOf<float, LoadF32AsF32>(Unsafe.As<Problem<T>, Problem<float>>(ref Unsafe.AsRef(in p)), (float*)x, nx, y, ny, sx, sy);
+            DotsOf<float, LoadF32AsF32>(Unsafe.As<Problem<T>, Problem<float>>(ref Unsafe.AsRef(in p)), (float*)x, nx, y, ny, sx, sy, quantized: true);
     }
 
-    static void QuantDotsOf<T, L>(in Problem<T> p, T* x, int nx, MatrixView y, int ny, long sx, long sy)
-        where T : unmanaged, IBinaryFloatingPointIeee754<T> where L : IGemmLoader<T>
-    {
-        int tasks = Gemm.TaskCount((long)nx * ny * p.K, (ny + 3) / 4);
-        T* c = p.C; int k = p.K; T alpha = p.Alpha, beta = p.Beta;
-        if (tasks == 1) { QuantDotRange<T, L>(x, nx, k, y, 0, ny, c, sx, sy, alpha, beta); return; }
-        GemmParallel.For(tasks, t =>
-        {
-            var (y0, y1) = Gemm.Split(ny, tasks, t, 4);
-            QuantDotRange<T, L>(x, nx, k, y, y0, y1, c, sx, sy, alpha, beta);
-        });
-    }
 
     /// <summary>
     /// The dot path for quantized Y rows: four rows at a time, each decoded a <see cref="QuantChunk"/> slice at a time into
