@@ -183,9 +183,10 @@ internal static unsafe class GemmSmall
     {
         int tasks = Gemm.TaskCount((long)nx * ny * p.K, (ny + 3) / 4);
         T* c = p.C; int k = p.K; T alpha = p.Alpha, beta = p.Beta;
+        bool wide = Gemm.Isa == GemmIsa.Avx512; // read here: the test hook that forces it is per thread
         void Range(int y0, int y1)
         {
-            if (quantized) QuantDotRange<T, L>(x, nx, k, y, y0, y1, c, sx, sy, alpha, beta);
+            if (quantized) QuantDotRange<T, L>(x, nx, k, y, y0, y1, c, sx, sy, alpha, beta, wide);
             else DotRange<T, L>(x, nx, k, y, y0, y1, c, sx, sy, alpha, beta);
         }
         if (tasks == 1) { Range(0, ny); return; }
@@ -214,7 +215,7 @@ internal static unsafe class GemmSmall
     /// (x row, y row) pair's vector sums carried from slice to slice — the same in-order summation whatever the thread count.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization), SkipLocalsInit]
-    static void QuantDotRange<T, L>(T* x, int nx, int k, MatrixView y, int y0, int y1, T* c, long sx, long sy, T alpha, T beta)
+    static void QuantDotRange<T, L>(T* x, int nx, int k, MatrixView y, int y0, int y1, T* c, long sx, long sy, T alpha, T beta, bool wide)
         where T : unmanaged, IBinaryFloatingPointIeee754<T> where L : IGemmLoader<T>
     {
         if (y0 >= y1) return;
@@ -227,7 +228,9 @@ internal static unsafe class GemmSmall
             {
                 int cnt = Math.Min(4, y1 - j);
                 byte* r0 = y.Row(j);
-                QuantDecode.Dot4(y.Type, r0, cnt > 1 ? y.Row(j + 1) : r0, cnt > 2 ? y.Row(j + 2) : r0, cnt > 3 ? y.Row(j + 3) : r0, x, k, s);
+                byte* r1 = cnt > 1 ? y.Row(j + 1) : r0, r2 = cnt > 2 ? y.Row(j + 2) : r0, r3 = cnt > 3 ? y.Row(j + 3) : r0;
+                if (wide) QuantDecode.Dot4Avx512(y.Type, r0, r1, r2, r3, x, k, s);
+                else QuantDecode.Dot4(y.Type, r0, r1, r2, r3, x, k, s);
                 for (int r = 0; r < cnt; r++) Put(c + (j + r) * sy, s[r], alpha, beta);
             }
             return;

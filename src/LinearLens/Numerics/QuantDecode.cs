@@ -146,6 +146,181 @@ public static unsafe class QuantDecode
     }
 
     /// <summary>
+    /// <see cref="Dot4{T}"/> with AVX-512 (F, BW): Q4_K weights as a lookup — a sub-block of 32 weights holds only 16
+    /// values, so each row's table t[q] = round32(d·scale·q − dmin·min), q = 0..15, is one 16-lane fused multiply-subtract
+    /// (the same single rounding as the reference), and each 8 (float64: vpermt2pd over the table widened to two registers)
+    /// or 16 (float32: vpermps) weights are one permute by their nibbles. Q8_0 weights d·q: float64 sums Σ x·q per block
+    /// and adds d·(block sum) (d·q is exact, so only the order of the sum changes), float32 scales q by d first. Each row's
+    /// sum is in a fixed order of its own, as in the AVX2 kernel.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization), SkipLocalsInit]
+    public static void Dot4Avx512<T>(DType t, byte* r0, byte* r1, byte* r2, byte* r3, T* x, int k, T* sums) where T : unmanaged
+    {
+        if (typeof(T) == typeof(double))
+        {
+            if (t == DType.Q8_0) Q8Dot4F64(r0, r1, r2, r3, (double*)x, k, (double*)sums);
+            else K4Dot4F64(r0, r1, r2, r3, (double*)x, k, (double*)sums);
+        }
+        else
+        {
+            if (t == DType.Q8_0) Q8Dot4F32(r0, r1, r2, r3, (float*)x, k, (float*)sums);
+            else K4Dot4F32(r0, r1, r2, r3, (float*)x, k, (float*)sums);
+        }
+    }
+
+    static Vector512<float> Iota16 => Vector512.Create(0f, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+
+    /// <summary>Sub-block table t[q] = round32(scale·q − min) for q = 0..15 (the product is exact: one rounding).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static Vector512<float> Table(float* scale, float* min) => Avx512F.FusedMultiplySubtract(Vector512.Create(*scale), Iota16, Vector512.Create(*min));
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization), SkipLocalsInit]
+    static void K4Dot4F64(byte* r0, byte* r1, byte* r2, byte* r3, double* x, int k, double* sums)
+    {
+        var z = Vector512<double>.Zero;
+        Vector512<double> a0 = z, b0 = z, a1 = z, b1 = z, a2 = z, b2 = z, a3 = z, b3 = z;
+        float* sm = stackalloc float[64];
+        for (int q = 0; q < k; q += 256, r0 += 144, r1 += 144, r2 += 144, r3 += 144)
+        {
+            var d = Halves(r0, r1, r2, r3, 0); var dmin = Halves(r0, r1, r2, r3, 2);
+            ScalesK4(r0, d.GetElement(0), dmin.GetElement(0), sm); ScalesK4(r1, d.GetElement(1), dmin.GetElement(1), sm + 16);
+            ScalesK4(r2, d.GetElement(2), dmin.GetElement(2), sm + 32); ScalesK4(r3, d.GetElement(3), dmin.GetElement(3), sm + 48);
+            for (int j = 0; j < 8; j += 2)
+            {
+                // per row: sub-block j's table (low nibbles) and j+1's (high nibbles), each as two registers of doubles
+                var t = Table(sm + j, sm + 8 + j); var u = Table(sm + j + 1, sm + 9 + j);
+                Vector512<double> t0 = Wide(t.GetLower()), T0 = Wide(t.GetUpper()), u0 = Wide(u.GetLower()), U0 = Wide(u.GetUpper());
+                t = Table(sm + 16 + j, sm + 24 + j); u = Table(sm + 17 + j, sm + 25 + j);
+                Vector512<double> t1 = Wide(t.GetLower()), T1 = Wide(t.GetUpper()), u1 = Wide(u.GetLower()), U1 = Wide(u.GetUpper());
+                t = Table(sm + 32 + j, sm + 40 + j); u = Table(sm + 33 + j, sm + 41 + j);
+                Vector512<double> t2 = Wide(t.GetLower()), T2 = Wide(t.GetUpper()), u2 = Wide(u.GetLower()), U2 = Wide(u.GetUpper());
+                t = Table(sm + 48 + j, sm + 56 + j); u = Table(sm + 49 + j, sm + 57 + j);
+                Vector512<double> t3 = Wide(t.GetLower()), T3 = Wide(t.GetUpper()), u3 = Wide(u.GetLower()), U3 = Wide(u.GetUpper());
+                double* xl = x + q + 32 * j;
+                int o = 16 + 16 * j;
+                for (int g = 0; g < 32; g += 8)
+                {
+                    var xv = Vector512.Load(xl + g); var xw = Vector512.Load(xl + 32 + g);
+                    K4x8(r0 + o + g, xv, xw, t0, T0, u0, U0, ref a0, ref b0); K4x8(r1 + o + g, xv, xw, t1, T1, u1, U1, ref a1, ref b1);
+                    K4x8(r2 + o + g, xv, xw, t2, T2, u2, U2, ref a2, ref b2); K4x8(r3 + o + g, xv, xw, t3, T3, u3, U3, ref a3, ref b3);
+                }
+            }
+        }
+        sums[0] = Vector512.Sum(a0 + b0); sums[1] = Vector512.Sum(a1 + b1); sums[2] = Vector512.Sum(a2 + b2); sums[3] = Vector512.Sum(a3 + b3);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static Vector512<double> Wide(Vector256<float> f) => Avx512F.ConvertToVector512Double(f);
+
+    /// <summary>
+    /// Eight bytes of Q4_K quants: their low nibbles (weights of the low sub-block, table t|T) into a, their high nibbles
+    /// (the next sub-block, table u|U) into b. vpermt2pd reads only an index's low 4 bits, so the low nibble needs no mask.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void K4x8(byte* qs, Vector512<double> xl, Vector512<double> xh, Vector512<double> t, Vector512<double> T,
+                     Vector512<double> u, Vector512<double> U, ref Vector512<double> a, ref Vector512<double> b)
+    {
+        var idx = Avx512F.ConvertToVector512Int64(Vector128.CreateScalar(Unsafe.ReadUnaligned<ulong>(qs)).AsByte());
+        a = Avx512F.FusedMultiplyAdd(xl, Avx512F.PermuteVar8x64x2(t, idx, T), a);
+        b = Avx512F.FusedMultiplyAdd(xh, Avx512F.PermuteVar8x64x2(u, Avx512F.ShiftRightLogical(idx, 4), U), b);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization), SkipLocalsInit]
+    static void K4Dot4F32(byte* r0, byte* r1, byte* r2, byte* r3, float* x, int k, float* sums)
+    {
+        var z = Vector512<float>.Zero;
+        Vector512<float> a0 = z, b0 = z, a1 = z, b1 = z, a2 = z, b2 = z, a3 = z, b3 = z;
+        float* sm = stackalloc float[64];
+        for (int q = 0; q < k; q += 256, r0 += 144, r1 += 144, r2 += 144, r3 += 144)
+        {
+            var d = Halves(r0, r1, r2, r3, 0); var dmin = Halves(r0, r1, r2, r3, 2);
+            ScalesK4(r0, d.GetElement(0), dmin.GetElement(0), sm); ScalesK4(r1, d.GetElement(1), dmin.GetElement(1), sm + 16);
+            ScalesK4(r2, d.GetElement(2), dmin.GetElement(2), sm + 32); ScalesK4(r3, d.GetElement(3), dmin.GetElement(3), sm + 48);
+            for (int j = 0; j < 8; j += 2)
+            {
+                Vector512<float> t0 = Table(sm + j, sm + 8 + j), u0 = Table(sm + j + 1, sm + 9 + j);
+                Vector512<float> t1 = Table(sm + 16 + j, sm + 24 + j), u1 = Table(sm + 17 + j, sm + 25 + j);
+                Vector512<float> t2 = Table(sm + 32 + j, sm + 40 + j), u2 = Table(sm + 33 + j, sm + 41 + j);
+                Vector512<float> t3 = Table(sm + 48 + j, sm + 56 + j), u3 = Table(sm + 49 + j, sm + 57 + j);
+                float* xl = x + q + 32 * j;
+                int o = 16 + 16 * j;
+                for (int g = 0; g < 32; g += 16)
+                {
+                    var xv = Vector512.Load(xl + g); var xw = Vector512.Load(xl + 32 + g);
+                    K4x16(r0 + o + g, xv, xw, t0, u0, ref a0, ref b0); K4x16(r1 + o + g, xv, xw, t1, u1, ref a1, ref b1);
+                    K4x16(r2 + o + g, xv, xw, t2, u2, ref a2, ref b2); K4x16(r3 + o + g, xv, xw, t3, u3, ref a3, ref b3);
+                }
+            }
+        }
+        sums[0] = Vector512.Sum(a0 + b0); sums[1] = Vector512.Sum(a1 + b1); sums[2] = Vector512.Sum(a2 + b2); sums[3] = Vector512.Sum(a3 + b3);
+    }
+
+    /// <summary>Sixteen bytes of Q4_K quants: low nibbles looked up in t into a, high nibbles in u into b (vpermps reads 4 index bits).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void K4x16(byte* qs, Vector512<float> xl, Vector512<float> xh, Vector512<float> t, Vector512<float> u,
+                      ref Vector512<float> a, ref Vector512<float> b)
+    {
+        var idx = Avx512F.ConvertToVector512Int32(Sse2.LoadVector128(qs));
+        a = Avx512F.FusedMultiplyAdd(xl, Avx512F.PermuteVar16x32(t, idx), a);
+        b = Avx512F.FusedMultiplyAdd(xh, Avx512F.PermuteVar16x32(u, Avx512F.ShiftRightLogical(idx, 4)), b);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization), SkipLocalsInit]
+    static void Q8Dot4F64(byte* r0, byte* r1, byte* r2, byte* r3, double* x, int k, double* sums)
+    {
+        var z = Vector512<double>.Zero;
+        Vector512<double> a0 = z, a1 = z, a2 = z, a3 = z;
+        for (int q = 0; q < k; q += 32, r0 += 34, r1 += 34, r2 += 34, r3 += 34)
+        {
+            var d = Halves(r0, r1, r2, r3, 0);
+            double* xq = x + q;
+            Vector512<double> x0 = Vector512.Load(xq), x1 = Vector512.Load(xq + 8), x2 = Vector512.Load(xq + 16), x3 = Vector512.Load(xq + 24);
+            a0 = Avx512F.FusedMultiplyAdd(Q8Block(r0 + 2, x0, x1, x2, x3), Vector512.Create((double)d.GetElement(0)), a0);
+            a1 = Avx512F.FusedMultiplyAdd(Q8Block(r1 + 2, x0, x1, x2, x3), Vector512.Create((double)d.GetElement(1)), a1);
+            a2 = Avx512F.FusedMultiplyAdd(Q8Block(r2 + 2, x0, x1, x2, x3), Vector512.Create((double)d.GetElement(2)), a2);
+            a3 = Avx512F.FusedMultiplyAdd(Q8Block(r3 + 2, x0, x1, x2, x3), Vector512.Create((double)d.GetElement(3)), a3);
+        }
+        sums[0] = Vector512.Sum(a0); sums[1] = Vector512.Sum(a1); sums[2] = Vector512.Sum(a2); sums[3] = Vector512.Sum(a3);
+    }
+
+    /// <summary>Σ x·q over one Q8_0 block's 32 quants, as 8 lanes (q widened straight to double).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static Vector512<double> Q8Block(byte* qs, Vector512<double> x0, Vector512<double> x1, Vector512<double> x2, Vector512<double> x3)
+    {
+        var s = Avx512F.Multiply(x0, Q8x8d(qs));
+        s = Avx512F.FusedMultiplyAdd(x1, Q8x8d(qs + 8), s);
+        s = Avx512F.FusedMultiplyAdd(x2, Q8x8d(qs + 16), s);
+        return Avx512F.FusedMultiplyAdd(x3, Q8x8d(qs + 24), s);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static Vector512<double> Q8x8d(byte* qs) => Avx512F.ConvertToVector512Double(Avx2.ConvertToVector256Int32((sbyte*)qs));
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization), SkipLocalsInit]
+    static void Q8Dot4F32(byte* r0, byte* r1, byte* r2, byte* r3, float* x, int k, float* sums)
+    {
+        var z = Vector512<float>.Zero;
+        Vector512<float> a0 = z, b0 = z, a1 = z, b1 = z, a2 = z, b2 = z, a3 = z, b3 = z;
+        for (int q = 0; q < k; q += 32, r0 += 34, r1 += 34, r2 += 34, r3 += 34)
+        {
+            var d = Halves(r0, r1, r2, r3, 0);
+            Vector512<float> xv = Vector512.Load(x + q), xw = Vector512.Load(x + q + 16);
+            Vector512<float> d0 = Vector512.Create(d.GetElement(0)), d1 = Vector512.Create(d.GetElement(1));
+            Vector512<float> d2 = Vector512.Create(d.GetElement(2)), d3 = Vector512.Create(d.GetElement(3));
+            a0 = Avx512F.FusedMultiplyAdd(xv, Q8x16(r0 + 2, d0), a0); b0 = Avx512F.FusedMultiplyAdd(xw, Q8x16(r0 + 18, d0), b0);
+            a1 = Avx512F.FusedMultiplyAdd(xv, Q8x16(r1 + 2, d1), a1); b1 = Avx512F.FusedMultiplyAdd(xw, Q8x16(r1 + 18, d1), b1);
+            a2 = Avx512F.FusedMultiplyAdd(xv, Q8x16(r2 + 2, d2), a2); b2 = Avx512F.FusedMultiplyAdd(xw, Q8x16(r2 + 18, d2), b2);
+            a3 = Avx512F.FusedMultiplyAdd(xv, Q8x16(r3 + 2, d3), a3); b3 = Avx512F.FusedMultiplyAdd(xw, Q8x16(r3 + 18, d3), b3);
+        }
+        sums[0] = Vector512.Sum(a0 + b0); sums[1] = Vector512.Sum(a1 + b1); sums[2] = Vector512.Sum(a2 + b2); sums[3] = Vector512.Sum(a3 + b3);
+    }
+
+    /// <summary>Sixteen Q8_0 weights d·q (exact in float32).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static Vector512<float> Q8x16(byte* qs, Vector512<float> d)
+        => Avx512F.Multiply(Avx512F.ConvertToVector512Single(Avx512F.ConvertToVector512Int32(Sse2.LoadVector128((sbyte*)qs))), d);
+
+    /// <summary>
     /// The half at byte offset <paramref name="at"/> of four blocks, as floats — converted in registers with no call, so the
     /// accumulators of <see cref="Dot4{T}"/> stay in registers across blocks.
     /// </summary>
