@@ -187,6 +187,7 @@ internal static unsafe class GemmSmall
         void Range(int y0, int y1)
         {
             if (quantized) QuantDotRange<T, L>(x, nx, k, y, y0, y1, c, sx, sy, alpha, beta, wide);
+            else if (wide && nx == 1 && y.Type == DType.BF16) Bf16DotRange512(x, k, y, y0, y1, c, sy, alpha, beta);
             else DotRange<T, L>(x, nx, k, y, y0, y1, c, sx, sy, alpha, beta);
         }
         if (tasks == 1) { Range(0, ny); return; }
@@ -341,6 +342,60 @@ internal static unsafe class GemmSmall
                 if (cnt > 3) Put(cij + 3 * sy, s3, alpha, beta);
             }
         }
+    }
+
+    /// <summary>
+    /// <see cref="DotRange{T, L}"/> for one x row and bf16 Y rows with AVX-512: four rows per pass over x, 16 (float32)
+    /// or 8 (float64) weights per register, two chains per row, then the scalar tail — a fixed order per row.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static void Bf16DotRange512<T>(T* x, int k, MatrixView y, int y0, int y1, T* c, long sy, T alpha, T beta)
+        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+    {
+        long rowBytes = y.RowStride * 2;
+        int W = Vector512<T>.Count;
+        for (int j = y0; j < y1; j += 4)
+        {
+            int cnt = Math.Min(4, y1 - j);
+            ushort* r0 = (ushort*)((byte*)y.Data + j * rowBytes);
+            ushort* r1 = cnt > 1 ? r0 + y.RowStride : r0, r2 = cnt > 2 ? r0 + 2 * y.RowStride : r0, r3 = cnt > 3 ? r0 + 3 * y.RowStride : r0;
+            Vector512<T> a0 = Vector512<T>.Zero, a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+            int q = 0;
+            for (; q + 2 * W <= k; q += 2 * W)
+            {
+                var xv = Vector512.Load(x + q); var xw = Vector512.Load(x + q + W);
+                a0 = Fma512(xv, Bf16x(r0 + q, a0), a0); a1 = Fma512(xv, Bf16x(r1 + q, a1), a1);
+                a2 = Fma512(xv, Bf16x(r2 + q, a2), a2); a3 = Fma512(xv, Bf16x(r3 + q, a3), a3);
+                b0 = Fma512(xw, Bf16x(r0 + q + W, b0), b0); b1 = Fma512(xw, Bf16x(r1 + q + W, b1), b1);
+                b2 = Fma512(xw, Bf16x(r2 + q + W, b2), b2); b3 = Fma512(xw, Bf16x(r3 + q + W, b3), b3);
+            }
+            T s0 = Vector512.Sum(a0 + b0), s1 = Vector512.Sum(a1 + b1), s2 = Vector512.Sum(a2 + b2), s3 = Vector512.Sum(a3 + b3);
+            for (; q < k; q++)
+            {
+                T xq = x[q];
+                s0 = T.FusedMultiplyAdd(xq, T.CreateTruncating(DTypes.Bf16ToFloat(r0[q])), s0); s1 = T.FusedMultiplyAdd(xq, T.CreateTruncating(DTypes.Bf16ToFloat(r1[q])), s1);
+                s2 = T.FusedMultiplyAdd(xq, T.CreateTruncating(DTypes.Bf16ToFloat(r2[q])), s2); s3 = T.FusedMultiplyAdd(xq, T.CreateTruncating(DTypes.Bf16ToFloat(r3[q])), s3);
+            }
+            Put(c + j * sy, s0, alpha, beta);
+            if (cnt > 1) Put(c + (j + 1) * sy, s1, alpha, beta);
+            if (cnt > 2) Put(c + (j + 2) * sy, s2, alpha, beta);
+            if (cnt > 3) Put(c + (j + 3) * sy, s3, alpha, beta);
+        }
+    }
+
+    /// <summary>Vector512&lt;T&gt;.Count bf16 values widened to T (the vector argument only picks T).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static Vector512<T> Bf16x<T>(ushort* p, Vector512<T> _) where T : unmanaged
+    {
+        if (typeof(T) == typeof(double)) return Avx512F.ConvertToVector512Double(GemmLoad.Bf16x8(p)).As<double, T>();
+        return Avx512F.ShiftLeftLogical(Avx512F.ConvertToVector512Int32(Avx.LoadVector256(p)), 16).As<int, T>();
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static Vector512<T> Fma512<T>(Vector512<T> a, Vector512<T> b, Vector512<T> c) where T : unmanaged
+    {
+        if (typeof(T) == typeof(double)) return Avx512F.FusedMultiplyAdd(a.AsDouble(), b.AsDouble(), c.AsDouble()).As<double, T>();
+        return Avx512F.FusedMultiplyAdd(a.AsSingle(), b.AsSingle(), c.AsSingle()).As<float, T>();
     }
 
     // ---- axpy path (B not transposed): C[i, :] = α·Σ_p X[i, p]·B[p, :] (+ β·C), B rows streamed ----

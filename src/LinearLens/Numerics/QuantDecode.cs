@@ -270,15 +270,16 @@ public static unsafe class QuantDecode
     {
         var z = Vector512<double>.Zero;
         Vector512<double> a0 = z, a1 = z, a2 = z, a3 = z;
+        double* ds = stackalloc double[4];
         for (int q = 0; q < k; q += 32, r0 += 34, r1 += 34, r2 += 34, r3 += 34)
         {
-            var d = Halves(r0, r1, r2, r3, 0);
+            Avx.Store(ds, Avx.ConvertToVector256Double(Halves(r0, r1, r2, r3, 0))); // read back as memory broadcasts
             double* xq = x + q;
             Vector512<double> x0 = Vector512.Load(xq), x1 = Vector512.Load(xq + 8), x2 = Vector512.Load(xq + 16), x3 = Vector512.Load(xq + 24);
-            a0 = Avx512F.FusedMultiplyAdd(Q8Block(r0 + 2, x0, x1, x2, x3), Vector512.Create((double)d.GetElement(0)), a0);
-            a1 = Avx512F.FusedMultiplyAdd(Q8Block(r1 + 2, x0, x1, x2, x3), Vector512.Create((double)d.GetElement(1)), a1);
-            a2 = Avx512F.FusedMultiplyAdd(Q8Block(r2 + 2, x0, x1, x2, x3), Vector512.Create((double)d.GetElement(2)), a2);
-            a3 = Avx512F.FusedMultiplyAdd(Q8Block(r3 + 2, x0, x1, x2, x3), Vector512.Create((double)d.GetElement(3)), a3);
+            a0 = Avx512F.FusedMultiplyAdd(Q8Block(r0 + 2, x0, x1, x2, x3), Vector512.Create(ds[0]), a0);
+            a1 = Avx512F.FusedMultiplyAdd(Q8Block(r1 + 2, x0, x1, x2, x3), Vector512.Create(ds[1]), a1);
+            a2 = Avx512F.FusedMultiplyAdd(Q8Block(r2 + 2, x0, x1, x2, x3), Vector512.Create(ds[2]), a2);
+            a3 = Avx512F.FusedMultiplyAdd(Q8Block(r3 + 2, x0, x1, x2, x3), Vector512.Create(ds[3]), a3);
         }
         sums[0] = Vector512.Sum(a0); sums[1] = Vector512.Sum(a1); sums[2] = Vector512.Sum(a2); sums[3] = Vector512.Sum(a3);
     }
@@ -300,25 +301,28 @@ public static unsafe class QuantDecode
     static void Q8Dot4F32(byte* r0, byte* r1, byte* r2, byte* r3, float* x, int k, float* sums)
     {
         var z = Vector512<float>.Zero;
-        Vector512<float> a0 = z, b0 = z, a1 = z, b1 = z, a2 = z, b2 = z, a3 = z, b3 = z;
+        Vector512<float> a0 = z, a1 = z, a2 = z, a3 = z;
+        float* ds = stackalloc float[4];
         for (int q = 0; q < k; q += 32, r0 += 34, r1 += 34, r2 += 34, r3 += 34)
         {
-            var d = Halves(r0, r1, r2, r3, 0);
+            Sse.Store(ds, Halves(r0, r1, r2, r3, 0)); // read back as memory broadcasts, not register shuffles
             Vector512<float> xv = Vector512.Load(x + q), xw = Vector512.Load(x + q + 16);
-            Vector512<float> d0 = Vector512.Create(d.GetElement(0)), d1 = Vector512.Create(d.GetElement(1));
-            Vector512<float> d2 = Vector512.Create(d.GetElement(2)), d3 = Vector512.Create(d.GetElement(3));
-            a0 = Avx512F.FusedMultiplyAdd(xv, Q8x16(r0 + 2, d0), a0); b0 = Avx512F.FusedMultiplyAdd(xw, Q8x16(r0 + 18, d0), b0);
-            a1 = Avx512F.FusedMultiplyAdd(xv, Q8x16(r1 + 2, d1), a1); b1 = Avx512F.FusedMultiplyAdd(xw, Q8x16(r1 + 18, d1), b1);
-            a2 = Avx512F.FusedMultiplyAdd(xv, Q8x16(r2 + 2, d2), a2); b2 = Avx512F.FusedMultiplyAdd(xw, Q8x16(r2 + 18, d2), b2);
-            a3 = Avx512F.FusedMultiplyAdd(xv, Q8x16(r3 + 2, d3), a3); b3 = Avx512F.FusedMultiplyAdd(xw, Q8x16(r3 + 18, d3), b3);
+            a0 = Avx512F.FusedMultiplyAdd(Q8Block(r0 + 2, xv, xw), Vector512.Create(ds[0]), a0);
+            a1 = Avx512F.FusedMultiplyAdd(Q8Block(r1 + 2, xv, xw), Vector512.Create(ds[1]), a1);
+            a2 = Avx512F.FusedMultiplyAdd(Q8Block(r2 + 2, xv, xw), Vector512.Create(ds[2]), a2);
+            a3 = Avx512F.FusedMultiplyAdd(Q8Block(r3 + 2, xv, xw), Vector512.Create(ds[3]), a3);
         }
-        sums[0] = Vector512.Sum(a0 + b0); sums[1] = Vector512.Sum(a1 + b1); sums[2] = Vector512.Sum(a2 + b2); sums[3] = Vector512.Sum(a3 + b3);
+        sums[0] = Vector512.Sum(a0); sums[1] = Vector512.Sum(a1); sums[2] = Vector512.Sum(a2); sums[3] = Vector512.Sum(a3);
     }
 
-    /// <summary>Sixteen Q8_0 weights d·q (exact in float32).</summary>
+    /// <summary>Σ x·q over one Q8_0 block's 32 quants in float32, as 16 lanes (the block's d is applied once to the sum).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static Vector512<float> Q8x16(byte* qs, Vector512<float> d)
-        => Avx512F.Multiply(Avx512F.ConvertToVector512Single(Avx512F.ConvertToVector512Int32(Sse2.LoadVector128((sbyte*)qs))), d);
+    static Vector512<float> Q8Block(byte* qs, Vector512<float> x0, Vector512<float> x1)
+        => Avx512F.FusedMultiplyAdd(x1, Q8x16(qs + 16), Avx512F.Multiply(x0, Q8x16(qs)));
+
+    /// <summary>Sixteen Q8_0 quants as floats.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static Vector512<float> Q8x16(byte* qs) => Avx512F.ConvertToVector512Single(Avx512F.ConvertToVector512Int32(Sse2.LoadVector128((sbyte*)qs)));
 
     /// <summary>
     /// The half at byte offset <paramref name="at"/> of four blocks, as floats — converted in registers with no call, so the
