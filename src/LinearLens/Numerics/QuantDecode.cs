@@ -168,11 +168,13 @@ public static unsafe class QuantDecode
         }
     }
 
-    static Vector512<float> Iota16 => Vector512.Create(0f, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-
-    /// <summary>Sub-block table t[q] = round32(scale·q − min) for q = 0..15 (the product is exact: one rounding).</summary>
+    /// <summary>
+    /// Sub-block table t[q] = round32(scale·q − min) for q = 0..15 (<paramref name="iota"/>, a local of the caller: a
+    /// property here is a call once the kernel's inlining budget is spent). The product is exact: one rounding.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static Vector512<float> Table(float* scale, float* min) => Avx512F.FusedMultiplySubtract(Vector512.Create(*scale), Iota16, Vector512.Create(*min));
+    static Vector512<float> Table(float* scale, float* min, Vector512<float> iota)
+        => Avx512F.FusedMultiplySubtract(Vector512.Create(*scale), iota, Vector512.Create(*min));
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization), SkipLocalsInit]
     static void K4Dot4F64(byte* r0, byte* r1, byte* r2, byte* r3, double* x, int k, double* sums)
@@ -180,6 +182,7 @@ public static unsafe class QuantDecode
         var z = Vector512<double>.Zero;
         Vector512<double> a0 = z, b0 = z, a1 = z, b1 = z, a2 = z, b2 = z, a3 = z, b3 = z;
         float* sm = stackalloc float[64];
+        var iota = Vector512.Create(0f, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
         for (int q = 0; q < k; q += 256, r0 += 144, r1 += 144, r2 += 144, r3 += 144)
         {
             var d = Halves(r0, r1, r2, r3, 0); var dmin = Halves(r0, r1, r2, r3, 2);
@@ -188,13 +191,13 @@ public static unsafe class QuantDecode
             for (int j = 0; j < 8; j += 2)
             {
                 // per row: sub-block j's table (low nibbles) and j+1's (high nibbles), each as two registers of doubles
-                var t = Table(sm + j, sm + 8 + j); var u = Table(sm + j + 1, sm + 9 + j);
+                var t = Table(sm + j, sm + 8 + j, iota); var u = Table(sm + j + 1, sm + 9 + j, iota);
                 Vector512<double> t0 = Wide(t.GetLower()), T0 = Wide(t.GetUpper()), u0 = Wide(u.GetLower()), U0 = Wide(u.GetUpper());
-                t = Table(sm + 16 + j, sm + 24 + j); u = Table(sm + 17 + j, sm + 25 + j);
+                t = Table(sm + 16 + j, sm + 24 + j, iota); u = Table(sm + 17 + j, sm + 25 + j, iota);
                 Vector512<double> t1 = Wide(t.GetLower()), T1 = Wide(t.GetUpper()), u1 = Wide(u.GetLower()), U1 = Wide(u.GetUpper());
-                t = Table(sm + 32 + j, sm + 40 + j); u = Table(sm + 33 + j, sm + 41 + j);
+                t = Table(sm + 32 + j, sm + 40 + j, iota); u = Table(sm + 33 + j, sm + 41 + j, iota);
                 Vector512<double> t2 = Wide(t.GetLower()), T2 = Wide(t.GetUpper()), u2 = Wide(u.GetLower()), U2 = Wide(u.GetUpper());
-                t = Table(sm + 48 + j, sm + 56 + j); u = Table(sm + 49 + j, sm + 57 + j);
+                t = Table(sm + 48 + j, sm + 56 + j, iota); u = Table(sm + 49 + j, sm + 57 + j, iota);
                 Vector512<double> t3 = Wide(t.GetLower()), T3 = Wide(t.GetUpper()), u3 = Wide(u.GetLower()), U3 = Wide(u.GetUpper());
                 double* xl = x + q + 32 * j;
                 int o = 16 + 16 * j;
@@ -231,6 +234,7 @@ public static unsafe class QuantDecode
         var z = Vector512<float>.Zero;
         Vector512<float> a0 = z, b0 = z, a1 = z, b1 = z, a2 = z, b2 = z, a3 = z, b3 = z;
         float* sm = stackalloc float[64];
+        var iota = Vector512.Create(0f, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
         for (int q = 0; q < k; q += 256, r0 += 144, r1 += 144, r2 += 144, r3 += 144)
         {
             var d = Halves(r0, r1, r2, r3, 0); var dmin = Halves(r0, r1, r2, r3, 2);
@@ -238,10 +242,10 @@ public static unsafe class QuantDecode
             ScalesK4(r2, d.GetElement(2), dmin.GetElement(2), sm + 32); ScalesK4(r3, d.GetElement(3), dmin.GetElement(3), sm + 48);
             for (int j = 0; j < 8; j += 2)
             {
-                Vector512<float> t0 = Table(sm + j, sm + 8 + j), u0 = Table(sm + j + 1, sm + 9 + j);
-                Vector512<float> t1 = Table(sm + 16 + j, sm + 24 + j), u1 = Table(sm + 17 + j, sm + 25 + j);
-                Vector512<float> t2 = Table(sm + 32 + j, sm + 40 + j), u2 = Table(sm + 33 + j, sm + 41 + j);
-                Vector512<float> t3 = Table(sm + 48 + j, sm + 56 + j), u3 = Table(sm + 49 + j, sm + 57 + j);
+                Vector512<float> t0 = Table(sm + j, sm + 8 + j, iota), u0 = Table(sm + j + 1, sm + 9 + j, iota);
+                Vector512<float> t1 = Table(sm + 16 + j, sm + 24 + j, iota), u1 = Table(sm + 17 + j, sm + 25 + j, iota);
+                Vector512<float> t2 = Table(sm + 32 + j, sm + 40 + j, iota), u2 = Table(sm + 33 + j, sm + 41 + j, iota);
+                Vector512<float> t3 = Table(sm + 48 + j, sm + 56 + j, iota), u3 = Table(sm + 49 + j, sm + 57 + j, iota);
                 float* xl = x + q + 32 * j;
                 int o = 16 + 16 * j;
                 for (int g = 0; g < 32; g += 16)
