@@ -41,6 +41,17 @@ internal static unsafe class GemmLoad
         return f | sign.AsSingle();
     }
 
+    /// <summary>Sixteen halves given as the low 16 bits of sixteen ints, as floats (AVX-512 F).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static Vector512<float> F16x16(Vector512<int> h)
+    {
+        var sign = Avx512F.ShiftLeftLogical(h & Vector512.Create(0x8000), 16);
+        var em = Avx512F.ShiftLeftLogical(h & Vector512.Create(0x7FFF), 13);
+        var f = em.AsSingle() * Vector512.Create(HalfScale);
+        f = Vector512.ConditionalSelect(Vector512.GreaterThan(em, Vector512.Create(0x0F7FFFFF)).AsSingle(), (em | Vector512.Create(0x7F800000)).AsSingle(), f);
+        return f | sign.AsSingle();
+    }
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static Vector256<float> F16x8(ushort* p)
     {
