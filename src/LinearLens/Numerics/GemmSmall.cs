@@ -194,7 +194,8 @@ internal static unsafe class GemmSmall
     {
         int tasks = Gemm.TaskCount((long)nx * ny * p.K, (ny + 3) / 4);
         T* c = p.C; int k = p.K; T alpha = p.Alpha, beta = p.Beta;
-        bool wide = Gemm.Isa == GemmIsa.Avx512; // read here: the test hook that forces it is per thread
+        // read here: the test hook that forces it is per thread (and forces AVX-512 even where it is only emulated)
+        bool wide = Gemm.Isa == GemmIsa.Avx512 && Avx512F.IsSupported;
         void Range(int y0, int y1)
         {
             if (quantized) QuantDotRange<T, L>(x, nx, k, y, y0, y1, c, sx, sy, alpha, beta, wide);

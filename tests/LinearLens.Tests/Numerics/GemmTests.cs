@@ -247,6 +247,8 @@ public sealed unsafe class GemmTests
                 // The AVX-512 kernel runs emulated (slowly) where the hardware lacks it: keep sizes small.
                 Check(rng, f32, 29, 37, 41, false, true, f32 ? DType.F32 : DType.F64, DType.BF16, 1.0, 0.0, padC: 3);
                 Check(rng, f32, 13, 50, 300, true, false, DType.F16, f32 ? DType.F32 : DType.F64, -0.5, 2.0, padA: 2);
+                // one activation row against bf16 weights: the dot path (its AVX-512 variant, a scalar tail after 32·31)
+                Check(rng, f32, 1, 39, 1005, false, true, f32 ? DType.F32 : DType.F64, DType.BF16, 1.0, 0.0, padB: 3);
             }
         }
         finally { Gemm.ForcedIsa = saved; }

@@ -164,6 +164,8 @@ public sealed unsafe class QuantGemmTests
                 Check(rng, f32, 29, 37, 512, false, dense, true, DType.Q4_K);     // panels of NR weight rows (fused)
                 Check(rng, f32, 13, 96, 41, false, dense, false, DType.Q8_0);     // whole kc×nc blocks staged
                 Check(rng, f32, 64, 9, 40, true, DType.Q5_0, false, dense);       // Aᵀ staged
+                Check(rng, f32, 1, 37, 768, false, dense, true, DType.Q4_K);      // one row: the fused dot kernel of this family
+                Check(rng, f32, 1, 38, 160, false, dense, true, DType.Q8_0);
             }
         }
         finally { Gemm.ForcedIsa = saved; }
