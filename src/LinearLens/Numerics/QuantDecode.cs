@@ -146,12 +146,16 @@ public static unsafe class QuantDecode
     }
 
     /// <summary>
-    /// <see cref="Dot4{T}"/> with AVX-512 (F, BW): Q4_K weights as a lookup — a sub-block of 32 weights holds only 16
+    /// <see cref="Dot4{T}"/> with AVX-512 (F): Q4_K weights as a lookup — a sub-block of 32 weights holds only 16
     /// values, so each row's table t[q] = round32(d·scale·q − dmin·min), q = 0..15, is one 16-lane fused multiply-subtract
     /// (the same single rounding as the reference), and each 8 (float64: vpermt2pd over the table widened to two registers)
-    /// or 16 (float32: vpermps) weights are one permute by their nibbles. Q8_0 weights d·q: float64 sums Σ x·q per block
-    /// and adds d·(block sum) (d·q is exact, so only the order of the sum changes), float32 scales q by d first. Each row's
-    /// sum is in a fixed order of its own, as in the AVX2 kernel.
+    /// or 16 (float32: vpermps) weights are one permute by their nibbles. Q8_0 weights d·q: Σ x·q per block, then one
+    /// multiply-add of the block sum by d (d·q is exact, so only the order of the sum changes; in float32 the sum's
+    /// roundings stay at float32 level). Each row's sum is in a fixed order of its own, as in the AVX2 kernel, so a short
+    /// group may repeat a row and any thread split gives the same bits.
+    /// Measured on Zen 4 (1×3072×1024): the permutes are the limit for Q4_K float64 (vpermt2pd counts double), the
+    /// per-sub-block table and the block scales for Q4_K float32; variants that read the quants as whole words with x
+    /// reordered to match, decoded the scales of four rows in registers, or looked up float32 and widened were slower.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization), SkipLocalsInit]
     public static void Dot4Avx512<T>(DType t, byte* r0, byte* r1, byte* r2, byte* r3, T* x, int k, T* sums) where T : unmanaged
