@@ -14,14 +14,15 @@ public static class JacobianOperators
     public static int MaxBatch(int tokens) => Math.Max(1, DetachedJacobian.RowsPerPass / Math.Max(tokens, 1));
 
     /// <summary>
-    /// Bytes of the Lanczos bases at their most columns, min(d, 10k + 100) (they grow as a run needs them, so a run that
-    /// converges earlier uses less): combined, one basis of n·d-long vectors; per token, n runs over d×d matrices (three
-    /// d-long bases each). Double precision.
+    /// Bytes of the Lanczos runs at their most columns, min(d, 10k + 100) (bases grow as a run needs them, so a run that
+    /// converges earlier uses less): combined, the Gram run's d-long basis and its projected matrix, plus the n·d-long
+    /// block products and the k right vectors with their products (<see cref="Svd.GramLanczos"/>); per token, n runs over
+    /// d×d matrices (three d-long bases each). Double precision.
     /// </summary>
     public static double LanczosBytes(int d, int n, int k, bool perToken)
     {
         double cols = Math.Min(d, 10.0 * Math.Min(k, d) + 100);
-        return 8 * (perToken ? n * 3.0 * d * cols : ((double)n * d + 2.0 * d) * cols);
+        return 8 * (perToken ? n * 3.0 * d * cols : d * cols + cols * cols + 3.0 * n * d * Math.Min(k, d));
     }
 
     /// <summary>
@@ -59,10 +60,13 @@ public static class JacobianOperators
     public static int LanczosBlock(int rowsPerVector, int k) =>
         Math.Clamp((32 + Math.Max(rowsPerVector, 1) - 1) / Math.Max(rowsPerVector, 1), 1, Math.Clamp(k, 1, 4));
 
-    /// <summary>Top-k triplets of the combined [J₀|…|J_{n−1}] by Lanczos (block size 0: <see cref="LanczosBlock"/>).</summary>
+    /// <summary>
+    /// Top-k triplets of the combined [J₀|…|J_{n−1}] by Lanczos on J·Jᵀ (d × d, so no n·d-long basis is kept; see
+    /// <see cref="Svd.GramLanczos"/>; block size 0: <see cref="LanczosBlock"/>).
+    /// </summary>
     public static SingularTriplets CombinedTopK<T>(FrozenMap<T> map, JacobianTarget target, int k, double tolerance = 1e-10, int blockSize = 0)
         where T : unmanaged, IFloatingPointIeee754<T> =>
-        Svd.Lanczos(Combined(map, target), k, tolerance, blockSize: blockSize > 0 ? blockSize : LanczosBlock(map.Tokens, k));
+        Svd.GramLanczos(Combined(map, target), k, tolerance, blockSize: blockSize > 0 ? blockSize : LanczosBlock(map.Tokens, k));
 
     /// <summary>
     /// Top-k singular triplets of Jᵢ for every listed token at once: one block Lanczos run per token, advanced in lockstep
@@ -232,23 +236,31 @@ public static class JacobianOperators
         where T : unmanaged, IFloatingPointIeee754<T>
     {
         readonly Products<T> products = new(map, target);
+        // the blocks as arrays, reused: a combined operator's are n·d·k long (17 MB per vector at 2,048 tokens of d = 1024)
+        double[] cols = [], rows = [];
         public int Rows => map.Hidden;
         public int Cols => token >= 0 ? map.Hidden : map.Tokens * map.Hidden;
 
+        void Ensure(int k)
+        {
+            if (cols.Length < (long)Cols * k) cols = new double[(long)Cols * k];
+            if (rows.Length < (long)Rows * k) rows = new double[(long)Rows * k];
+        }
+
         public void Multiply(ReadOnlySpan<double> x, int k, Span<double> y)
         {
-            var xs = x[..(Cols * k)].ToArray();
-            var ys = new double[Rows * k];
-            products.ForwardPerToken([(token, k, xs, ys)]);
-            ys.CopyTo(y);
+            Ensure(k);
+            x[..(Cols * k)].CopyTo(cols);
+            products.ForwardPerToken([(token, k, cols, rows)]);
+            rows.AsSpan(0, Rows * k).CopyTo(y);
         }
 
         public void MultiplyTransposed(ReadOnlySpan<double> y, int k, Span<double> x)
         {
-            var ys = y[..(Rows * k)].ToArray();
-            var xs = new double[Cols * k];
-            products.TransposePerToken([(token, k, ys, xs)]);
-            xs.CopyTo(x);
+            Ensure(k);
+            y[..(Rows * k)].CopyTo(rows);
+            products.TransposePerToken([(token, k, rows, cols)]);
+            cols.AsSpan(0, Cols * k).CopyTo(x);
         }
     }
 }

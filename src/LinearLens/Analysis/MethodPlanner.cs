@@ -42,12 +42,11 @@ public static class MethodPlanner
         // whether J fits is judged with the narrow batch: a wider one is only taken when memory allows (DetachedJacobian.Batch)
         double memFull = (double)d * n * d * elementSize + DetachedJacobian.Batch(c, n, elementSize, budget: 0).bufferBytes;
         int k = Math.Min(components, d);
-        int krylov = Math.Min(d, 10 * k + 100);
         int lanes = perToken ? n : 1;
         double productsFree = JacobianOperators.LanczosProducts(d, n, k, perToken);
         double productsFull = d;
         int freeBatch = Math.Min(JacobianOperators.MaxBatch(n), lanes * Math.Clamp(k, 1, 4));
-        double memFree = n * (double)freeBatch * rowBytes + lanes * (double)krylov * (d + (perToken ? d : (double)n * d)) * 8;   // Lanczos bases are double
+        double memFree = n * (double)freeBatch * rowBytes + JacobianOperators.LanczosBytes(d, n, k, perToken);
         double gflop(double products) => 2.0 * products * n * lin / 1e9;
         string mem(double b) => b >= 1e9 ? $"{b / 1e9:F1} GB" : $"{b / 1e6:F0} MB";
         string costs = $"full: J {mem(memFull)}, {productsFull:F0} products ≈ {gflop(productsFull):F0} GFLOP; matrix-free: {mem(memFree)}, ≤ {productsFree:F0} products ≈ {gflop(productsFree):F0} GFLOP";

@@ -27,7 +27,7 @@ public sealed record RunShape
 /// input that asks for more than this machine has stops with one line (and the estimate) instead of an
 /// out-of-memory crash minutes in. Weights are memory-mapped and not counted. Per forward pass: the KV cache
 /// (2·L·kv per position), the workspace of one layer (n·(3d + q + 2kv + 2I) plus the n² scores of a head) and
-/// the logits; with the frozen trace, per layer: the n·d residual, n·I MLP coefficients and the H·n² attention
+/// the last position's logits; with the frozen trace, per layer: the n·d residual, n·I MLP coefficients and the H·n² attention
 /// probabilities (or, past FrozenTrace's budget, the q that rebuilds them with the cached k); each full J is d·n·d.
 /// </summary>
 public static class ResourceEstimate
@@ -40,17 +40,22 @@ public static class ResourceEstimate
         var parts = new List<(string what, double bytes)>
         {
             ("KV cache", 2 * L * kv * positions * e),
-            ("forward workspace", (n * (3 * d + q + 2 * kv + 2 * I) + n * positions + n * V) * e),
+            ("forward workspace", (n * (3 * d + q + 2 * kv + 2 * I) + n * positions + V) * e),
         };
         if (run.Trace)
         {
             // P itself (H·n² per layer) while it fits FrozenTrace's budget, else q, k and each row's max and sum to rebuild it
             double probabilities = H * n * n * L * e;
             bool storesP = run.NonlinearTrace || probabilities <= Linearization.FrozenTrace<double>.ProbabilityBudgetBytes || n <= 4;
-            double attention = storesP ? probabilities : L * (n * q + 2 * H * n) * e;   // k: the KV cache itself
+            // past its own budget a P-recomputing trace also leaves out q and γ and keeps the stream after attention
+            // instead, recomputed one layer at a time inside the products (the scratch: n·(d + q + I))
+            bool storesCoefficients = storesP || L * n * (q + I) * e <= Linearization.FrozenTrace<double>.CoefficientBudgetBytes;
+            double attention = storesP ? probabilities : L * ((storesCoefficients ? n * q : 0) + 2 * H * n) * e;   // k: the KV cache itself
             // per layer the residual entering it and the MLP's frozen coefficient (branch outputs: the last position only);
             // the stream after the last layer, the embeddings and the final-normed states
-            parts.Add(("frozen trace", (L * (n * d + n * I) + 3 * n * d) * e + attention));
+            double perLayer = storesCoefficients ? n * d + n * I : 2 * n * d;
+            parts.Add(("frozen trace", (L * perLayer + 3 * n * d) * e + attention));
+            if (!storesCoefficients) parts.Add(("recomputed q and γ", n * (d + q + I) * e));
         }
         if (run.NonlinearTrace) parts.Add(("ordinary-Jacobian trace", L * n * (2 * q + 3 * kv + 2 * I + 2 * d) * e));
         if (run.FullJacobians > 0) parts.Add(($"{run.FullJacobians} × J [{c.HiddenSize}, {run.Tokens}, {c.HiddenSize}]", run.FullJacobians * d * n * d * e));

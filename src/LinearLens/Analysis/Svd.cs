@@ -706,6 +706,119 @@ public static unsafe class Svd
         return run.TransposeResiduals(result) is { } r ? t with { Residuals = r } : t with { Residuals = Residuals(op, t), Products = t.Products + t.Count };
     }
 
+    /// <summary>
+    /// Top-k triplets of a wide A (Rows ≪ Cols: the combined [J₀|…|J_{n−1}], d × n·d) by block Lanczos on its Gram matrix
+    /// A·Aᵀ (Rows × Rows) with full reorthogonalization. Each block costs one Aᵀ and one A product, and spans the same
+    /// Krylov space as a Golub–Kahan step, but the only basis kept is Rows-long: Golub–Kahan's Cols-long basis is
+    /// n·d·(10k + 100) numbers — gigabytes for a long input. Ritz pairs (λ, u) of the projected QᵀAAᵀQ; the residual
+    /// estimate ‖AAᵀu − λu‖/σ = ‖A v − σ u‖ for v = Aᵀu/σ costs nothing extra (‖R·y_last‖, R the triangular factor of the
+    /// next block). At the end v = Aᵀu/σ with σ = ‖Aᵀu‖ (more accurate than √λ for the smaller ones) and the true residuals
+    /// ‖A v − σ u‖: one more Aᵀ and one more A block of k vectors. blockSize 0: min(k, 4).
+    /// </summary>
+    public static SingularTriplets GramLanczos(ILinearOperator op, int k, double tolerance = 1e-10, int maxIterations = 0, int seed = 0, int blockSize = 0)
+    {
+        int m = op.Rows, n = op.Cols, p = Math.Min(m, n);
+        k = Math.Clamp(k, 0, p);
+        if (k == 0) return new SingularTriplets(m, n, [], [], [], [], "lanczos");
+        int b = Math.Max(1, Math.Min(blockSize > 0 ? blockSize : Math.Clamp(k, 1, 4), p));
+        int maxCols = Math.Min(p, maxIterations > 0 ? (int)Math.Min((long)maxIterations * b, int.MaxValue) : Math.Max(10 * k + 100, 20 * b));
+        maxCols = Math.Max(maxCols, k);
+        int ld = maxCols + b;                                   // leading dimension of H (col-major)
+        var rng = new Random(seed);
+        var q = Pinned.Array<double>((long)m * ld);             // the basis Q, Rows-long columns
+        var h = new double[(long)ld * ld];                      // H = QᵀAAᵀQ, col-major
+        var atq = Pinned.Array<double>((long)n * b);
+        var w = Pinned.Array<double>((long)m * b);
+        var first = new double[m * b];
+        Gaussian(first, rng);
+        Orthonormalize(first, m, b, [], 0, null, rng);
+        first.CopyTo(q, 0);
+        int cols = b, used = 0, products = 0, tproducts = 0;
+        bool converged = false;
+        double[] values = [], vectors = [];
+        while (true)
+        {
+            int bc = cols - used;   // the newest block
+            op.MultiplyTransposed(q.AsSpan(used * m, bc * m), bc, atq); tproducts += bc;
+            op.Multiply(atq, bc, w); products += bc;
+            RequireFinite(w.AsSpan(0, m * bc), "a Jacobian product");
+            var coeff = new double[(cols + bc) * bc];
+            Orthonormalize(w, m, bc, q, cols, coeff, rng);
+            for (int c = 0; c < bc; c++)
+                for (int i = 0; i < cols + bc; i++) h[(long)(used + c) * ld + i] = coeff[c * (cols + bc) + i];
+            used = cols;
+            // Ritz pairs of the symmetric part of the leading used×used block
+            var s = new double[used * used];
+            for (int i = 0; i < used; i++)
+                for (int j = 0; j < used; j++) s[i * used + j] = 0.5 * (h[(long)j * ld + i] + h[(long)i * ld + j]);
+            (values, vectors) = SymmetricEigen(s, used);
+            int kk = Math.Min(k, used);
+            double s1 = Math.Sqrt(Math.Max(values[0], 0));
+            bool all = used >= k;
+            for (int i = 0; i < kk && all; i++)
+            {
+                // ‖R·y_last‖: R (bc × bc) is rows cols…cols+bc of the new block's coefficients
+                double ss = 0;
+                for (int r = 0; r < bc; r++)
+                {
+                    double acc = 0;
+                    for (int c = 0; c < bc; c++) acc += coeff[c * (cols + bc) + cols + r] * vectors[i * used + used - bc + c];
+                    ss += acc * acc;
+                }
+                double sigma = Math.Sqrt(Math.Max(values[i], 0));
+                all = Math.Sqrt(ss) <= tolerance * s1 * Math.Max(sigma, double.Epsilon * s1);
+            }
+            if (all || used >= p) { converged = all || used >= p; break; }
+            if (used >= maxCols) break;
+            int nb = Math.Min(bc, p - cols);
+            w.AsSpan(0, nb * m).CopyTo(q.AsSpan(cols * m));
+            cols += nb;
+        }
+        int count = Math.Min(k, used);
+        var u = new double[m * count];
+        Combine(q, m, used, vectors.AsSpan(0, count * used), count, u);
+        // the closing products in blocks of the run's own size: a wider block would make the frozen map allocate buffers
+        // for it (0.6 GB for 4 vectors at 2,048 Qwen3-0.6B tokens) on top of the ones the run used
+        var v = Pinned.Array<double>((long)n * count);
+        for (int c0 = 0; c0 < count; c0 += b)
+        {
+            int bc = Math.Min(b, count - c0);
+            op.MultiplyTransposed(u.AsSpan(c0 * m, bc * m), bc, v.AsSpan(c0 * n, bc * n));
+        }
+        tproducts += count;
+        var sig = new double[count];
+        for (int i = 0; i < count; i++)
+        {
+            var col = v.AsSpan(i * n, n);
+            sig[i] = Math.Sqrt(TensorPrimitives.SumOfSquares<double>(col));
+            if (sig[i] > 0) TensorPrimitives.Divide(col, sig[i], col);
+        }
+        // σ from ‖Aᵀu‖ may reorder near-ties: descending
+        var order = Enumerable.Range(0, count).OrderByDescending(i => sig[i]).ToArray();
+        var us = new double[m * count]; var vs = new double[(long)n * count]; var ss2 = new double[count];
+        for (int r = 0; r < count; r++)
+        {
+            ss2[r] = sig[order[r]];
+            u.AsSpan(order[r] * m, m).CopyTo(us.AsSpan(r * m));
+            v.AsSpan(order[r] * n, n).CopyTo(vs.AsSpan(r * n));
+        }
+        var residuals = new double[count];
+        var av = new double[m * b];
+        for (int c0 = 0; c0 < count; c0 += b)
+        {
+            int bc = Math.Min(b, count - c0);
+            op.Multiply(vs.AsSpan(c0 * n, bc * n), bc, av);
+            for (int i = 0; i < bc; i++)
+            {
+                var col = av.AsSpan(i * m, m);
+                TensorPrimitives.MultiplyAdd(us.AsSpan((c0 + i) * m, m), -ss2[c0 + i], col, col);
+                residuals[c0 + i] = Math.Sqrt(TensorPrimitives.SumOfSquares<double>(col));
+            }
+        }
+        return new SingularTriplets(m, n, ss2, us, vs, residuals, "lanczos")
+        { Subspace = used, Converged = converged, Products = products + count, TransposedProducts = tproducts };
+    }
+
     /// <summary>Triplets of Aᵀ as triplets of A (U and V exchanged, product counts exchanged).</summary>
     internal static SingularTriplets Swap(SingularTriplets t) =>
         new SingularTriplets(t.Cols, t.Rows, t.Values, t.V, t.U, t.Residuals, t.Method)

@@ -183,7 +183,7 @@ public sealed class FrozenMap<T> where T : unmanaged, IFloatingPointIeee754<T>
         {
             var (lin, linBias) = LinearPath(p);
             Linear(b, lin, linBias, ws.I, q0);
-            ScaleByCoefficient(ws.I, Trace.MlpCoefficient[l], L, q0);
+            ScaleByCoefficient(ws.I, Gamma(l), L, q0);
             Linear(ws.I, w.Down, p.Mlp.Down, ws.A, q0);
         }
         raw = rawTap && tap == OutputKey.Mlp;
@@ -267,7 +267,7 @@ public sealed class FrozenMap<T> where T : unmanaged, IFloatingPointIeee754<T>
         else
         {
             MatMul.Run(Pinned.View(src, rows, d, (long)r0 * d), false, p.Weights.Down, false, ws.I, (long)r0 * I, I);
-            ScaleByCoefficient(ws.I, Trace.MlpCoefficient[l], L, fromPos);
+            ScaleByCoefficient(ws.I, Gamma(l), L, fromPos);
             MatMul.Run(Pinned.View(ws.I, rows, I, (long)r0 * I), false, LinearPath(p).weight, false, ws.A, (long)r0 * d, d);
         }
         if (!addToH) Array.Clear(ws.H, 0, L.Rows * d);
@@ -368,7 +368,7 @@ public sealed class FrozenMap<T> where T : unmanaged, IFloatingPointIeee754<T>
         int I = c.IntermediateSize;
         scaledDown ??= Pinned.Array<T>((long)d * I);
         mlpMatrix ??= Pinned.Array<T>((long)d * d);
-        var gate = Trace.MlpCoefficient[l];
+        var gate = Gamma(l);
         var down = p.Weights.Down;
         var dst = scaledDown;
         // W_down·diag(γ_t): each stored row [I] widened to T and scaled elementwise (contiguous, so the product below takes
@@ -386,6 +386,40 @@ public sealed class FrozenMap<T> where T : unmanaged, IFloatingPointIeee754<T>
         });
         MatMul.Run(Pinned.View(scaledDown, d, I), false, LinearPath(p).weight, false, mlpMatrix, 0, d);
         return Pinned.View(mlpMatrix, d, d);
+    }
+
+    // what a long-input trace leaves out (FrozenTrace.RecomputesCoefficients), recomputed for one layer at a time: a
+    // product visits each layer once, forward or backward
+    T[]? queryBuffer, gammaBuffer;
+    int queryLayer = -1, gammaLayer = -1;
+    Transformer<T>.RecomputeScratch? scratch;
+
+    Transformer<T>.RecomputeScratch Scratch() => scratch ??= new(c, n, Trace.MlpFreezing == MlpFreezing.UpAndSigmoid);
+
+    /// <summary>Layer l's MLP coefficient γ [n×I]: stored, or recomputed from the stream after attention.</summary>
+    T[] Gamma(int l)
+    {
+        if (Trace.MlpCoefficient[l] is { } stored) return stored;
+        if (gammaLayer != l)
+        {
+            gammaBuffer ??= Pinned.Array<T>((long)n * c.IntermediateSize);
+            Model.RecomputeMlpCoefficient(l, Trace.ResidMid[l]!, n, Trace.MlpFreezing, Scratch(), gammaBuffer);
+            gammaLayer = l;
+        }
+        return gammaBuffer!;
+    }
+
+    /// <summary>Layer l's q after its norm and RoPE [n×H·D]: stored, or recomputed from the stream entering the layer.</summary>
+    T[] Query(int l)
+    {
+        if (Trace.AttnQ[l] is { } stored) return stored;
+        if (queryLayer != l)
+        {
+            queryBuffer ??= Pinned.Array<T>((long)n * c.QDim);
+            Model.RecomputeQuery(l, Trace.ResidPre[l], n, Scratch(), queryBuffer);
+            queryLayer = l;
+        }
+        return queryBuffer!;
     }
 
     /// <summary>rows (t, b) of the intermediate activation ⊙= γ_t, the MLP's frozen coefficient.</summary>
@@ -459,12 +493,12 @@ public sealed class FrozenMap<T> where T : unmanaged, IFloatingPointIeee754<T>
     /// the scores by the forward pass's own product c·q·kᵀ, then the forward's exp(x − max)/sum with the stored row
     /// maximum and normalizer (<see cref="Blocks{T}.ProbabilityRow"/>).
     /// </summary>
-    T[] RecomputeProbabilities(int l, int h, int s0, int s1, int t0, int t1)
+    T[] RecomputeProbabilities(int l, T[] query, int h, int s0, int s1, int t0, int t1)
     {
         int D = c.HeadDim, j = h / (c.NumHeads / c.NumKvHeads), rows = s1 - s0, cols = t1 - t0;
         var block = probabilityScratch.Value!;
         if (block.Length < rows * cols) probabilityScratch.Value = block = Pinned.Array<T>((long)rows * cols);
-        MatMul.Run(Pinned.View(Trace.AttnQ[l]!, rows, D, (long)s0 * c.QDim + h * D, c.QDim), false,
+        MatMul.Run(Pinned.View(query, rows, D, (long)s0 * c.QDim + h * D, c.QDim), false,
             Pinned.View(Trace.AttnK[l]!, cols, D, (long)t0 * c.KvDim + j * D, c.KvDim), true, block, 0, cols, alpha: c.AttentionScale);
         var max = Trace.AttnRowMax[l]!; var sum = Trace.AttnRowSum[l]!;
         int? window = c.SlidingWindow[l];
@@ -478,12 +512,13 @@ public sealed class FrozenMap<T> where T : unmanaged, IFloatingPointIeee754<T>
     {
         int H = c.NumHeads, D = c.HeadDim, G = H / c.NumKvHeads, q = c.QDim, kv = c.KvDim, B = L.Columns;
         int blocks = (n - q0 + ProbabilityBlock - 1) / ProbabilityBlock;
+        var query = Query(l);
         Parallel.For(0, H * blocks, task =>
         {
             int h = task / blocks, j = h / G;
             int s0 = q0 + task % blocks * ProbabilityBlock, s1 = Math.Min(n, s0 + ProbabilityBlock);
             int r0 = Math.Max(0, Math.Min(s0, s1 - MinBlock)), keys = Math.Max(s1, MinBlock);   // ≥ MinBlock rows and keys
-            var P = RecomputeProbabilities(l, h, r0, s1, 0, keys);
+            var P = RecomputeProbabilities(l, query, h, r0, s1, 0, keys);
             fixed (T* pp = P, pv = v, po = o)
             fixed (int* offs = L.Offsets)
                 for (int r = 0; r < B; r++)
@@ -501,6 +536,7 @@ public sealed class FrozenMap<T> where T : unmanaged, IFloatingPointIeee754<T>
     {
         int H = c.NumHeads, D = c.HeadDim, G = H / c.NumKvHeads, q = c.QDim, kv = c.KvDim, B = L.Columns;
         int blocks = (n + ProbabilityBlock - 1) / ProbabilityBlock;
+        var query = Query(l);
         Parallel.For(0, c.NumKvHeads * blocks, task =>
         {
             int j = task / blocks, t0 = task % blocks * ProbabilityBlock, t1 = Math.Min(n, t0 + ProbabilityBlock);
@@ -510,7 +546,7 @@ public sealed class FrozenMap<T> where T : unmanaged, IFloatingPointIeee754<T>
             for (int g = 0; g < G; g++)
             {
                 int h = j * G + g;
-                var P = RecomputeProbabilities(l, h, sA, n, c0, t1);
+                var P = RecomputeProbabilities(l, query, h, sA, n, c0, t1);
                 fixed (T* pp = P, pg = go, pv = gv)
                 fixed (int* offs = L.Offsets)
                     for (int r = 0; r < B; r++)

@@ -38,7 +38,14 @@ public sealed class FrozenTrace<T> where T : unmanaged, IFloatingPointIeee754<T>
     public T[]?[] AttnProbs { get; }
     /// <summary>Whether P is rebuilt blockwise inside the frozen map's products from q, k (after norms and RoPE) and each row's maximum and normalizer.</summary>
     public bool RecomputesProbabilities { get; }
-    /// <summary>Recomputing P: q [n×H·D] and k [n×K·D] as attention saw them, each softmax row's max and sum [H][n].</summary>
+    /// <summary>
+    /// Whether, beyond P, the trace also leaves out q and the MLP coefficients γ (n·(H·D + I) per layer: 2.3 GB for 2,048
+    /// tokens of Qwen3-0.6B) and keeps the n·d stream after attention (<see cref="ResidMid"/>) instead: the frozen map
+    /// recomputes both per layer by the forward pass's own operations (<see cref="Models.Transformer{T}.RecomputeQuery"/>),
+    /// the same bits, for about a third more work per single-vector product.
+    /// </summary>
+    public bool RecomputesCoefficients { get; }
+    /// <summary>Recomputing P: q [n×H·D] (null when <see cref="RecomputesCoefficients"/>) and k [n×K·D] as attention saw them, each softmax row's max and sum [H][n].</summary>
     public T[]?[] AttnQ { get; }
     public T[]?[] AttnK { get; private set; }
     public T[]?[] AttnRowMax { get; }
@@ -52,6 +59,8 @@ public sealed class FrozenTrace<T> where T : unmanaged, IFloatingPointIeee754<T>
 
     /// <summary>Bytes of stored probabilities above which a trace recomputes them instead (unless asked otherwise).</summary>
     public const long ProbabilityBudgetBytes = 512L << 20;
+    /// <summary>Bytes of stored q and γ above which a trace that recomputes P recomputes them as well (unless asked otherwise).</summary>
+    public const long CoefficientBudgetBytes = 1L << 30;
     /// <summary>The attention branch W_o·o (+ b_o) before its post-norm, last position [d], where the layer has an attention-out norm.</summary>
     public T[]?[] AttnRaw { get; }
     /// <summary>ρ of the attention output norm [n], where the layer has one (Gemma 3, OLMo 2).</summary>
@@ -60,8 +69,10 @@ public sealed class FrozenTrace<T> where T : unmanaged, IFloatingPointIeee754<T>
     public T[][] AttnOut { get; }
     /// <summary>ρ of the MLP input norm [n] (ln2.hook_scale), where the layer has one.</summary>
     public T[]?[] MlpInScale { get; }
-    /// <summary>The MLP's frozen coefficient γ [n×I]: act(W_gate x), or u ⊙ σ(W_gate x) (see <see cref="MlpFreezing"/>).</summary>
-    public T[][] MlpCoefficient { get; }
+    /// <summary>The MLP's frozen coefficient γ [n×I]: act(W_gate x), or u ⊙ σ(W_gate x) (see <see cref="MlpFreezing"/>); null when <see cref="RecomputesCoefficients"/>.</summary>
+    public T[]?[] MlpCoefficient { get; }
+    /// <summary>The residual stream after attention, before the MLP [n×d]: kept where γ is recomputed from it, or for the ordinary Jacobian.</summary>
+    public T[]?[] ResidMid { get; }
     /// <summary>The MLP branch W_down z (+ b) before its post-norm, last position [d], where the layer has an MLP-out norm.</summary>
     public T[]?[] MlpRaw { get; }
     /// <summary>ρ of the MLP output norm [n], where the layer has one.</summary>
@@ -82,7 +93,9 @@ public sealed class FrozenTrace<T> where T : unmanaged, IFloatingPointIeee754<T>
 
     /// <param name="storeProbabilities">Keep P itself (null: when H·n²·L fits <see cref="ProbabilityBudgetBytes"/>, or the
     /// ordinary Jacobian needs it); false: keep q, k and the row statistics and recompute P inside each product.</param>
-    public FrozenTrace(ModelConfig c, int n, DetachPolicy detach = DetachPolicy.Ours, bool nonlinear = false, bool? storeProbabilities = null)
+    /// <param name="storeCoefficients">When P is recomputed: keep q and γ (null: when they fit <see cref="CoefficientBudgetBytes"/>); false: recompute them too.</param>
+    public FrozenTrace(ModelConfig c, int n, DetachPolicy detach = DetachPolicy.Ours, bool nonlinear = false, bool? storeProbabilities = null,
+        bool? storeCoefficients = null)
     {
         Tokens = n; Layers = c.NumLayers; Detach = detach;
         MlpFreezing = detach == DetachPolicy.Reference ? c.Family.ReferenceMlp : MlpFreezing.Gate;
@@ -96,8 +109,10 @@ public sealed class FrozenTrace<T> where T : unmanaged, IFloatingPointIeee754<T>
         long probBytes = (long)c.NumHeads * n * n * layers * System.Runtime.CompilerServices.Unsafe.SizeOf<T>();
         bool store = nonlinear || (storeProbabilities ?? probBytes <= ProbabilityBudgetBytes) || n <= 4;
         RecomputesProbabilities = !store;
+        long coefficientBytes = (long)layers * n * (c.QDim + c.IntermediateSize) * System.Runtime.CompilerServices.Unsafe.SizeOf<T>();
+        RecomputesCoefficients = !store && !(storeCoefficients ?? coefficientBytes <= CoefficientBudgetBytes);
         AttnProbs = Where(store, (long)c.NumHeads * n * n);
-        AttnQ = Where(!store, (long)n * c.QDim);
+        AttnQ = Where(!store && !RecomputesCoefficients, (long)n * c.QDim);
         AttnK = new T[]?[layers];   // the forward pass's own key cache, handed over by KeepKeys
         AttnRowMax = Where(!store, (long)c.NumHeads * n);
         AttnRowSum = Where(!store, (long)c.NumHeads * n);
@@ -106,7 +121,8 @@ public sealed class FrozenTrace<T> where T : unmanaged, IFloatingPointIeee754<T>
         AttnOutScale = Where(norms.AttnOut is not null, n);
         AttnOut = PerLayer(d);
         MlpInScale = Where(norms.MlpIn is not null, n);
-        MlpCoefficient = PerLayer((long)n * c.IntermediateSize);
+        MlpCoefficient = Where(!RecomputesCoefficients, (long)n * c.IntermediateSize);
+        ResidMid = Where(RecomputesCoefficients || nonlinear, (long)n * d);
         MlpRaw = Where(norms.MlpOut is not null, d);
         MlpOutScale = Where(norms.MlpOut is not null, n);
         MlpOut = PerLayer(d);
@@ -133,8 +149,6 @@ public sealed class NonlinearTrace<T> where T : unmanaged, IFloatingPointIeee754
     /// <summary>The gate before its activation, W_gate x, and the up projection W_up x [n×I].</summary>
     public T[][] GatePre { get; }
     public T[][] Up { get; }
-    /// <summary>The residual stream between the attention and the MLP branch, h' = h + attn [n×d].</summary>
-    public T[][] MidResidual { get; }
     /// <summary>The branches before their post-norms at every position [n×d], where the layer has them.</summary>
     public T[]?[] AttnRaw { get; }
     public T[]?[] MlpRaw { get; }
@@ -146,7 +160,6 @@ public sealed class NonlinearTrace<T> where T : unmanaged, IFloatingPointIeee754
         QNormScale = PerLayer((long)n * c.NumHeads); KNormScale = PerLayer((long)n * c.NumKvHeads);
         QRot = PerLayer((long)n * c.QDim); KRot = PerLayer((long)n * c.KvDim); V = PerLayer((long)n * c.KvDim);
         GatePre = PerLayer((long)n * c.IntermediateSize); Up = PerLayer((long)n * c.IntermediateSize);
-        MidResidual = PerLayer((long)n * c.HiddenSize);
         var norms = c.Family.Norms;
         AttnRaw = norms.AttnOut is null ? new T[]?[c.NumLayers] : PerLayer((long)n * c.HiddenSize);
         MlpRaw = norms.MlpOut is null ? new T[]?[c.NumLayers] : PerLayer((long)n * c.HiddenSize);

@@ -128,7 +128,7 @@ public sealed class OrdinaryJacobian<T> where T : unmanaged, IFloatingPointIeee7
         MatMul.Run(Pinned.View(gz, R, I), false, w.Up, false, gx, 0, d);
         MatMul.Run(Pinned.View(gg, R, I), false, w.Gate, false, gx, 0, d, beta: 1);
         if (!addResidual) Array.Clear(g, 0, R * d);
-        if (p.MlpIn is { } gIn) NormVjpRows(nl.MidResidual[l], trace.MlpInScale[l]!, gIn, gx, B, g, add: true);
+        if (p.MlpIn is { } gIn) NormVjpRows(trace.ResidMid[l]!, trace.MlpInScale[l]!, gIn, gx, B, g, add: true);
         else TensorPrimitives.Add(g.AsSpan(0, R * d), gx.AsSpan(0, R * d), g.AsSpan(0, R * d));
     }
 

@@ -168,12 +168,34 @@ public static class Blocks<T> where T : unmanaged, IFloatingPointIeee754<T>
         var u = up.AsSpan(0, g.Length);
         if (gatePre is not null) g.CopyTo(gatePre);
         if (upOut is not null) u.CopyTo(upOut);
-        if (coefficient is not null && freezing == MlpFreezing.UpAndSigmoid)
-            for (int i = 0; i < g.Length; i++) coefficient[i] = u[i] / (T.One + T.Exp(-g[i]));
+        if (coefficient is not null && freezing == MlpFreezing.UpAndSigmoid) UpTimesSigmoid(u, g, coefficient);
         for (int i = 0; i < g.Length; i++) g[i] = Activate(act, g[i]);
         if (coefficient is not null && freezing == MlpFreezing.Gate) g.CopyTo(coefficient);
         TensorPrimitives.Multiply(u, g, u);
         Linear(up, rows, w.Down, b.Down, output);
+    }
+
+    /// <summary>
+    /// The frozen coefficient γ alone, by <see cref="GatedMlp"/>'s own operations (so the same bits): act(W_gate x + b)
+    /// into <paramref name="coefficient"/> (which may be <paramref name="gate"/> itself), or u ⊙ σ(g) under the Phi
+    /// freezing (which needs <paramref name="up"/>). A long-input trace recomputes it from the stream after attention.
+    /// </summary>
+    public static void MlpCoefficient(T[] x, int rows, LayerWeights w, MlpBiases<T> b, Activation act, MlpFreezing freezing, T[] gate, T[]? up, T[] coefficient)
+    {
+        Linear(x, rows, w.Gate, b.Gate, gate);
+        var g = gate.AsSpan(0, rows * w.Gate.Rows);
+        if (freezing == MlpFreezing.UpAndSigmoid)
+        {
+            Linear(x, rows, w.Up, b.Up, up!);
+            UpTimesSigmoid(up.AsSpan(0, g.Length), g, coefficient);
+        }
+        else
+            for (int i = 0; i < g.Length; i++) coefficient[i] = Activate(act, g[i]);
+    }
+
+    static void UpTimesSigmoid(ReadOnlySpan<T> u, ReadOnlySpan<T> g, Span<T> coefficient)
+    {
+        for (int i = 0; i < g.Length; i++) coefficient[i] = u[i] / (T.One + T.Exp(-g[i]));
     }
 }
 

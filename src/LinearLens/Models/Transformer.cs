@@ -119,22 +119,29 @@ public sealed class Transformer<T> where T : unmanaged, IFloatingPointIeee754<T>
 
     /// <summary>Forward pass over a prompt from position 0, optionally recording the frozen trace.</summary>
     public ForwardResult<T> Forward(ReadOnlySpan<int> ids, bool allLogits = false, bool trace = false, bool nonlinear = false,
-        DetachPolicy detach = DetachPolicy.Ours, bool? storeProbabilities = null)
+        DetachPolicy detach = DetachPolicy.Ours, bool? storeProbabilities = null, bool? storeCoefficients = null)
     {
         Validate(ids);
-        return ForwardEmbeddings(Embed(ids), ids.Length, allLogits, trace, nonlinear, detach, storeProbabilities);
+        return ForwardEmbeddings(Embed(ids), ids.Length, allLogits, trace, nonlinear, detach, storeProbabilities, storeCoefficients);
     }
 
     /// <summary>Forward pass from given input embeddings x [n×d] (Gemma: already scaled), no cache kept.</summary>
     /// <param name="nonlinear">Also record what the ordinary (non-frozen) Jacobian needs (implies trace).</param>
-    /// <param name="storeProbabilities">See <see cref="FrozenTrace{T}(ModelConfig, int, DetachPolicy, bool, bool?)"/>.</param>
+    /// <param name="storeProbabilities">See <see cref="FrozenTrace{T}(ModelConfig, int, DetachPolicy, bool, bool?, bool?)"/>, as <paramref name="storeCoefficients"/>.</param>
     public ForwardResult<T> ForwardEmbeddings(T[] x, int n, bool allLogits = false, bool trace = false, bool nonlinear = false,
-        DetachPolicy detach = DetachPolicy.Ours, bool? storeProbabilities = null)
+        DetachPolicy detach = DetachPolicy.Ours, bool? storeProbabilities = null, bool? storeCoefficients = null)
     {
         var cache = new KvCache<T>(Config, n);
-        var tr = trace || nonlinear ? new FrozenTrace<T>(Config, n, detach, nonlinear, storeProbabilities) : null;
+        var tr = trace || nonlinear ? new FrozenTrace<T>(Config, n, detach, nonlinear, storeProbabilities, storeCoefficients) : null;
         var final = Run(x, n, cache, tr);
         tr?.KeepKeys(cache.Keys);
+        if (tr is { RecomputesProbabilities: true })
+        {
+            // a long input: the values and the layer workspace (0.7 GB at 2,048 Qwen3-0.6B tokens) are garbage now, and the
+            // products that follow run for minutes — hand the memory back before they start rather than carry it as RSS
+            cache = null!;
+            GC.Collect(GC.MaxGeneration, GCCollectionMode.Aggressive, blocking: true, compacting: true);
+        }
         var logits = Logits(final, n, allLogits ? 0 : n - 1);
         CheckFinite(logits, "the logits");
         return new ForwardResult<T>(n, final, logits, allLogits, tr);
@@ -192,7 +199,7 @@ public sealed class Transformer<T> where T : unmanaged, IFloatingPointIeee754<T>
         Norm(ws.A, rows, p.AttnOut, ws.A, trace?.AttnOutScale[l], ws);
         if (trace is not null) KeepLast(ws.A, rows, trace.AttnOut[l]);
         AddInto(h, ws.A, n);
-        if (nl is not null) Keep(h, nl.MidResidual[l]);
+        if (trace?.ResidMid[l] is { } mid) Keep(h, mid);
 
         x = Norm(h, rows, p.MlpIn, ws.X, trace?.MlpInScale[l], ws);
         Blocks<T>.GatedMlp(x, rows, p.Weights, p.Mlp, Config.Activation, ws.Gate, ws.Up, ws.A,
@@ -205,10 +212,12 @@ public sealed class Transformer<T> where T : unmanaged, IFloatingPointIeee754<T>
     }
 
     /// <summary>RMSNorm of each row with the given gain into dst (its scales into `scale` when recording); no gain: x itself.</summary>
-    T[] Norm(T[] x, int rows, T[]? gain, T[] dst, T[]? scale, Workspace ws)
+    T[] Norm(T[] x, int rows, T[]? gain, T[] dst, T[]? scale, Workspace ws) => Norm(x, rows, gain, dst, scale ?? ws.Scale);
+
+    T[] Norm(T[] x, int rows, T[]? gain, T[] dst, T[] scale)
     {
         if (gain is null) return x;
-        Blocks<T>.RmsNorm(x, rows, Hidden, gain, eps, dst, scale is null ? ws.Scale : scale);
+        Blocks<T>.RmsNorm(x, rows, Hidden, gain, eps, dst, scale);
         return dst;
     }
 
@@ -255,24 +264,67 @@ public sealed class Transformer<T> where T : unmanaged, IFloatingPointIeee754<T>
     {
         var p = layerParams[l];
         var c = Config;
-        Blocks<T>.Linear(x, rows, p.Weights.Q, p.QBias, ws.Q);
+        Query(l, x, rows, startPos, rope, ws.Q, nl is null ? ws.HeadScale : nl.QNormScale[l], nl?.QRaw[l], nl?.QRot[l]);
         Blocks<T>.Linear(x, rows, p.Weights.K, p.KBias, ws.K);
         Blocks<T>.Linear(x, rows, p.Weights.V, p.VBias, ws.V);
-        if (nl is not null) { Keep(ws.Q, nl.QRaw[l]); Keep(ws.K, nl.KRaw[l]); Keep(ws.V, nl.V[l]); }
-        if (p.QNorm is { } qg)
+        if (nl is not null) { Keep(ws.K, nl.KRaw[l]); Keep(ws.V, nl.V[l]); }
+        if (p.KNorm is { } kg)
         {
-            // per head over D (Qwen 3, Gemma 3), or over the whole H·D / K·D projection (OLMo 2)
-            var (qRows, qLen, kRows, kLen) = c.QkNorm == QkNormKind.Whole
-                ? (rows, c.QDim, rows, c.KvDim)
-                : (rows * c.NumHeads, c.HeadDim, rows * c.NumKvHeads, c.HeadDim);
-            Blocks<T>.RmsNorm(ws.Q, qRows, qLen, qg, eps, ws.Q, nl is null ? ws.HeadScale : nl.QNormScale[l]);
-            Blocks<T>.RmsNorm(ws.K, kRows, kLen, p.KNorm!, eps, ws.K, nl is null ? ws.HeadScale : nl.KNormScale[l]);
+            var (kRows, kLen) = c.QkNorm == QkNormKind.Whole ? (rows, c.KvDim) : (rows * c.NumKvHeads, c.HeadDim);
+            Blocks<T>.RmsNorm(ws.K, kRows, kLen, kg, eps, ws.K, nl is null ? ws.HeadScale : nl.KNormScale[l]);
         }
-        Blocks<T>.Rope(ws.Q, rows, c.NumHeads, c.HeadDim, rope, startPos);
         Blocks<T>.Rope(ws.K, rows, c.NumKvHeads, c.HeadDim, rope, startPos);
-        if (nl is not null) { Keep(ws.Q, nl.QRot[l]); Keep(ws.K, nl.KRot[l]); }
+        if (nl is not null) Keep(ws.K, nl.KRot[l]);
         ws.K.AsSpan(0, rows * c.KvDim).CopyTo(cache.Keys[l].AsSpan(startPos * c.KvDim));
         ws.V.AsSpan(0, rows * c.KvDim).CopyTo(cache.Values[l].AsSpan(startPos * c.KvDim));
+    }
+
+    /// <summary>
+    /// q = RoPE(N_q(W_q x + b_q)) for rows at positions startPos…, the query as attention sees it (its norm per head over
+    /// D — Qwen 3, Gemma 3 — or over the whole H·D projection — OLMo 2); the raw projection and the rotated result are
+    /// kept where asked.
+    /// </summary>
+    void Query(int l, T[] x, int rows, int startPos, RopeTable<T> rope, T[] q, T[] headScale, T[]? raw, T[]? rotated)
+    {
+        var p = layerParams[l];
+        var c = Config;
+        Blocks<T>.Linear(x, rows, p.Weights.Q, p.QBias, q);
+        if (raw is not null) Keep(q, raw);
+        if (p.QNorm is { } qg)
+        {
+            var (qRows, qLen) = c.QkNorm == QkNormKind.Whole ? (rows, c.QDim) : (rows * c.NumHeads, c.HeadDim);
+            Blocks<T>.RmsNorm(q, qRows, qLen, qg, eps, q, headScale);
+        }
+        Blocks<T>.Rope(q, rows, c.NumHeads, c.HeadDim, rope, startPos);
+        if (rotated is not null) Keep(q, rotated);
+    }
+
+    /// <summary>Scratch for <see cref="RecomputeQuery"/> and <see cref="RecomputeMlpCoefficient"/> over n prompt rows.</summary>
+    public sealed class RecomputeScratch(ModelConfig c, int n, bool up)
+    {
+        public readonly T[] X = Pinned.Array<T>((long)n * c.HiddenSize);
+        public readonly T[] Scale = new T[n];
+        public readonly T[] HeadScale = new T[n * Math.Max(c.NumHeads, c.NumKvHeads)];
+        public readonly T[]? Up = up ? Pinned.Array<T>((long)n * c.IntermediateSize) : null;
+    }
+
+    /// <summary>
+    /// Layer l's q (after its norm and RoPE) for the n prompt positions, from the residual stream entering the layer, by
+    /// the forward pass's own operations on the same rows — bit for bit the query it attended with. A long-input trace
+    /// keeps the n·d stream instead of the n·H·D query.
+    /// </summary>
+    public void RecomputeQuery(int l, T[] residPre, int n, RecomputeScratch s, T[] q)
+    {
+        var x = Norm(residPre, n, layerParams[l].AttnIn, s.X, s.Scale);
+        Query(l, x, n, 0, RopeFor(l, n), q, s.HeadScale, null, null);
+    }
+
+    /// <summary>Layer l's frozen MLP coefficient γ [n×I] from the stream after attention, by the forward's own operations (see <see cref="Blocks{T}.MlpCoefficient"/>).</summary>
+    public void RecomputeMlpCoefficient(int l, T[] residMid, int n, MlpFreezing freezing, RecomputeScratch s, T[] gate)
+    {
+        var p = layerParams[l];
+        var x = Norm(residMid, n, p.MlpIn, s.X, s.Scale);
+        Blocks<T>.MlpCoefficient(x, n, p.Weights, p.Mlp, Config.Activation, freezing, gate, s.Up, gate);
     }
 
     static void AddInto(T[] h, T[] branch, int count) =>

@@ -197,7 +197,8 @@ public class SvdTests
         var a = Build(rows, cols, sigma, rows * 7 + cols, out _, out _);
         var op = new DenseOperator(a, rows, cols);
         var dense = Svd.Dense(a, rows, cols, k);
-        foreach (var t in new[] { Svd.Randomized(op, k), Svd.Lanczos(op, k), Svd.Lanczos(op, k, blockSize: 1) })
+        foreach (var t in new[] { Svd.Randomized(op, k), Svd.Lanczos(op, k), Svd.Lanczos(op, k, blockSize: 1),
+                     Svd.GramLanczos(op, k), Svd.GramLanczos(op, k, blockSize: 1), Svd.GramLanczos(op, k, blockSize: 3) })
         {
             Assert.Equal(k, t.Count);
             for (int i = 0; i < k; i++)
@@ -227,6 +228,35 @@ public class SvdTests
         for (int i = 0; i < t.Count; i++)
             Assert.True(Math.Abs(t.Residuals![i] - explicitResiduals[i]) <= 1e-12 * t.Values[0], $"residual {i}: {t.Residuals[i]:E3} vs {explicitResiduals[i]:E3}");
         Assert.Equal(t.Subspace, t.Products);
+    }
+
+    [Fact]
+    public void GramLanczosConvergesLikeGolubKahanAndStopsAtItsTolerance()
+    {
+        // the same Krylov space per pair of products: the Gram run needs no more products than Golub–Kahan on a wide
+        // operator (d × n·d, as the combined J), and a loose tolerance is met by its estimate, which the true residuals confirm
+        int rows = 64, cols = 64 * 9;
+        var a = Build(rows, cols, Decaying(rows, 0.85, 3.0), 5, out _, out _);
+        var op = new DenseOperator(a, rows, cols);
+        var dense = Svd.Dense(a, rows, cols, 4);
+        var gk = Svd.Lanczos(op, 4, blockSize: 1);
+        var gram = Svd.GramLanczos(op, 4, blockSize: 1);
+        Assert.True(gram.Converged);
+        Assert.True(gram.Subspace <= gk.Subspace + 1, $"Gram {gram.Subspace} vs Golub–Kahan {gk.Subspace} columns");
+        for (int i = 0; i < 4; i++) Assert.True(Math.Abs(gram.Values[i] - dense.Values[i]) <= 1e-12 * dense.Values[0], $"σ{i}");
+        Assert.All(gram.Residuals!, r => Assert.True(r <= 1e-10 * dense.Values[0], $"residual {r:E2}"));
+        var loose = Svd.GramLanczos(op, 4, tolerance: 1e-3, blockSize: 1);
+        Assert.True(loose.Subspace < gram.Subspace);
+        Assert.All(loose.Residuals!, r => Assert.True(r <= 2e-3 * loose.Values[0], $"residual {r:E2}"));
+        Assert.Contains(loose.Residuals!, r => r > 1e-8 * loose.Values[0]);
+        // a Gaussian (flat) wide matrix: the Krylov space fills R^rows and the result is exact
+        var rng = new Random(9);
+        var g = new double[30 * 200];
+        for (int i = 0; i < g.Length; i++) g[i] = Gauss(rng);
+        var gd = Svd.Dense(g, 30, 200, 5);
+        var gt = Svd.GramLanczos(new DenseOperator(g, 30, 200), 5, maxIterations: 1000);
+        for (int i = 0; i < 5; i++) Assert.True(Math.Abs(gt.Values[i] - gd.Values[i]) <= 1e-10 * gd.Values[0]);
+        Assert.All(gt.Residuals!, r => Assert.True(r <= 1e-9 * gd.Values[0]));
     }
 
     [Fact]

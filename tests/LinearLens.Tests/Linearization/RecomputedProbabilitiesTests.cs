@@ -6,28 +6,43 @@ namespace LinearLens.Tests.Linearization;
 /// <summary>
 /// A trace that keeps q, k and each softmax row's maximum and normalizer instead of the n² probabilities per head (long
 /// inputs) gives the same frozen map: every JVP, VJP (ragged batches, every layer, key and mode) and the formed J equal
-/// those of the stored probabilities — bit for bit, since P is rebuilt by the forward pass's own operations.
+/// those of the stored probabilities — bit for bit, since P is rebuilt by the forward pass's own operations. The same
+/// for a trace that also leaves out q and the MLP coefficients γ and recomputes them from the residual streams.
 /// </summary>
 public class RecomputedProbabilitiesTests
 {
     [Theory]
-    [InlineData("tiny-gemma3", 37)]    // sliding window 3, GQA, blocks of 32 plus an edge block
-    [InlineData("tiny-mistral", 33)]
-    [InlineData("tiny-qwen3", 6)]      // fewer tokens than a block: rows and keys padded to the GEMM's packed path
-    [InlineData("tiny-phi3", 40)]
-    public void RecomputedProbabilitiesGiveTheStoredOnesResults(string preset, int n)
+    [InlineData("tiny-gemma3", 37, false)]    // sliding window 3, GQA, blocks of 32 plus an edge block
+    [InlineData("tiny-mistral", 33, false)]
+    [InlineData("tiny-qwen3", 6, false)]      // fewer tokens than a block: rows and keys padded to the GEMM's packed path
+    [InlineData("tiny-phi3", 40, false)]
+    [InlineData("tiny-phi3", 9, true)]        // the paper's Phi freezing: γ = u ⊙ σ(g) recomputed from both projections
+    [InlineData("tiny-olmo2", 11, false)]     // q norm over the whole projection, no pre-norms
+    [InlineData("tiny-qwen2", 12, false)]     // q bias
+    public void RecomputedProbabilitiesGiveTheStoredOnesResults(string preset, int n, bool referenceDetach)
     {
         using var tmp = new TempCheckpoint(preset);
         var model = new Transformer<double>(tmp.Checkpoint);
         var rng = new Random(n);
         int[] ids = Enumerable.Range(0, n).Select(_ => rng.Next(101)).ToArray();
-        var stored = model.Forward(ids, trace: true, storeProbabilities: true).Trace!;
-        var recomputed = model.Forward(ids, trace: true, storeProbabilities: false).Trace!;
+        var detach = referenceDetach ? DetachPolicy.Reference : DetachPolicy.Ours;
+        var stored = model.Forward(ids, trace: true, detach: detach, storeProbabilities: true).Trace!;
+        var recomputed = model.Forward(ids, trace: true, detach: detach, storeProbabilities: false, storeCoefficients: true).Trace!;
+        var lean = model.Forward(ids, trace: true, detach: detach, storeProbabilities: false, storeCoefficients: false).Trace!;
         Assert.False(stored.RecomputesProbabilities);
         Assert.True(recomputed.RecomputesProbabilities);
+        Assert.False(recomputed.RecomputesCoefficients);
+        Assert.True(lean.RecomputesCoefficients);
         Assert.All(recomputed.AttnProbs, p => Assert.Null(p));
+        Assert.All(lean.AttnQ, p => Assert.Null(p));
+        Assert.All(lean.MlpCoefficient, p => Assert.Null(p));
         var a = new FrozenMap<double>(model, stored);
-        var b = new FrozenMap<double>(model, recomputed);
+        foreach (var other in new[] { recomputed, lean })
+            SameProducts(model, a, new FrozenMap<double>(model, other), n, rng);
+    }
+
+    static void SameProducts(Transformer<double> model, FrozenMap<double> a, FrozenMap<double> b, int n, Random rng)
+    {
         int d = model.Hidden, L = model.Config.NumLayers;
         int[] first = [0, n / 2, n - 1, 3];
         int B = first.Length;
