@@ -64,9 +64,9 @@ public static class JacobianOperators
     /// Top-k triplets of the combined [J₀|…|J_{n−1}] by Lanczos on J·Jᵀ (d × d, so no n·d-long basis is kept; see
     /// <see cref="Svd.GramLanczos"/>; block size 0: <see cref="LanczosBlock"/>).
     /// </summary>
-    public static SingularTriplets CombinedTopK<T>(FrozenMap<T> map, JacobianTarget target, int k, double tolerance = 1e-10, int blockSize = 0)
-        where T : unmanaged, IFloatingPointIeee754<T> =>
-        Svd.GramLanczos(Combined(map, target), k, tolerance, blockSize: blockSize > 0 ? blockSize : LanczosBlock(map.Tokens, k));
+    public static SingularTriplets CombinedTopK<T>(FrozenMap<T> map, JacobianTarget target, int k, double tolerance = 1e-10, int blockSize = 0,
+        Action<double>? progress = null) where T : unmanaged, IFloatingPointIeee754<T> =>
+        Svd.GramLanczos(Combined(map, target), k, tolerance, blockSize: blockSize > 0 ? blockSize : LanczosBlock(map.Tokens, k), progress: progress);
 
     /// <summary>
     /// Top-k singular triplets of Jᵢ for every listed token at once: one block Lanczos run per token, advanced in lockstep

@@ -715,7 +715,8 @@ public static unsafe class Svd
     /// next block). At the end v = Aᵀu/σ with σ = ‖Aᵀu‖ (more accurate than √λ for the smaller ones) and the true residuals
     /// ‖A v − σ u‖: one more Aᵀ and one more A block of k vectors. blockSize 0: min(k, 4).
     /// </summary>
-    public static SingularTriplets GramLanczos(ILinearOperator op, int k, double tolerance = 1e-10, int maxIterations = 0, int seed = 0, int blockSize = 0)
+    public static SingularTriplets GramLanczos(ILinearOperator op, int k, double tolerance = 1e-10, int maxIterations = 0, int seed = 0, int blockSize = 0,
+        Action<double>? progress = null)
     {
         int m = op.Rows, n = op.Cols, p = Math.Min(m, n);
         k = Math.Clamp(k, 0, p);
@@ -747,6 +748,7 @@ public static unsafe class Svd
             for (int c = 0; c < bc; c++)
                 for (int i = 0; i < cols + bc; i++) h[(long)(used + c) * ld + i] = coeff[c * (cols + bc) + i];
             used = cols;
+            progress?.Invoke(Math.Min(0.99, (double)used / maxCols));   // the column budget: a converging run ends earlier
             // Ritz pairs of the symmetric part of the leading used×used block
             var s = new double[used * used];
             for (int i = 0; i < used; i++)

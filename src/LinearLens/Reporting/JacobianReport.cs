@@ -66,7 +66,7 @@ public sealed record JacobianReport(
             sw.Restart();
             SingularTriplets[] res = req.PerToken
                 ? JacobianOperators.PerTokenTopK(map, target, Enumerable.Range(0, n).ToArray(), req.K, req.Tolerance, progress: f => progress?.Invoke("per-token Lanczos", f))
-                : [JacobianOperators.CombinedTopK(map, target, req.K, req.Tolerance)];
+                : [JacobianOperators.CombinedTopK(map, target, req.K, req.Tolerance, progress: f => progress?.Invoke("combined Lanczos", f))];
             double svdSeconds = sw.Elapsed.TotalSeconds;
             return Report("matrix-free", rel, maxAbs, offsetNorm, null, reconSeconds + svdSeconds, new JacobianSvd(req.PerToken, req.K, res, svdSeconds, req.Tolerance)) with { ReconstructionSeconds = reconSeconds };
         }
