@@ -15,14 +15,16 @@ public static class JacobianOperators
 
     /// <summary>
     /// Bytes of the Lanczos runs at their most columns, min(d, 10k + 100) (bases grow as a run needs them, so a run that
-    /// converges earlier uses less): combined, the Gram run's d-long basis and its projected matrix, plus the n·d-long
-    /// block products and the k right vectors with their products (<see cref="Svd.GramLanczos"/>); per token, n runs over
-    /// d×d matrices (three d-long bases each). Double precision.
+    /// converges earlier uses less): combined, the Gram run's d-long basis and its projected matrix, its products where
+    /// kept (<see cref="Svd.KeptProductBytes"/>), the n·d-long block products and the k right vectors
+    /// (<see cref="Svd.GramLanczos"/>); per token, n runs over d×d matrices (three d-long bases each). Double precision.
     /// </summary>
     public static double LanczosBytes(int d, int n, int k, bool perToken)
     {
         double cols = Math.Min(d, 10.0 * Math.Min(k, d) + 100);
-        return 8 * (perToken ? n * 3.0 * d * cols : d * cols + cols * cols + 3.0 * n * d * Math.Min(k, d));
+        if (perToken) return 8 * n * 3.0 * d * cols;
+        double kept = 8.0 * n * d * cols <= Svd.KeptProductBytes ? 8.0 * ((double)n * d + d) * cols : 0;
+        return 8 * (d * cols + cols * cols + 3.0 * n * d * Math.Min(k, d)) + kept;
     }
 
     /// <summary>

@@ -708,15 +708,16 @@ public static unsafe class Svd
 
     /// <summary>
     /// Top-k triplets of a wide A (Rows ≪ Cols: the combined [J₀|…|J_{n−1}], d × n·d) by block Lanczos on its Gram matrix
-    /// A·Aᵀ (Rows × Rows) with full reorthogonalization. Each block costs one Aᵀ and one A product, and spans the same
-    /// Krylov space as a Golub–Kahan step, but the only basis kept is Rows-long: Golub–Kahan's Cols-long basis is
-    /// n·d·(10k + 100) numbers — gigabytes for a long input. Ritz pairs (λ, u) of the projected QᵀAAᵀQ; the residual
-    /// estimate ‖AAᵀu − λu‖/σ = ‖A v − σ u‖ for v = Aᵀu/σ costs nothing extra (‖R·y_last‖, R the triangular factor of the
-    /// next block). At the end v = Aᵀu/σ with σ = ‖Aᵀu‖ (more accurate than √λ for the smaller ones) and the true residuals
-    /// ‖A v − σ u‖: one more Aᵀ and one more A block of k vectors. blockSize 0: min(k, 4).
+    /// A·Aᵀ (Rows × Rows) with full reorthogonalization. Each block costs one Aᵀ and one A product and spans the same
+    /// Krylov space as a Golub–Kahan step, but the basis is Rows-long: Golub–Kahan's Cols-long basis is n·d·(10k + 100)
+    /// numbers — gigabytes for a long input. Ritz pairs (λ, u) of the projected QᵀAAᵀQ; the residual estimate
+    /// ‖AAᵀu − λu‖/σ = ‖A v − σ u‖ for v = Aᵀu/σ costs nothing extra (‖R·y_last‖, R the triangular factor of the next
+    /// block). At the end σ = ‖Aᵀu‖ (more accurate than √λ for the smaller ones), v = Aᵀu/σ and the true residuals
+    /// ‖A v − σ u‖: from the products already made (Aᵀu = (AᵀQ)·y, AAᵀu = (AAᵀQ)·y) while the AᵀQ columns fit
+    /// <paramref name="keptProductBytes"/>, else with one more Aᵀ and one more A product per vector. blockSize 0: min(k, 4).
     /// </summary>
     public static SingularTriplets GramLanczos(ILinearOperator op, int k, double tolerance = 1e-10, int maxIterations = 0, int seed = 0, int blockSize = 0,
-        Action<double>? progress = null)
+        Action<double>? progress = null, double keptProductBytes = KeptProductBytes)
     {
         int m = op.Rows, n = op.Cols, p = Math.Min(m, n);
         k = Math.Clamp(k, 0, p);
@@ -730,6 +731,9 @@ public static unsafe class Svd
         var h = new double[(long)ld * ld];                      // H = QᵀAAᵀQ, col-major
         var atq = Pinned.Array<double>((long)n * b);
         var w = Pinned.Array<double>((long)m * b);
+        // the products per block, kept when the Cols-long ones fit: AᵀQ (Cols × bc) and AAᵀQ (Rows × bc)
+        bool keep = 8.0 * n * maxCols <= keptProductBytes;
+        var keptAtq = new List<double[]>(); var keptW = new List<double[]>();
         var first = new double[m * b];
         Gaussian(first, rng);
         Orthonormalize(first, m, b, [], 0, null, rng);
@@ -743,6 +747,7 @@ public static unsafe class Svd
             op.MultiplyTransposed(q.AsSpan(used * m, bc * m), bc, atq); tproducts += bc;
             op.Multiply(atq, bc, w); products += bc;
             RequireFinite(w.AsSpan(0, m * bc), "a Jacobian product");
+            if (keep) { keptAtq.Add(atq.AsSpan(0, n * bc).ToArray()); keptW.Add(w.AsSpan(0, m * bc).ToArray()); }
             var coeff = new double[(cols + bc) * bc];
             Orthonormalize(w, m, bc, q, cols, coeff, rng);
             for (int c = 0; c < bc; c++)
@@ -770,7 +775,7 @@ public static unsafe class Svd
                 double sigma = Math.Sqrt(Math.Max(values[i], 0));
                 all = Math.Sqrt(ss) <= tolerance * s1 * Math.Max(sigma, double.Epsilon * s1);
             }
-            if (all || used >= p) { converged = all || used >= p; break; }
+            if (all || used >= p) { converged = true; break; }
             if (used >= maxCols) break;
             int nb = Math.Min(bc, p - cols);
             w.AsSpan(0, nb * m).CopyTo(q.AsSpan(cols * m));
@@ -779,47 +784,61 @@ public static unsafe class Svd
         int count = Math.Min(k, used);
         var u = new double[m * count];
         Combine(q, m, used, vectors.AsSpan(0, count * used), count, u);
-        // the closing products in blocks of the run's own size: a wider block would make the frozen map allocate buffers
-        // for it (0.6 GB for 4 vectors at 2,048 Qwen3-0.6B tokens) on top of the ones the run used
+        // Aᵀu and AAᵀu: from the kept products, or (long inputs) by products in blocks of the run's own size — a wider
+        // block would make the frozen map allocate buffers for it (0.6 GB for 4 vectors at 2,048 Qwen3-0.6B tokens)
         var v = Pinned.Array<double>((long)n * count);
-        for (int c0 = 0; c0 < count; c0 += b)
-        {
-            int bc = Math.Min(b, count - c0);
-            op.MultiplyTransposed(u.AsSpan(c0 * m, bc * m), bc, v.AsSpan(c0 * n, bc * n));
-        }
-        tproducts += count;
+        var aau = new double[m * count];
+        if (keep)
+            for (int i = 0; i < count; i++)
+            {
+                var y = vectors.AsSpan(i * used, used);
+                for (int blk = 0, j0 = 0; blk < keptAtq.Count; j0 += keptW[blk].Length / m, blk++)
+                    for (int c = 0; c < keptW[blk].Length / m; c++)
+                    {
+                        TensorPrimitives.MultiplyAdd(keptAtq[blk].AsSpan(c * n, n), y[j0 + c], v.AsSpan(i * n, n), v.AsSpan(i * n, n));
+                        TensorPrimitives.MultiplyAdd(keptW[blk].AsSpan(c * m, m), y[j0 + c], aau.AsSpan(i * m, m), aau.AsSpan(i * m, m));
+                    }
+            }
+        else
+            for (int c0 = 0; c0 < count; c0 += b)
+            {
+                int bc = Math.Min(b, count - c0);
+                op.MultiplyTransposed(u.AsSpan(c0 * m, bc * m), bc, v.AsSpan(c0 * n, bc * n)); tproducts += bc;
+            }
         var sig = new double[count];
-        for (int i = 0; i < count; i++)
-        {
-            var col = v.AsSpan(i * n, n);
-            sig[i] = Math.Sqrt(TensorPrimitives.SumOfSquares<double>(col));
-            if (sig[i] > 0) TensorPrimitives.Divide(col, sig[i], col);
-        }
+        for (int i = 0; i < count; i++) sig[i] = Math.Sqrt(TensorPrimitives.SumOfSquares<double>(v.AsSpan(i * n, n)));
         // σ from ‖Aᵀu‖ may reorder near-ties: descending
         var order = Enumerable.Range(0, count).OrderByDescending(i => sig[i]).ToArray();
-        var us = new double[m * count]; var vs = new double[(long)n * count]; var ss2 = new double[count];
+        var us = new double[m * count]; var vs = new double[(long)n * count]; var sv = new double[count]; var av = new double[m * count];
         for (int r = 0; r < count; r++)
         {
-            ss2[r] = sig[order[r]];
-            u.AsSpan(order[r] * m, m).CopyTo(us.AsSpan(r * m));
-            v.AsSpan(order[r] * n, n).CopyTo(vs.AsSpan(r * n));
+            int i = order[r];
+            sv[r] = sig[i];
+            u.AsSpan(i * m, m).CopyTo(us.AsSpan(r * m));
+            var vr = vs.AsSpan(r * n, n);
+            v.AsSpan(i * n, n).CopyTo(vr);
+            if (sv[r] > 0) TensorPrimitives.Divide(vr, sv[r], vr);
+            if (keep && sv[r] > 0) TensorPrimitives.Divide(aau.AsSpan(i * m, m), sv[r], av.AsSpan(r * m, m));   // A v = AAᵀu/σ
         }
-        var residuals = new double[count];
-        var av = new double[m * b];
-        for (int c0 = 0; c0 < count; c0 += b)
-        {
-            int bc = Math.Min(b, count - c0);
-            op.Multiply(vs.AsSpan(c0 * n, bc * n), bc, av);
-            for (int i = 0; i < bc; i++)
+        if (!keep)
+            for (int c0 = 0; c0 < count; c0 += b)
             {
-                var col = av.AsSpan(i * m, m);
-                TensorPrimitives.MultiplyAdd(us.AsSpan((c0 + i) * m, m), -ss2[c0 + i], col, col);
-                residuals[c0 + i] = Math.Sqrt(TensorPrimitives.SumOfSquares<double>(col));
+                int bc = Math.Min(b, count - c0);
+                op.Multiply(vs.AsSpan(c0 * n, bc * n), bc, av.AsSpan(c0 * m, bc * m)); products += bc;
             }
+        var residuals = new double[count];
+        for (int r = 0; r < count; r++)
+        {
+            var col = av.AsSpan(r * m, m);
+            TensorPrimitives.MultiplyAdd(us.AsSpan(r * m, m), -sv[r], col, col);
+            residuals[r] = Math.Sqrt(TensorPrimitives.SumOfSquares<double>(col));
         }
-        return new SingularTriplets(m, n, ss2, us, vs, residuals, "lanczos")
-        { Subspace = used, Converged = converged, Products = products + count, TransposedProducts = tproducts };
+        return new SingularTriplets(m, n, sv, us, vs, residuals, "lanczos")
+        { Subspace = used, Converged = converged, Products = products, TransposedProducts = tproducts };
     }
+
+    /// <summary>Bytes of Cols-long products a <see cref="GramLanczos"/> run keeps to finish without further products.</summary>
+    public const double KeptProductBytes = 256e6;
 
     /// <summary>Triplets of Aᵀ as triplets of A (U and V exchanged, product counts exchanged).</summary>
     internal static SingularTriplets Swap(SingularTriplets t) =>

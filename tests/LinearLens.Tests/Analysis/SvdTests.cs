@@ -198,7 +198,8 @@ public class SvdTests
         var op = new DenseOperator(a, rows, cols);
         var dense = Svd.Dense(a, rows, cols, k);
         foreach (var t in new[] { Svd.Randomized(op, k), Svd.Lanczos(op, k), Svd.Lanczos(op, k, blockSize: 1),
-                     Svd.GramLanczos(op, k), Svd.GramLanczos(op, k, blockSize: 1), Svd.GramLanczos(op, k, blockSize: 3) })
+                     Svd.GramLanczos(op, k), Svd.GramLanczos(op, k, blockSize: 1), Svd.GramLanczos(op, k, blockSize: 3),
+                     Svd.GramLanczos(op, k, blockSize: 3, keptProductBytes: 0) })
         {
             Assert.Equal(k, t.Count);
             for (int i = 0; i < k; i++)
@@ -245,10 +246,21 @@ public class SvdTests
         Assert.True(gram.Subspace <= gk.Subspace + 1, $"Gram {gram.Subspace} vs Golub–Kahan {gk.Subspace} columns");
         for (int i = 0; i < 4; i++) Assert.True(Math.Abs(gram.Values[i] - dense.Values[i]) <= 1e-12 * dense.Values[0], $"σ{i}");
         Assert.All(gram.Residuals!, r => Assert.True(r <= 1e-10 * dense.Values[0], $"residual {r:E2}"));
+        Assert.Equal(gram.Subspace, gram.Products);   // v and the residuals from the kept products: no product of their own
         var loose = Svd.GramLanczos(op, 4, tolerance: 1e-3, blockSize: 1);
         Assert.True(loose.Subspace < gram.Subspace);
         Assert.All(loose.Residuals!, r => Assert.True(r <= 2e-3 * loose.Values[0], $"residual {r:E2}"));
         Assert.Contains(loose.Residuals!, r => r > 1e-8 * loose.Values[0]);
+        // the kept residuals are the true ‖A v − σ u‖, and the same as those of the run that makes the closing products
+        var explicitResiduals = Svd.Residuals(op, loose);
+        var long_ = Svd.GramLanczos(op, 4, tolerance: 1e-3, blockSize: 1, keptProductBytes: 0);
+        Assert.Equal(loose.Subspace + 4, long_.Products);
+        for (int i = 0; i < 4; i++)
+        {
+            Assert.True(Math.Abs(loose.Residuals![i] - explicitResiduals[i]) <= 1e-12 * loose.Values[0], $"residual {i}: {loose.Residuals[i]:E3} vs {explicitResiduals[i]:E3}");
+            Assert.True(Math.Abs(long_.Residuals![i] - explicitResiduals[i]) <= 1e-12 * loose.Values[0], $"residual {i} (products)");
+            Assert.True(Math.Abs(long_.Values[i] - loose.Values[i]) <= 1e-13 * loose.Values[0]);
+        }
         // a Gaussian (flat) wide matrix: the Krylov space fills R^rows and the result is exact
         var rng = new Random(9);
         var g = new double[30 * 200];
