@@ -46,10 +46,10 @@ public static class ResourceEstimate
         {
             // P itself (H·n² per layer) while it fits FrozenTrace's budget, else q, k and each row's max and sum to rebuild it
             double probabilities = H * n * n * L * e;
-            bool storesP = run.NonlinearTrace || probabilities <= Linearization.FrozenTrace<double>.ProbabilityBudgetBytes || n <= 4;
+            var (recomputesP, recomputesCoefficients) = Linearization.FrozenTrace<double>.Recomputes(c, run.Tokens, run.ElementSize, run.NonlinearTrace);
+            bool storesP = !recomputesP, storesCoefficients = !recomputesCoefficients;
             // past its own budget a P-recomputing trace also leaves out q and γ and keeps the stream after attention
             // instead, recomputed one layer at a time inside the products (the scratch: n·(d + q + I))
-            bool storesCoefficients = storesP || L * n * (q + I) * e <= Linearization.FrozenTrace<double>.CoefficientBudgetBytes;
             double attention = storesP ? probabilities : L * ((storesCoefficients ? n * q : 0) + 2 * H * n) * e;   // k: the KV cache itself
             // per layer the residual entering it and the MLP's frozen coefficient (branch outputs: the last position only);
             // the stream after the last layer, the embeddings and the final-normed states

@@ -91,6 +91,20 @@ public sealed class FrozenTrace<T> where T : unmanaged, IFloatingPointIeee754<T>
     /// </summary>
     public NonlinearTrace<T>? Nonlinear { get; }
 
+    /// <summary>
+    /// What a trace of n tokens with elements of <paramref name="elementSize"/> bytes leaves out and recomputes: P past
+    /// <see cref="ProbabilityBudgetBytes"/> (never for the ordinary Jacobian, which reads P, or n ≤ 4), and then q and γ
+    /// past <see cref="CoefficientBudgetBytes"/> — the one rule the trace and the memory estimate both follow.
+    /// </summary>
+    public static (bool probabilities, bool coefficients) Recomputes(ModelConfig c, int n, int elementSize, bool nonlinear = false,
+        bool? storeProbabilities = null, bool? storeCoefficients = null)
+    {
+        long probBytes = (long)c.NumHeads * n * n * c.NumLayers * elementSize;
+        bool store = nonlinear || (storeProbabilities ?? probBytes <= ProbabilityBudgetBytes) || n <= 4;
+        long coefficientBytes = (long)c.NumLayers * n * (c.QDim + c.IntermediateSize) * elementSize;
+        return (!store, !store && !(storeCoefficients ?? coefficientBytes <= CoefficientBudgetBytes));
+    }
+
     /// <param name="storeProbabilities">Keep P itself (null: when H·n²·L fits <see cref="ProbabilityBudgetBytes"/>, or the
     /// ordinary Jacobian needs it); false: keep q, k and the row statistics and recompute P inside each product.</param>
     /// <param name="storeCoefficients">When P is recomputed: keep q and γ (null: when they fit <see cref="CoefficientBudgetBytes"/>); false: recompute them too.</param>
@@ -106,11 +120,9 @@ public sealed class FrozenTrace<T> where T : unmanaged, IFloatingPointIeee754<T>
         T[][] PerLayer(long len) => Enumerable.Range(0, layers).Select(_ => Pinned.Array<T>(len)).ToArray();
         T[]?[] Where(bool present, long len) => present ? PerLayer(len) : new T[]?[layers];
         AttnInScale = Where(norms.AttnIn is not null, n);
-        long probBytes = (long)c.NumHeads * n * n * layers * System.Runtime.CompilerServices.Unsafe.SizeOf<T>();
-        bool store = nonlinear || (storeProbabilities ?? probBytes <= ProbabilityBudgetBytes) || n <= 4;
-        RecomputesProbabilities = !store;
-        long coefficientBytes = (long)layers * n * (c.QDim + c.IntermediateSize) * System.Runtime.CompilerServices.Unsafe.SizeOf<T>();
-        RecomputesCoefficients = !store && !(storeCoefficients ?? coefficientBytes <= CoefficientBudgetBytes);
+        (RecomputesProbabilities, RecomputesCoefficients) =
+            Recomputes(c, n, System.Runtime.CompilerServices.Unsafe.SizeOf<T>(), nonlinear, storeProbabilities, storeCoefficients);
+        bool store = !RecomputesProbabilities;
         AttnProbs = Where(store, (long)c.NumHeads * n * n);
         AttnQ = Where(!store && !RecomputesCoefficients, (long)n * c.QDim);
         AttnK = new T[]?[layers];   // the forward pass's own key cache, handed over by KeepKeys
