@@ -1,4 +1,6 @@
 using System.Buffers.Binary;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 using LinearLens.Numerics;
 
 namespace LinearLens.Tests.Numerics;
@@ -248,6 +250,40 @@ public sealed unsafe class QuantDecodeTests
             float expected = (float)BitConverter.UInt16BitsToHalf(bits), got = QuantReference.Half((byte*)&bits);
             if (float.IsNaN(expected)) Assert.True(float.IsNaN(got));
             else Assert.True(BitConverter.SingleToInt32Bits(expected) == BitConverter.SingleToInt32Bits(got), $"f16 0x{h:X4}: {got} vs {expected}");
+        }
+    }
+
+    [Fact]
+    public void Vector_half_loaders_are_exact_for_every_f16()
+    {
+        // 4, 8 and 16 halves at a time (SSE, AVX2, AVX-512 loaders: the block scales of every quantized type and the f16
+        // weights go through them), against the framework's conversion, bit for bit
+        ushort* all = stackalloc ushort[65536];
+        for (int h = 0; h < 65536; h++) all[h] = (ushort)h;
+        for (int h = 0; h < 65536; h += 16)
+        {
+            var got = new float[16];
+            for (int i = 0; i < 16; i += 4) GemmLoad.F16x4(all + h + i).CopyTo(got, i);
+            Check(h, got, "F16x4");
+            if (Avx2.IsSupported)
+            {
+                GemmLoad.F16x8(all + h).CopyTo(got, 0); GemmLoad.F16x8(all + h + 8).CopyTo(got, 8);
+                Check(h, got, "F16x8");
+            }
+            if (Avx512F.IsSupported)
+            {
+                GemmLoad.F16x16(Avx512F.ConvertToVector512Int32(Avx.LoadVector256(all + h)).AsInt32()).CopyTo(got, 0);
+                Check(h, got, "F16x16");
+            }
+        }
+        static void Check(int h0, float[] got, string loader)
+        {
+            for (int i = 0; i < 16; i++)
+            {
+                float expected = (float)BitConverter.UInt16BitsToHalf((ushort)(h0 + i));
+                if (float.IsNaN(expected)) Assert.True(float.IsNaN(got[i]), $"{loader} f16 0x{h0 + i:X4}: {got[i]}, not NaN");
+                else Assert.True(BitConverter.SingleToInt32Bits(expected) == BitConverter.SingleToInt32Bits(got[i]), $"{loader} f16 0x{h0 + i:X4}: {got[i]} vs {expected}");
+            }
         }
     }
 
