@@ -47,18 +47,6 @@ internal static unsafe class GemmLoad
         return f | Sse2.ShiftLeftLogical(h & Vector128.Create(0x8000), 16).AsSingle();
     }
 
-    /// <summary>Sixteen halves given as the low 16 bits of sixteen ints, as floats (AVX-512 F).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static Vector512<float> F16x16(Vector512<int> h)
-    {
-        var mag = h & Vector512.Create(0x7FFF);
-        var em = Avx512F.ShiftLeftLogical(mag, 13);
-        var f = (em + Vector512.Create(HalfRebias)).AsSingle();
-        f = Vector512.ConditionalSelect(Vector512.LessThan(mag, Vector512.Create(0x400)).AsSingle(), Avx512F.ConvertToVector512Single(mag) * Vector512.Create(HalfSubnormalUnit), f);
-        f = Vector512.ConditionalSelect(Vector512.GreaterThan(mag, Vector512.Create(0x7BFF)).AsSingle(), (em | Vector512.Create(0x7F800000)).AsSingle(), f);
-        return f | Avx512F.ShiftLeftLogical(h & Vector512.Create(0x8000), 16).AsSingle();
-    }
-
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static Vector256<float> F16x8(ushort* p)
     {

@@ -88,8 +88,11 @@ public static unsafe class QuantDecode
     /// row in two interleaved chains in a fixed order — a row's sum does not depend on the rows beside it, so a short group
     /// may repeat a row (computed and discarded) and any split into threads gives the same bits.
     /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization), SkipLocalsInit]
     public static void Dot4<T>(DType t, byte* r0, byte* r1, byte* r2, byte* r3, T* x, int k, T* sums) where T : unmanaged
+        => Dot4(t, r0, r1, r2, r3, x, k, sums, HalfTable.Values);
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization), SkipLocalsInit]
+    static void Dot4<T>(DType t, byte* r0, byte* r1, byte* r2, byte* r3, T* x, int k, T* sums, float* h) where T : unmanaged
     {
         var z = Vector256<T>.Zero;
         Vector256<T> a0 = z, b0 = z, a1 = z, b1 = z, a2 = z, b2 = z, a3 = z, b3 = z;
@@ -97,8 +100,7 @@ public static unsafe class QuantDecode
         {
             for (int q = 0; q < k; q += 32, r0 += 34, r1 += 34, r2 += 34, r3 += 34)
             {
-                var d = Halves(r0, r1, r2, r3, 0);
-                float d0 = d.GetElement(0), d1 = d.GetElement(1), d2 = d.GetElement(2), d3 = d.GetElement(3);
+                float d0 = h[*(ushort*)r0], d1 = h[*(ushort*)r1], d2 = h[*(ushort*)r2], d3 = h[*(ushort*)r3];
                 for (int e = 0; e < 32; e += 16)
                 {
                     T* xq = x + q + e;
@@ -117,9 +119,7 @@ public static unsafe class QuantDecode
             var nibble = Vector256.Create(0xF);
             for (int q = 0; q < k; q += 256, r0 += 144, r1 += 144, r2 += 144, r3 += 144)
             {
-                var d = Halves(r0, r1, r2, r3, 0); var dmin = Halves(r0, r1, r2, r3, 2);
-                ScalesK4(r0, d.GetElement(0), dmin.GetElement(0), sm); ScalesK4(r1, d.GetElement(1), dmin.GetElement(1), sm + 16);
-                ScalesK4(r2, d.GetElement(2), dmin.GetElement(2), sm + 32); ScalesK4(r3, d.GetElement(3), dmin.GetElement(3), sm + 48);
+                ScalesK4(r0, h, sm); ScalesK4(r1, h, sm + 16); ScalesK4(r2, h, sm + 32); ScalesK4(r3, h, sm + 48);
                 for (int j = 0; j < 8; j += 2)
                 {
                     int p = q + 32 * j; // low nibbles are weights p..p+31 (sub-block j), high nibbles p+32..p+63 (sub-block j+1)
@@ -160,15 +160,16 @@ public static unsafe class QuantDecode
     [MethodImpl(MethodImplOptions.AggressiveOptimization), SkipLocalsInit]
     public static void Dot4Avx512<T>(DType t, byte* r0, byte* r1, byte* r2, byte* r3, T* x, int k, T* sums) where T : unmanaged
     {
+        float* h = HalfTable.Values;
         if (typeof(T) == typeof(double))
         {
-            if (t == DType.Q8_0) Q8Dot4F64(r0, r1, r2, r3, (double*)x, k, (double*)sums);
-            else K4Dot4F64(r0, r1, r2, r3, (double*)x, k, (double*)sums);
+            if (t == DType.Q8_0) Q8Dot4F64(r0, r1, r2, r3, (double*)x, k, (double*)sums, h);
+            else K4Dot4F64(r0, r1, r2, r3, (double*)x, k, (double*)sums, h);
         }
         else
         {
-            if (t == DType.Q8_0) Q8Dot4F32(r0, r1, r2, r3, (float*)x, k, (float*)sums);
-            else K4Dot4F32(r0, r1, r2, r3, (float*)x, k, (float*)sums);
+            if (t == DType.Q8_0) Q8Dot4F32(r0, r1, r2, r3, (float*)x, k, (float*)sums, h);
+            else K4Dot4F32(r0, r1, r2, r3, (float*)x, k, (float*)sums, h);
         }
     }
 
@@ -181,7 +182,7 @@ public static unsafe class QuantDecode
         => Avx512F.FusedMultiplySubtract(Vector512.Create(*scale), iota, Vector512.Create(*min));
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization), SkipLocalsInit]
-    static void K4Dot4F64(byte* r0, byte* r1, byte* r2, byte* r3, double* x, int k, double* sums)
+    static void K4Dot4F64(byte* r0, byte* r1, byte* r2, byte* r3, double* x, int k, double* sums, float* h)
     {
         var z = Vector512<double>.Zero;
         Vector512<double> a0 = z, b0 = z, a1 = z, b1 = z, a2 = z, b2 = z, a3 = z, b3 = z;
@@ -189,9 +190,7 @@ public static unsafe class QuantDecode
         var iota = Vector512.Create(0f, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
         for (int q = 0; q < k; q += 256, r0 += 144, r1 += 144, r2 += 144, r3 += 144)
         {
-            var d = Halves(r0, r1, r2, r3, 0); var dmin = Halves(r0, r1, r2, r3, 2);
-            ScalesK4(r0, d.GetElement(0), dmin.GetElement(0), sm); ScalesK4(r1, d.GetElement(1), dmin.GetElement(1), sm + 16);
-            ScalesK4(r2, d.GetElement(2), dmin.GetElement(2), sm + 32); ScalesK4(r3, d.GetElement(3), dmin.GetElement(3), sm + 48);
+            ScalesK4(r0, h, sm); ScalesK4(r1, h, sm + 16); ScalesK4(r2, h, sm + 32); ScalesK4(r3, h, sm + 48);
             for (int j = 0; j < 8; j += 2)
             {
                 // per row: sub-block j's table (low nibbles) and j+1's (high nibbles), each as two registers of doubles
@@ -233,7 +232,7 @@ public static unsafe class QuantDecode
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization), SkipLocalsInit]
-    static void K4Dot4F32(byte* r0, byte* r1, byte* r2, byte* r3, float* x, int k, float* sums)
+    static void K4Dot4F32(byte* r0, byte* r1, byte* r2, byte* r3, float* x, int k, float* sums, float* h)
     {
         var z = Vector512<float>.Zero;
         Vector512<float> a0 = z, b0 = z, a1 = z, b1 = z, a2 = z, b2 = z, a3 = z, b3 = z;
@@ -241,9 +240,7 @@ public static unsafe class QuantDecode
         var iota = Vector512.Create(0f, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
         for (int q = 0; q < k; q += 256, r0 += 144, r1 += 144, r2 += 144, r3 += 144)
         {
-            var d = Halves(r0, r1, r2, r3, 0); var dmin = Halves(r0, r1, r2, r3, 2);
-            ScalesK4(r0, d.GetElement(0), dmin.GetElement(0), sm); ScalesK4(r1, d.GetElement(1), dmin.GetElement(1), sm + 16);
-            ScalesK4(r2, d.GetElement(2), dmin.GetElement(2), sm + 32); ScalesK4(r3, d.GetElement(3), dmin.GetElement(3), sm + 48);
+            ScalesK4(r0, h, sm); ScalesK4(r1, h, sm + 16); ScalesK4(r2, h, sm + 32); ScalesK4(r3, h, sm + 48);
             for (int j = 0; j < 8; j += 2)
             {
                 Vector512<float> t0 = Table(sm + j, sm + 8 + j, iota), u0 = Table(sm + j + 1, sm + 9 + j, iota);
@@ -274,48 +271,19 @@ public static unsafe class QuantDecode
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization), SkipLocalsInit]
-    static void Q8Dot4F64(byte* r0, byte* r1, byte* r2, byte* r3, double* x, int k, double* sums)
+    static void Q8Dot4F64(byte* r0, byte* r1, byte* r2, byte* r3, double* x, int k, double* sums, float* h)
     {
         var z = Vector512<double>.Zero;
         Vector512<double> a0 = z, a1 = z, a2 = z, a3 = z;
-        double* ds = stackalloc double[16];
-        for (int q = 0; q < k; q += 128)
+        for (int q = 0; q < k; q += 32, r0 += 34, r1 += 34, r2 += 34, r3 += 34)
         {
-            int blocks = Math.Min(4, (k - q) / 32);
-            var d = Q8Scales16(r0, r1, r2, r3, blocks);
-            Avx512F.Store(ds, Avx512F.ConvertToVector512Double(d.GetLower())); Avx512F.Store(ds + 8, Avx512F.ConvertToVector512Double(d.GetUpper()));
-            for (int i = 0; i < blocks; i++, r0 += 34, r1 += 34, r2 += 34, r3 += 34)
-            {
-                // the scales are read back as memory broadcasts, not register shuffles
-                double* xq = x + q + 32 * i, di = ds + 4 * i;
-                Vector512<double> x0 = Vector512.Load(xq), x1 = Vector512.Load(xq + 8), x2 = Vector512.Load(xq + 16), x3 = Vector512.Load(xq + 24);
-                a0 = Avx512F.FusedMultiplyAdd(Q8Block(r0 + 2, x0, x1, x2, x3), Vector512.Create(di[0]), a0);
-                a1 = Avx512F.FusedMultiplyAdd(Q8Block(r1 + 2, x0, x1, x2, x3), Vector512.Create(di[1]), a1);
-                a2 = Avx512F.FusedMultiplyAdd(Q8Block(r2 + 2, x0, x1, x2, x3), Vector512.Create(di[2]), a2);
-                a3 = Avx512F.FusedMultiplyAdd(Q8Block(r3 + 2, x0, x1, x2, x3), Vector512.Create(di[3]), a3);
-            }
+            Vector512<double> x0 = Vector512.Load(x + q), x1 = Vector512.Load(x + q + 8), x2 = Vector512.Load(x + q + 16), x3 = Vector512.Load(x + q + 24);
+            a0 = Avx512F.FusedMultiplyAdd(Q8Block(r0 + 2, x0, x1, x2, x3), Vector512.Create((double)h[*(ushort*)r0]), a0);
+            a1 = Avx512F.FusedMultiplyAdd(Q8Block(r1 + 2, x0, x1, x2, x3), Vector512.Create((double)h[*(ushort*)r1]), a1);
+            a2 = Avx512F.FusedMultiplyAdd(Q8Block(r2 + 2, x0, x1, x2, x3), Vector512.Create((double)h[*(ushort*)r2]), a2);
+            a3 = Avx512F.FusedMultiplyAdd(Q8Block(r3 + 2, x0, x1, x2, x3), Vector512.Create((double)h[*(ushort*)r3]), a3);
         }
         sums[0] = Vector512.Sum(a0); sums[1] = Vector512.Sum(a1); sums[2] = Vector512.Sum(a2); sums[3] = Vector512.Sum(a3);
-    }
-
-    /// <summary>
-    /// The d of <paramref name="blocks"/> (1–4) consecutive Q8_0 blocks of four rows, element 4i + r for block i of row r:
-    /// sixteen halves gathered by word inserts and converted at once, instead of four per block (a block is only 32
-    /// weights, so its scale's cost counts). Blocks past <paramref name="blocks"/> repeat the last one (read, unused).
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static Vector512<float> Q8Scales16(byte* r0, byte* r1, byte* r2, byte* r3, int blocks)
-    {
-        int s1 = blocks > 1 ? 34 : 0, s2 = blocks > 2 ? 68 : s1, s3 = blocks > 3 ? 102 : s2;
-        var v = Vector128.CreateScalar(*(ushort*)r0);
-        v = Sse2.Insert(v, *(ushort*)r1, 1); v = Sse2.Insert(v, *(ushort*)r2, 2); v = Sse2.Insert(v, *(ushort*)r3, 3);
-        v = Sse2.Insert(v, *(ushort*)(r0 + s1), 4); v = Sse2.Insert(v, *(ushort*)(r1 + s1), 5);
-        v = Sse2.Insert(v, *(ushort*)(r2 + s1), 6); v = Sse2.Insert(v, *(ushort*)(r3 + s1), 7);
-        var w = Vector128.CreateScalar(*(ushort*)(r0 + s2));
-        w = Sse2.Insert(w, *(ushort*)(r1 + s2), 1); w = Sse2.Insert(w, *(ushort*)(r2 + s2), 2); w = Sse2.Insert(w, *(ushort*)(r3 + s2), 3);
-        w = Sse2.Insert(w, *(ushort*)(r0 + s3), 4); w = Sse2.Insert(w, *(ushort*)(r1 + s3), 5);
-        w = Sse2.Insert(w, *(ushort*)(r2 + s3), 6); w = Sse2.Insert(w, *(ushort*)(r3 + s3), 7);
-        return GemmLoad.F16x16(Avx512F.ConvertToVector512Int32(Vector256.Create(v, w)).AsInt32());
     }
 
     /// <summary>Σ x·q over one Q8_0 block's 32 quants, as 8 lanes (q widened straight to double).</summary>
@@ -332,27 +300,34 @@ public static unsafe class QuantDecode
     static Vector512<double> Q8x8d(byte* qs) => Avx512F.ConvertToVector512Double(Avx2.ConvertToVector256Int32((sbyte*)qs));
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization), SkipLocalsInit]
-    static void Q8Dot4F32(byte* r0, byte* r1, byte* r2, byte* r3, float* x, int k, float* sums)
+    static void Q8Dot4F32(byte* r0, byte* r1, byte* r2, byte* r3, float* x, int k, float* sums, float* h)
     {
         var z = Vector512<float>.Zero;
-        Vector512<float> a0 = z, a1 = z, a2 = z, a3 = z;
-        float* ds = stackalloc float[16];
-        for (int q = 0; q < k; q += 128)
+        Vector512<float> a0 = z, a1 = z, a2 = z, a3 = z, b0 = z, b1 = z, b2 = z, b3 = z;
+        int q = 0;
+        for (; q + 64 <= k; q += 64, r0 += 68, r1 += 68, r2 += 68, r3 += 68)
         {
-            int blocks = Math.Min(4, (k - q) / 32);
-            Avx512F.Store(ds, Q8Scales16(r0, r1, r2, r3, blocks));
-            for (int i = 0; i < blocks; i++, r0 += 34, r1 += 34, r2 += 34, r3 += 34)
-            {
-                // the scales are read back as memory broadcasts, not register shuffles
-                float* xq = x + q + 32 * i, di = ds + 4 * i;
-                Vector512<float> xv = Vector512.Load(xq), xw = Vector512.Load(xq + 16);
-                a0 = Avx512F.FusedMultiplyAdd(Q8Block(r0 + 2, xv, xw), Vector512.Create(di[0]), a0);
-                a1 = Avx512F.FusedMultiplyAdd(Q8Block(r1 + 2, xv, xw), Vector512.Create(di[1]), a1);
-                a2 = Avx512F.FusedMultiplyAdd(Q8Block(r2 + 2, xv, xw), Vector512.Create(di[2]), a2);
-                a3 = Avx512F.FusedMultiplyAdd(Q8Block(r3 + 2, xv, xw), Vector512.Create(di[3]), a3);
-            }
+            // each block's d is looked up by its bits and read as the multiply-add's broadcast operand: no vector work for it
+            Vector512<float> xv = Vector512.Load(x + q), xw = Vector512.Load(x + q + 16);
+            a0 = Avx512F.FusedMultiplyAdd(Q8Block(r0 + 2, xv, xw), Vector512.Create(h[*(ushort*)r0]), a0);
+            a1 = Avx512F.FusedMultiplyAdd(Q8Block(r1 + 2, xv, xw), Vector512.Create(h[*(ushort*)r1]), a1);
+            a2 = Avx512F.FusedMultiplyAdd(Q8Block(r2 + 2, xv, xw), Vector512.Create(h[*(ushort*)r2]), a2);
+            a3 = Avx512F.FusedMultiplyAdd(Q8Block(r3 + 2, xv, xw), Vector512.Create(h[*(ushort*)r3]), a3);
+            xv = Vector512.Load(x + q + 32); xw = Vector512.Load(x + q + 48);
+            b0 = Avx512F.FusedMultiplyAdd(Q8Block(r0 + 36, xv, xw), Vector512.Create(h[*(ushort*)(r0 + 34)]), b0);
+            b1 = Avx512F.FusedMultiplyAdd(Q8Block(r1 + 36, xv, xw), Vector512.Create(h[*(ushort*)(r1 + 34)]), b1);
+            b2 = Avx512F.FusedMultiplyAdd(Q8Block(r2 + 36, xv, xw), Vector512.Create(h[*(ushort*)(r2 + 34)]), b2);
+            b3 = Avx512F.FusedMultiplyAdd(Q8Block(r3 + 36, xv, xw), Vector512.Create(h[*(ushort*)(r3 + 34)]), b3);
         }
-        sums[0] = Vector512.Sum(a0); sums[1] = Vector512.Sum(a1); sums[2] = Vector512.Sum(a2); sums[3] = Vector512.Sum(a3);
+        if (q < k)
+        {
+            Vector512<float> xv = Vector512.Load(x + q), xw = Vector512.Load(x + q + 16);
+            a0 = Avx512F.FusedMultiplyAdd(Q8Block(r0 + 2, xv, xw), Vector512.Create(h[*(ushort*)r0]), a0);
+            a1 = Avx512F.FusedMultiplyAdd(Q8Block(r1 + 2, xv, xw), Vector512.Create(h[*(ushort*)r1]), a1);
+            a2 = Avx512F.FusedMultiplyAdd(Q8Block(r2 + 2, xv, xw), Vector512.Create(h[*(ushort*)r2]), a2);
+            a3 = Avx512F.FusedMultiplyAdd(Q8Block(r3 + 2, xv, xw), Vector512.Create(h[*(ushort*)r3]), a3);
+        }
+        sums[0] = Vector512.Sum(a0 + b0); sums[1] = Vector512.Sum(a1 + b1); sums[2] = Vector512.Sum(a2 + b2); sums[3] = Vector512.Sum(a3 + b3);
     }
 
     /// <summary>Σ x·q over one Q8_0 block's 32 quants in float32, as 16 lanes (the block's d is applied once to the sum).</summary>
@@ -363,15 +338,6 @@ public static unsafe class QuantDecode
     /// <summary>Sixteen Q8_0 quants as floats.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     static Vector512<float> Q8x16(byte* qs) => Avx512F.ConvertToVector512Single(Avx512F.ConvertToVector512Int32(Sse2.LoadVector128((sbyte*)qs)));
-
-    /// <summary>
-    /// The half at byte offset <paramref name="at"/> of four blocks, as floats — converted in registers with no call, so the
-    /// accumulators of <see cref="Dot4{T}"/> stay in registers across blocks.
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static Vector128<float> Halves(byte* b0, byte* b1, byte* b2, byte* b3, int at)
-        => GemmLoad.F16x4(Vector128.Create(Unsafe.ReadUnaligned<ushort>(b0 + at), Unsafe.ReadUnaligned<ushort>(b1 + at),
-                                           Unsafe.ReadUnaligned<ushort>(b2 + at), Unsafe.ReadUnaligned<ushort>(b3 + at)));
 
     /// <summary>Eight Q8_0 weights d·q (exact in float32).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -385,11 +351,13 @@ public static unsafe class QuantDecode
 
     /// <summary>
     /// A Q4_K block's 8 six-bit scales and mins at once (<see cref="QuantReference.ScaleMinK4"/> on 32-bit words), stored as
-    /// d·scale to sm[0..8) and dmin·min to sm[8..16) — the same float32 products as the scalar decoder's.
+    /// d·scale to sm[0..8) and dmin·min to sm[8..16) — the same float32 products as the scalar decoder's; d and dmin are
+    /// looked up by their bits in <paramref name="h"/> (<see cref="HalfTable"/>) and used as broadcast operands.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static void ScalesK4(byte* row, float d, float dmin, float* sm)
+    static void ScalesK4(byte* row, float* h, float* sm)
     {
+        float d = h[Unsafe.ReadUnaligned<ushort>(row)], dmin = h[Unsafe.ReadUnaligned<ushort>(row + 2)];
         uint u0 = Unsafe.ReadUnaligned<uint>(row + 4), u1 = Unsafe.ReadUnaligned<uint>(row + 8), u2 = Unsafe.ReadUnaligned<uint>(row + 12);
         ulong scales = (u0 & 0x3F3F3F3F) | (ulong)((u2 & 0x0F0F0F0F) | ((u0 >> 2) & 0x30303030)) << 32;
         ulong mins = (u1 & 0x3F3F3F3F) | (ulong)(((u2 >> 4) & 0x0F0F0F0F) | ((u1 >> 2) & 0x30303030)) << 32;
@@ -627,5 +595,23 @@ public static unsafe class QuantDecode
             int ls = ((sl[ib / 2] >> (4 * (ib % 2))) & 0xF) | (((sh >> (2 * ib)) & 3) << 4);
             Emit32(Avx2.Shuffle(table, Nibbles16(qs)), V(d * (ls - 32)), Vector256<float>.Zero, y);
         }
+    }
+}
+
+/// <summary>
+/// Every f16 bit pattern's float32 value (256 KB, pinned), so a kernel gets a block's scale by one scalar load and uses
+/// it as a broadcast operand. Read by the callers of the kernels: a static read inside one puts a class-initialization
+/// check (a possible call) in front of its loop, and the JIT then keeps the loop's accumulators in memory.
+/// </summary>
+internal static unsafe class HalfTable
+{
+    static readonly float[] Table = Build();
+    internal static readonly float* Values = (float*)Unsafe.AsPointer(ref Table[0]);
+
+    static float[] Build()
+    {
+        var t = Pinned.Array<float>(65536);
+        for (int i = 0; i < 65536; i++) { ushort b = (ushort)i; t[i] = QuantReference.Half((byte*)&b); }
+        return t;
     }
 }
