@@ -168,8 +168,13 @@ public static class BatchSummary
         try { s = JsonNode.Parse(File.ReadAllText(json))!.AsObject(); }
         catch (Exception e) when (e is System.Text.Json.JsonException or InvalidOperationException or NullReferenceException)
         { throw new LinearLensException($"{json} is not a summary.json written by LinearLens ({e.Message})"); }
+        string html;
+        // Html reads the values it shows without checking each one's JSON type (a file written by analyze has the right ones).
+        try { html = Html(s); }
+        catch (Exception e) when (e is InvalidOperationException or NullReferenceException or FormatException or InvalidCastException)
+        { throw new LinearLensException($"{json} is not a summary.json written by LinearLens (a value is missing or of the wrong type: {e.Message}); run 'linearlens analyze --prompts … --out {folder}' again to rewrite it"); }
         string path = Path.Combine(folder, HtmlName);
-        AtomicFile.WriteAllText(path, Html(s));
+        AtomicFile.WriteAllText(path, html);
         return path;
     }
 }

@@ -24,8 +24,14 @@ public static class HtmlReport
         try { a = JsonNode.Parse(File.ReadAllText(json))?.AsObject() ?? throw new FormatException("not an object"); }
         catch (Exception e) when (e is System.Text.Json.JsonException or FormatException or InvalidOperationException)
         { throw new LinearLensException($"{json} is not an analysis.json written by LinearLens ({e.Message})"); }
+        string html;
+        // Build reads the values it shows without checking each one's JSON type (a file written by analyze has the right
+        // ones): a hand-edited or foreign file that has an object where a list belongs, or misses one, is this one line.
+        try { html = Build(a, Pngs(folder)); }
+        catch (Exception e) when (e is InvalidOperationException or NullReferenceException or FormatException or InvalidCastException)
+        { throw new LinearLensException($"{json} is not an analysis.json written by LinearLens (a value is missing or of the wrong type: {e.Message}); run 'linearlens analyze --out {folder}' again to rewrite it"); }
         string path = Path.Combine(folder, FileName);
-        AtomicFile.WriteAllText(path, Build(a, Pngs(folder)));
+        AtomicFile.WriteAllText(path, html);
         return path;
     }
 
