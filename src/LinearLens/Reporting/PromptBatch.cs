@@ -63,7 +63,7 @@ public sealed record BatchResult(int Computed, int Reused, string SummaryJson, s
 /// <summary>
 /// `analyze --prompts`: the model loaded once, one folder per prompt (prompt-0001, … in file order) with its
 /// analysis.json and report.html (figures when asked), then summary.json and summary.html over all prompts.
-/// A folder whose analysis.json exists and was made from the same text, precision and options is finished and is not redone,
+/// A folder whose analysis.json exists and was made by the same model from the same text, precision and options is finished and is not redone,
 /// so an interrupted run started again computes only the rest. Every file is complete or absent.
 /// </summary>
 public static class PromptBatch
@@ -82,13 +82,14 @@ public static class PromptBatch
         var analyses = new JsonObject[prompts.Length];
         int computed = 0, reused = 0;
         double computeSeconds = 0;
+        string modelPath = Path.GetFullPath(model.Checkpoint.Folder);
         var wanted = AnalysisJson.OptionsJson(options with { Layers = options.Layers ?? AnalysisOptions.DefaultLayers(model.Config.NumLayers) });
         for (int i = 0; i < prompts.Length; i++)
         {
             cancel.ThrowIfCancellationRequested();
             string folder = Path.Combine(outDir, FolderName(i));
             var sw = Stopwatch.StartNew();
-            var done = Finished(folder, prompts[i].Text, Transformer<T>.DTypeName, wanted);
+            var done = Finished(folder, prompts[i].Text, ids[i], modelPath, Transformer<T>.DTypeName, wanted);
             if (done is not null) { analyses[i] = done; reused++; }
             else
             {
@@ -111,8 +112,12 @@ public static class PromptBatch
         return new BatchResult(computed, reused, jsonPath, htmlPath);
     }
 
-    /// <summary>The folder's analysis.json when it is complete and was made from this text, in this precision, with these options; else null.</summary>
-    static JsonObject? Finished(string folder, string text, string dtype, JsonObject options)
+    /// <summary>
+    /// The folder's analysis.json when it is complete and was made by this model (its file or folder, so that a
+    /// quantized copy of the same model is not taken for it) from this text and these ids, in this precision, with
+    /// these options; else null.
+    /// </summary>
+    static JsonObject? Finished(string folder, string text, int[] ids, string modelPath, string dtype, JsonObject options)
     {
         string path = Path.Combine(folder, AnalysisFolder.JsonName);
         if (!File.Exists(path)) return null;
@@ -120,6 +125,8 @@ public static class PromptBatch
         {
             var o = JsonNode.Parse(File.ReadAllText(path)) as JsonObject;
             return o is not null && o["input_text"]?.GetValue<string>() == text && o["dtype"]?.GetValue<string>() == dtype
+                && o["model_path"]?.GetValue<string>() == modelPath
+                && o["input_ids"] is JsonArray stored && stored.Select(x => x?.GetValue<int>()).SequenceEqual(ids.Select(x => (int?)x))
                 && o["options"]?.ToJsonString() == options.ToJsonString() ? o : null;
         }
         catch (Exception e) when (e is JsonException or InvalidOperationException or FormatException) { return null; }

@@ -57,4 +57,34 @@ public sealed class AuditTests : IDisposable
         AssertOneLineError(CliRunner.Run("report", dir), "is not a summary.json written by LinearLens");
         Assert.False(File.Exists(Path.Combine(dir, BatchSummary.HtmlName)));
     }
+
+    // ---------------------------------------------------------------------------------------------------
+    // analyze --prompts resumes only what this run would have made.
+
+    CliRunner.Result Prompts(string model, string outDir, params string[] extra)
+    {
+        string file = Path.Combine(dir, "prompts.txt");
+        File.WriteAllText(file, "Once upon a time\nThe dog\n");
+        return CliRunner.Run(["analyze", "--model", model, "--prompts", file, "--out", outDir, "--layers", "5", "--components", "2", "--no-ordinary", .. extra]);
+    }
+
+    [SharedFact("models", "stories260K", "gguf", "stories260K.gguf")]
+    public void PromptsRunOfAnotherModelIntoTheSameFolderRedoesEveryPrompt()
+    {
+        // The same folder, first the Hugging Face checkpoint, then a GGUF file: the second run's summary is the GGUF's,
+        // not the first model's analyses relabelled as done.
+        string outDir = Path.Combine(dir, "out"), gguf = SharedData.Path_("models", "stories260K", "gguf", "stories260K.gguf");
+        var r = Prompts(SharedData.Stories260K, outDir);
+        Assert.True(r.ExitCode == 0, r.Stderr);
+        r = Prompts(gguf, outDir);
+        Assert.True(r.ExitCode == 0, r.Stderr);
+        Assert.Contains("2 prompts: 2 analysed, 0 already done", r.Stdout);
+        var summary = JsonNode.Parse(File.ReadAllText(Path.Combine(outDir, BatchSummary.JsonName)))!;
+        Assert.Equal(Path.GetFullPath(gguf), summary["model_path"]!.GetValue<string>());
+        var prompt = JsonNode.Parse(File.ReadAllText(Path.Combine(outDir, "prompt-0001", AnalysisFolder.JsonName)))!;
+        Assert.Equal(Path.GetFullPath(gguf), prompt["model_path"]!.GetValue<string>());
+        // the same model again: nothing redone
+        r = Prompts(gguf, outDir);
+        Assert.Contains("2 prompts: 0 analysed, 2 already done", r.Stdout);
+    }
 }
