@@ -6,7 +6,7 @@ namespace LinearLens.Reporting;
 /// <summary>
 /// What `analyze --out DIR` leaves in DIR: the PNG figures (optional), report.html and analysis.json. Every file is
 /// written under a temporary name and renamed when complete; analysis.json comes last, so a folder that has it is
-/// finished (that is what a resumed `analyze --prompts` run checks).
+/// finished (that is what a resumed `analyze --prompts` run checks). The figures in DIR are this analysis' only.
 /// </summary>
 public static class AnalysisFolder
 {
@@ -18,7 +18,11 @@ public static class AnalysisFolder
         Directory.CreateDirectory(folder);
         string text = AnalysisJson.Write(r);
         var json = JsonNode.Parse(text)!.AsObject();   // the report reads the JSON, exactly as `linearlens report` does
-        if (figures) Figures.WriteAll(r, folder);
+        IReadOnlyList<string> written = figures ? Figures.WriteAll(r, folder) : [];
+        // Figures of an earlier analysis in this folder that this one does not draw (none without figures, column_norms
+        // without a formed J) would otherwise stay beside the new analysis.json and be embedded by `linearlens report`.
+        foreach (var name in Figures.Order.Select(f => f + ".png").Except(written))
+            File.Delete(Path.Combine(folder, name));
         AtomicFile.WriteAllText(Path.Combine(folder, HtmlReport.FileName), HtmlReport.Build(json, figures ? HtmlReport.Pngs(folder) : []));
         AtomicFile.WriteAllText(Path.Combine(folder, JsonName), text);
         return json;

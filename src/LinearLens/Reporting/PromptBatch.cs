@@ -63,7 +63,7 @@ public sealed record BatchResult(int Computed, int Reused, string SummaryJson, s
 /// <summary>
 /// `analyze --prompts`: the model loaded once, one folder per prompt (prompt-0001, … in file order) with its
 /// analysis.json and report.html (figures when asked), then summary.json and summary.html over all prompts.
-/// A folder whose analysis.json exists and was made by the same model from the same text, precision and options is finished and is not redone,
+/// A folder whose analysis.json exists and was made by the same model from the same text, precision and options (with its figures when they are wanted) is finished and is not redone,
 /// so an interrupted run started again computes only the rest. Every file is complete or absent.
 /// </summary>
 public static class PromptBatch
@@ -89,7 +89,7 @@ public static class PromptBatch
             cancel.ThrowIfCancellationRequested();
             string folder = Path.Combine(outDir, FolderName(i));
             var sw = Stopwatch.StartNew();
-            var done = Finished(folder, prompts[i].Text, ids[i], modelPath, Transformer<T>.DTypeName, wanted);
+            var done = Finished(folder, prompts[i].Text, ids[i], modelPath, Transformer<T>.DTypeName, wanted, figures);
             if (done is not null) { analyses[i] = done; reused++; }
             else
             {
@@ -115,12 +115,13 @@ public static class PromptBatch
     /// <summary>
     /// The folder's analysis.json when it is complete and was made by this model (its file or folder, so that a
     /// quantized copy of the same model is not taken for it) from this text and these ids, in this precision, with
-    /// these options; else null.
+    /// these options, and has its figures when they are wanted (attribution.png is the last one written); else null.
     /// </summary>
-    static JsonObject? Finished(string folder, string text, int[] ids, string modelPath, string dtype, JsonObject options)
+    static JsonObject? Finished(string folder, string text, int[] ids, string modelPath, string dtype, JsonObject options, bool figures)
     {
         string path = Path.Combine(folder, AnalysisFolder.JsonName);
         if (!File.Exists(path)) return null;
+        if (figures && !File.Exists(Path.Combine(folder, "attribution.png"))) return null;
         try
         {
             var o = JsonNode.Parse(File.ReadAllText(path)) as JsonObject;

@@ -87,4 +87,32 @@ public sealed class AuditTests : IDisposable
         r = Prompts(gguf, outDir);
         Assert.Contains("2 prompts: 0 analysed, 2 already done", r.Stdout);
     }
+
+    [SharedFact("models", "stories260K", "hf", "model.safetensors")]
+    public void PromptsRunWithFiguresRedoesFoldersThatHaveNone()
+    {
+        string outDir = Path.Combine(dir, "out");
+        var r = Prompts(SharedData.Stories260K, outDir);
+        Assert.True(r.ExitCode == 0, r.Stderr);
+        Assert.False(File.Exists(Path.Combine(outDir, "prompt-0001", "attribution.png")));
+        r = Prompts(SharedData.Stories260K, outDir, "--figures");
+        Assert.True(r.ExitCode == 0, r.Stderr);
+        Assert.Contains("2 prompts: 2 analysed, 0 already done", r.Stdout);
+        Assert.True(File.Exists(Path.Combine(outDir, "prompt-0001", "attribution.png")));
+        Assert.True(File.Exists(Path.Combine(outDir, "prompt-0002", "jacobian_heatmap.png")));
+    }
+
+    [Fact]
+    public void AnAnalysisWrittenWithoutFiguresRemovesTheFiguresOfAnEarlierOne()
+    {
+        string folder = Path.Combine(dir, "analysis");
+        AnalysisFolder.Write(SyntheticReport.Make(4), folder, figures: true);
+        Assert.NotEmpty(Directory.EnumerateFiles(folder, "*.png"));
+        AnalysisFolder.Write(SyntheticReport.Make(4, seed: 2), folder, figures: false);
+        Assert.Empty(Directory.EnumerateFiles(folder, "*.png"));
+        // and `linearlens report` then shows no figure of the earlier analysis
+        var r = CliRunner.Run("report", folder);
+        Assert.Equal(0, r.ExitCode);
+        Assert.DoesNotContain("data:image/png", File.ReadAllText(Path.Combine(folder, HtmlReport.FileName)));
+    }
 }
