@@ -84,6 +84,14 @@ public sealed class Checkpoint : IDisposable
     public static Checkpoint Open(string folder)
     {
         if (GgufModel.Locate(folder) is { } gguf) return OpenGguf(gguf);
+        if (File.Exists(folder))
+        {
+            // a file of a Hugging Face folder (config.json, model.safetensors) given for the folder, or a file of another format
+            string? parent = Path.GetDirectoryName(Path.GetFullPath(folder));
+            throw new LinearLensException(parent is not null && File.Exists(Path.Combine(parent, "config.json"))
+                ? $"--model {folder} is a file of a model folder; pass --model the folder itself: {parent}"
+                : $"--model {folder} is a file but not a .gguf file; pass --model a .gguf file or a folder holding config.json and *.safetensors");
+        }
         if (!Directory.Exists(folder))
             throw new LinearLensException($"model folder not found: {folder} (pass --model a folder holding config.json and *.safetensors, or a .gguf file)");
         var config = ModelConfig.Load(folder);

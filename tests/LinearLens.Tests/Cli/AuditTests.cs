@@ -1,4 +1,5 @@
 using System.Text.Json.Nodes;
+using LinearLens.Models;
 using LinearLens.Reporting;
 using LinearLens.Tests.Support;
 
@@ -114,5 +115,31 @@ public sealed class AuditTests : IDisposable
         var r = CliRunner.Run("report", folder);
         Assert.Equal(0, r.ExitCode);
         Assert.DoesNotContain("data:image/png", File.ReadAllText(Path.Combine(folder, HtmlReport.FileName)));
+    }
+
+    // ---------------------------------------------------------------------------------------------------
+    // Paths of the wrong kind, and lists with repeats.
+
+    string TinyModel()
+    {
+        string model = Path.Combine(dir, "model");
+        if (!Directory.Exists(model)) RandomCheckpoint.Write(model, RandomCheckpointSpec.Preset("tiny-llama"), seed: 3, keepValues: false);
+        return model;
+    }
+
+    [Fact]
+    public void ModelNamingAFileOfAModelFolderNamesTheFolder()
+    {
+        string model = TinyModel();
+        AssertOneLineError(CliRunner.Run("generate", "--model", Path.Combine(model, "config.json"), "--token-ids", "1"),
+            $"is a file of a model folder; pass --model the folder itself: {Path.GetFullPath(model)}");
+    }
+
+    [Fact]
+    public void ModelNamingAFileThatIsNoGguf()
+    {
+        string file = Path.Combine(dir, "model.bin");
+        File.WriteAllText(file, "weights");
+        AssertOneLineError(CliRunner.Run("generate", "--model", file, "--token-ids", "1"), "is a file but not a .gguf file");
     }
 }
