@@ -20,6 +20,7 @@ public static class PromptFile
 {
     public static Prompt[] Read(string path)
     {
+        if (Directory.Exists(path)) throw new LinearLensException($"--prompts: {path} is a folder; give a text file with one prompt per line, or JSON Lines with a \"text\" field");
         if (!File.Exists(path)) throw new LinearLensException($"--prompts: {path} does not exist; give a text file with one prompt per line, or JSON Lines with a \"text\" field");
         var bytes = File.ReadAllBytes(path);
         var strict = new UTF8Encoding(false, throwOnInvalidBytes: true);

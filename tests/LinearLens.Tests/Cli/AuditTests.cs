@@ -142,4 +142,11 @@ public sealed class AuditTests : IDisposable
         File.WriteAllText(file, "weights");
         AssertOneLineError(CliRunner.Run("generate", "--model", file, "--token-ids", "1"), "is a file but not a .gguf file");
     }
+
+    [Fact]
+    public void PromptsNamingAFolder()
+    {
+        string folder = Directory.CreateDirectory(Path.Combine(dir, "prompts")).FullName;
+        AssertOneLineError(CliRunner.Run("analyze", "--model", TinyModel(), "--prompts", folder, "--out", Path.Combine(dir, "out")), "is a folder; give a text file");
+    }
 }
