@@ -65,10 +65,18 @@ static class AnalyzeCommand
         return cmd;
     }
 
+    /// <summary>
+    /// --layers in increasing order, each once: the sweep is a curve over depth and the path is projected on its last
+    /// (deepest) layer, so "8,1" must not project on layer 1, and a layer given twice would be computed and listed twice.
+    /// </summary>
     static int[] ParseLayers(string s)
     {
-        try { return ModelInput.ParseIds(s); }
+        int[] layers;
+        try { layers = ModelInput.ParseIds(s); }
         catch (LinearLensException) { throw new LinearLensException($"--layers '{s}' is not a list of layer numbers; give e.g. 1,4,8"); }
+        if (layers.GroupBy(l => l).FirstOrDefault(g => g.Count() > 1) is { } twice)
+            throw new LinearLensException($"--layers '{s}' names layer {twice.Key} more than once; give each layer once, e.g. 1,4,8");
+        return [.. layers.Order()];
     }
 
     static int AttributeId(Checkpoint ckpt, string a)

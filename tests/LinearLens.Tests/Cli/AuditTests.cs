@@ -149,4 +149,19 @@ public sealed class AuditTests : IDisposable
         string folder = Directory.CreateDirectory(Path.Combine(dir, "prompts")).FullName;
         AssertOneLineError(CliRunner.Run("analyze", "--model", TinyModel(), "--prompts", folder, "--out", Path.Combine(dir, "out")), "is a folder; give a text file");
     }
+
+    [Fact]
+    public void LayersGivenTwiceAreRejected() =>
+        AssertOneLineError(CliRunner.Run("analyze", "--model", TinyModel(), "--token-ids", "1,2", "--layers", "2,1,2", "--components", "2"),
+            "--layers '2,1,2' names layer 2 more than once");
+
+    [Fact]
+    public void LayersOutOfOrderAreSweptInOrderAndThePathEndsAtTheDeepest()
+    {
+        var r = CliRunner.Run("analyze", "--model", TinyModel(), "--token-ids", "1,2", "--layers", "2,1", "--components", "2", "--no-ordinary", "--json");
+        Assert.True(r.ExitCode == 0, r.Stderr);
+        var a = JsonNode.Parse(r.Stdout)!;
+        Assert.Equal([1, 2], a["options"]!["layers"]!.AsArray().Select(x => x!.GetValue<int>()));
+        Assert.Equal([1, 2], a["path"]!.AsArray().Select(x => x!["layer"]!.GetValue<int>()));
+    }
 }
