@@ -23,9 +23,16 @@ static class RandomCheckpointCommand
             if (!RandomCheckpointSpec.PresetNames.Contains(name))
                 throw new LinearLensException($"--preset '{name}' is not a known shape; use one of {string.Join(", ", RandomCheckpointSpec.PresetNames)}");
             string dir = p.GetValue(outDir)!;
-            Checks.OutputFolder(dir);
             string fmt = p.GetValue(format)!;
             if (fmt is not ("safetensors" or "gguf")) throw new LinearLensException($"--format '{fmt}': use safetensors or gguf");
+            // FILE.gguf is the file to write (replaced when it exists, as the files of a folder are): its folder is checked
+            bool ggufFile = dir.EndsWith(".gguf", StringComparison.OrdinalIgnoreCase);
+            if (ggufFile && fmt == "safetensors")
+                throw new LinearLensException($"--out {dir} names a .gguf file, but --format safetensors writes a Hugging Face folder; add --format gguf, or give a folder name");
+            if (ggufFile && Directory.Exists(dir))
+                throw new LinearLensException($"--out {dir} is a folder; give the .gguf file to write (e.g. {Path.Combine(dir, "model.gguf")})");
+            if (ggufFile) Checks.OutputFolder(Path.GetDirectoryName(Path.GetFullPath(dir)));
+            else Checks.OutputFolder(dir);
             string? quantName = p.GetValue(quant);
             if (quantName is not null && fmt != "gguf") throw new LinearLensException("--quant needs --format gguf");
             bool q4km = string.Equals(quantName, "q4_k_m", StringComparison.OrdinalIgnoreCase);

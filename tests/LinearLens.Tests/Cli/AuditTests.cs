@@ -164,4 +164,29 @@ public sealed class AuditTests : IDisposable
         Assert.Equal([1, 2], a["options"]!["layers"]!.AsArray().Select(x => x!.GetValue<int>()));
         Assert.Equal([1, 2], a["path"]!.AsArray().Select(x => x!["layer"]!.GetValue<int>()));
     }
+
+    [Fact]
+    public void RandomCheckpointReplacesAnExistingGgufFile()
+    {
+        string file = Path.Combine(dir, "tiny.gguf");
+        File.WriteAllText(file, "old");
+        var r = CliRunner.Run("random-checkpoint", "--preset", "tiny-llama", "--format", "gguf", "--out", file);
+        Assert.True(r.ExitCode == 0, r.Stderr);
+        Assert.Equal("GGUF", System.Text.Encoding.ASCII.GetString(File.ReadAllBytes(file), 0, 4));
+    }
+
+    [Fact]
+    public void RandomCheckpointGgufNameWithoutGgufFormat()
+    {
+        string file = Path.Combine(dir, "tiny.gguf");
+        AssertOneLineError(CliRunner.Run("random-checkpoint", "--preset", "tiny-llama", "--out", file), "add --format gguf");
+        Assert.False(Directory.Exists(file));
+    }
+
+    [Fact]
+    public void RandomCheckpointGgufNameThatIsAFolder()
+    {
+        string folder = Directory.CreateDirectory(Path.Combine(dir, "tiny.gguf")).FullName;
+        AssertOneLineError(CliRunner.Run("random-checkpoint", "--preset", "tiny-llama", "--format", "gguf", "--out", folder), "is a folder; give the .gguf file to write");
+    }
 }
