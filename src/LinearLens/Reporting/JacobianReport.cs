@@ -77,6 +77,10 @@ public sealed record JacobianReport(
         if (req.OutDir is { } outDir)
         {
             Directory.CreateDirectory(outDir);
+            // The files of an earlier run go first: none of them may be taken for part of this one (offset.npy, which
+            // the ordinary Jacobian has none of, or every file after the first when a write fails).
+            foreach (var name in new[] { "jacobian.npy", "embeddings.npy", "output.npy", "contributions.npy", "offset.npy" })
+                File.Delete(Path.Combine(outDir, name));
             Npy.Write<T>(Path.Combine(outDir, "jacobian.npy"), r.J, d, n, d);
             Npy.Write<T>(Path.Combine(outDir, "embeddings.npy"), r.Input, n, d);
             Npy.Write<T>(Path.Combine(outDir, "output.npy"), r.Output, d);

@@ -189,4 +189,21 @@ public sealed class AuditTests : IDisposable
         string folder = Directory.CreateDirectory(Path.Combine(dir, "tiny.gguf")).FullName;
         AssertOneLineError(CliRunner.Run("random-checkpoint", "--preset", "tiny-llama", "--format", "gguf", "--out", folder), "is a folder; give the .gguf file to write");
     }
+
+    // ---------------------------------------------------------------------------------------------------
+    // An output folder used twice holds the second run's files only.
+
+    [Fact]
+    public void JacobianNonlinearIntoAFolderOfADetachedRunLeavesNoOffsetOfThatRun()
+    {
+        // offset.npy belongs to the detached J; the ordinary J has none, and an old one beside the new J is another input's
+        string outDir = Path.Combine(dir, "j");
+        var r = CliRunner.Run("jacobian", "--model", TinyModel(), "--token-ids", "1,2", "--method", "full", "--out", outDir);
+        Assert.True(r.ExitCode == 0, r.Stderr);
+        Assert.True(File.Exists(Path.Combine(outDir, "offset.npy")));
+        r = CliRunner.Run("jacobian", "--model", TinyModel(), "--token-ids", "1,2,3", "--nonlinear", "--out", outDir);
+        Assert.True(r.ExitCode == 0, r.Stderr);
+        Assert.False(File.Exists(Path.Combine(outDir, "offset.npy")));
+        Assert.True(File.Exists(Path.Combine(outDir, "jacobian.npy")));
+    }
 }
