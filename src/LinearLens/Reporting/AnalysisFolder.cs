@@ -16,6 +16,9 @@ public static class AnalysisFolder
     public static JsonObject Write(AnalysisReport r, string folder, bool figures)
     {
         Directory.CreateDirectory(folder);
+        // An earlier analysis.json goes first: beside figures of this analysis it would pass for their analysis (and a
+        // resumed run would take the folder for finished) if this one fails before its own is written.
+        File.Delete(Path.Combine(folder, JsonName));
         string text = AnalysisJson.Write(r);
         var json = JsonNode.Parse(text)!.AsObject();   // the report reads the JSON, exactly as `linearlens report` does
         IReadOnlyList<string> written = figures ? Figures.WriteAll(r, folder) : [];

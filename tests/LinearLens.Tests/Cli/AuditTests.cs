@@ -206,4 +206,15 @@ public sealed class AuditTests : IDisposable
         Assert.False(File.Exists(Path.Combine(outDir, "offset.npy")));
         Assert.True(File.Exists(Path.Combine(outDir, "jacobian.npy")));
     }
+
+    [Fact]
+    public void AnalysisThatFailsLeavesNoAnalysisJsonOfAnEarlierOne()
+    {
+        // a figure that cannot be written (a folder in its place) fails the second analysis after the first one's analysis.json was there
+        string folder = Path.Combine(dir, "analysis");
+        AnalysisFolder.Write(SyntheticReport.Make(4), folder, figures: false);
+        Directory.CreateDirectory(Path.Combine(folder, "attribution.png"));
+        Assert.Throws<LinearLensException>(() => AnalysisFolder.Write(SyntheticReport.Make(4, seed: 2), folder, figures: true));
+        Assert.False(File.Exists(Path.Combine(folder, AnalysisFolder.JsonName)));
+    }
 }
