@@ -50,6 +50,10 @@ static class BenchCommand
             {
                 if (p.GetValue(reference) is not null) throw new LinearLensException("--reference and --weights do not combine: a system BLAS takes no quantized weight");
                 var wt = WeightType(wName);
+                // a quantized row is whole blocks: k (4096 when only --m or --n is given) must be a multiple of the block
+                int kk = p.GetValue(k) ?? 4096, block = wt.BlockElements();
+                if ((p.GetValue(m) is not null || p.GetValue(n) is not null || p.GetValue(k) is not null) && kk % block != 0)
+                    throw new LinearLensException($"--k {kk} is not a whole number of {wt.Name()} blocks of {block} weights; give a multiple of {block} (e.g. {(kk / block + 1) * block})");
                 foreach (var (bf, q) in GemmBenchmark.RunWeights(t, wt, p.GetValue(m), p.GetValue(n), p.GetValue(k), s => stderr.WriteLine(s)))
                     stdout.WriteLine(string.Create(System.Globalization.CultureInfo.InvariantCulture,
                         $"{q.Name} {q.M}x{q.N}x{q.K}: {q.BStorage} {q.GFlops:F1} GFLOP/s, bf16 {bf.GFlops:F1} GFLOP/s, ratio {q.GFlops / bf.GFlops:F2} (by processor time {bf.CpuSeconds / q.CpuSeconds:F2})"));

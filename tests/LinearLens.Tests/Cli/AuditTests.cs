@@ -217,4 +217,10 @@ public sealed class AuditTests : IDisposable
         Assert.Throws<LinearLensException>(() => AnalysisFolder.Write(SyntheticReport.Make(4, seed: 2), folder, figures: true));
         Assert.False(File.Exists(Path.Combine(folder, AnalysisFolder.JsonName)));
     }
+
+    [Theory]
+    [InlineData("q4_k", "8", "--k 8 is not a whole number of Q4_K blocks of 256 weights; give a multiple of 256 (e.g. 256)")]
+    [InlineData("q8_0", "33", "--k 33 is not a whole number of Q8_0 blocks of 32 weights; give a multiple of 32 (e.g. 64)")]
+    public void BenchGemmKThatIsNoWholeNumberOfBlocks(string weights, string k, string message) =>
+        AssertOneLineError(CliRunner.Run("bench", "gemm", "--weights", weights, "--m", "1", "--n", "8", "--k", k), message);
 }
