@@ -81,7 +81,8 @@ static class AnalyzeCommand
 
     static int AttributeId(Checkpoint ckpt, string a)
     {
-        if (int.TryParse(a, out int id))
+        // digits only: " 5" and "+5" are texts (" 5" is one token in most BPE vocabularies), not the id 5
+        if (int.TryParse(a, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int id))
             return (uint)id < (uint)ckpt.Config.VocabSize ? id
                 : throw new LinearLensException($"--attribute {id} is outside the vocabulary 0…{ckpt.Config.VocabSize - 1}; give a token id in range or a token text");
         var ids = ckpt.RequireTokenizer().EncodeWithoutSpecialTokens(a);

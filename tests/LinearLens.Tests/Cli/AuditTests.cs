@@ -223,4 +223,16 @@ public sealed class AuditTests : IDisposable
     [InlineData("q8_0", "33", "--k 33 is not a whole number of Q8_0 blocks of 32 weights; give a multiple of 32 (e.g. 64)")]
     public void BenchGemmKThatIsNoWholeNumberOfBlocks(string weights, string k, string message) =>
         AssertOneLineError(CliRunner.Run("bench", "gemm", "--weights", weights, "--m", "1", "--n", "8", "--k", k), message);
+
+    [Theory]
+    [InlineData(" 5")]
+    [InlineData("+5")]
+    public void AttributeWithASpaceOrASignIsAText(string attribute) =>
+        // a text needs the tokenizer, which this checkpoint has none of: the id 5 was taken instead
+        AssertOneLineError(CliRunner.Run("analyze", "--model", TinyModel(), "--token-ids", "1,2", "--attribute", attribute, "--components", "2"), "no tokenizer");
+
+    [SharedFact("models", "stories260K", "hf", "model.safetensors")]
+    public void AttributeWithALeadingSpaceIsTokenized() =>
+        AssertOneLineError(CliRunner.Run("analyze", "--model", SharedData.Stories260K, "--text", "Once upon", "--attribute", " 5", "--components", "2"),
+            "--attribute \" 5\" is 3 tokens");
 }
