@@ -34,6 +34,8 @@ public sealed record HubOptions(string Endpoint, string CacheDir, string? Token,
         string hfHome = Expand(Var("HF_HOME") ?? Path.Combine(Var("XDG_CACHE_HOME") ?? Path.Combine(userHome, ".cache"), "huggingface"));
         string cache = Expand(Var("HF_HUB_CACHE") ?? Path.Combine(hfHome, "hub"));
         string endpoint = (Var("HF_ENDPOINT") ?? DefaultEndpoint).TrimEnd('/');
+        if (!Uri.TryCreate(endpoint, UriKind.Absolute, out var endpointUri) || endpointUri.Scheme is not ("http" or "https"))
+            throw new LinearLensException($"HF_ENDPOINT='{HubCache.Shorten(endpoint)}' is not an http or https URL; set it to e.g. {DefaultEndpoint} or unset it");
         string? token = Var("HF_TOKEN") ?? Var("HUGGING_FACE_HUB_TOKEN");
         if (token is null)
         {

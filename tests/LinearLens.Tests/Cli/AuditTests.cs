@@ -235,4 +235,15 @@ public sealed class AuditTests : IDisposable
     public void AttributeWithALeadingSpaceIsTokenized() =>
         AssertOneLineError(CliRunner.Run("analyze", "--model", SharedData.Stories260K, "--text", "Once upon", "--attribute", " 5", "--components", "2"),
             "--attribute \" 5\" is 3 tokens");
+
+    [Theory]
+    [InlineData("notaurl")]
+    [InlineData("ftp://hub.example")]
+    [InlineData("huggingface.co")]
+    public void HfEndpointThatIsNoHttpUrl(string endpoint)
+    {
+        // read where the CLI reads it (when a command resolves a Hub id): an unparsable one was an internal error (UriFormatException)
+        var e = Assert.Throws<LinearLensException>(() => LinearLens.Loading.HubOptions.FromEnvironment(k => k == "HF_ENDPOINT" ? endpoint : null, dir));
+        Assert.Contains($"HF_ENDPOINT='{endpoint}' is not an http or https URL", e.Message);
+    }
 }
