@@ -239,7 +239,7 @@ public sealed class Transformer<T> where T : unmanaged, IFloatingPointIeee754<T>
             if (!T.IsFinite(v))
             {
                 string culprit = layer >= 0 ? Checkpoint.FirstNonFiniteTensor(layer) is { } name ? $"; tensor '{name}' holds non-finite weights" : "" : "";
-                throw new LinearLensException($"{what} became non-finite ({v}){culprit}; the checkpoint's weights or the input overflow {DTypeName} (try --dtype float64, or check the file)");
+                throw new LinearLensException($"{what} became non-finite ({v}){culprit}; the checkpoint's weights or the input overflow {DTypeName} ({(DTypeName == "float32" ? "try --dtype float64, or check the file" : "check the file, or give smaller inputs")})");
             }
     }
 

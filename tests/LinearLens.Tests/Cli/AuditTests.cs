@@ -246,4 +246,12 @@ public sealed class AuditTests : IDisposable
         var e = Assert.Throws<LinearLensException>(() => LinearLens.Loading.HubOptions.FromEnvironment(k => k == "HF_ENDPOINT" ? endpoint : null, dir));
         Assert.Contains($"HF_ENDPOINT='{endpoint}' is not an http or https URL", e.Message);
     }
+
+    [Fact]
+    public void OverflowInFloat64DoesNotSuggestFloat64()
+    {
+        var r = CliRunner.Run("steer", "--model", TinyModel(), "--token-ids", "1,2,3", "--concept-token-ids", "4,5", "--lambda", "1e308", "--max-new-tokens", "2");
+        AssertOneLineError(r, "overflow float64");
+        Assert.DoesNotContain("--dtype float64", r.Stderr);
+    }
 }
