@@ -222,6 +222,11 @@ public sealed record ModelConfig
         if (BosTokenId is < 0) throw new LinearLensException($"{where}: bos_token_id = {BosTokenId} must be a token id ≥ 0");
         foreach (int e in EosTokenIds)
             if (e < 0) throw new LinearLensException($"{where}: eos_token_id {e} must be a token id ≥ 0");
+        // an id the model cannot emit: generation would never stop at it (a GGUF file's ids are checked the same way)
+        if (BosTokenId is int bos && bos >= VocabSize)
+            throw new LinearLensException($"{where}: bos_token_id = {bos} is outside the vocabulary 0…{VocabSize - 1} (vocab_size {VocabSize})");
+        foreach (int e in EosTokenIds)
+            if (e >= VocabSize) throw new LinearLensException($"{where}: eos_token_id {e} is outside the vocabulary 0…{VocabSize - 1} (vocab_size {VocabSize}); generation could never stop at it");
     }
 
     /// <summary>

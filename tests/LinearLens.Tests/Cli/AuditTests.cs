@@ -254,4 +254,17 @@ public sealed class AuditTests : IDisposable
         AssertOneLineError(r, "overflow float64");
         Assert.DoesNotContain("--dtype float64", r.Stderr);
     }
+
+    [Theory]
+    [InlineData("eos_token_id", "101", "eos_token_id 101 is outside the vocabulary 0…100")]
+    [InlineData("eos_token_id", "[2, 5000]", "eos_token_id 5000 is outside the vocabulary 0…100")]
+    [InlineData("bos_token_id", "101", "bos_token_id = 101 is outside the vocabulary 0…100")]
+    public void ConfigSpecialTokenBeyondTheVocabulary(string key, string raw, string message)
+    {
+        string model = TinyModel(), config = Path.Combine(model, "config.json");
+        var c = JsonNode.Parse(File.ReadAllText(config))!.AsObject();
+        c[key] = JsonNode.Parse(raw);
+        File.WriteAllText(config, c.ToJsonString());
+        AssertOneLineError(CliRunner.Run("generate", "--model", model, "--token-ids", "1,2", "--max-new-tokens", "2"), message);
+    }
 }
