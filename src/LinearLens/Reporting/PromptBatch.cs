@@ -79,6 +79,11 @@ public static class PromptBatch
         // Tokenize every prompt first: a bad line stops the run before any work.
         var ids = prompts.Select(p => tokenizer.Encode(p.Text) is { Length: > 0 } e ? e
             : throw new LinearLensException($"--prompts line {p.Line}: the text encodes to no tokens; give some text or remove the line")).ToArray();
+        for (int i = 0; i < prompts.Length; i++)
+        {
+            try { model.Validate(ids[i]); }
+            catch (LinearLensException e) { throw new LinearLensException($"--prompts line {prompts[i].Line}: {e.Message}"); }
+        }
         Directory.CreateDirectory(outDir);
         var analyses = new JsonObject[prompts.Length];
         int computed = 0, reused = 0;

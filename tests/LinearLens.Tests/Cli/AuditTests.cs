@@ -267,4 +267,16 @@ public sealed class AuditTests : IDisposable
         File.WriteAllText(config, c.ToJsonString());
         AssertOneLineError(CliRunner.Run("generate", "--model", model, "--token-ids", "1,2", "--max-new-tokens", "2"), message);
     }
+
+    [SharedFact("models", "stories260K", "hf", "model.safetensors")]
+    public void PromptsLineLongerThanTheModelStopsBeforeAnyPrompt()
+    {
+        // stories260K takes 512 positions; line 3 is about 800 tokens: the run stops before analysing lines 1 and 2
+        string file = Path.Combine(dir, "prompts.txt"), outDir = Path.Combine(dir, "out");
+        File.WriteAllText(file, "Once upon a time\n\n" + string.Concat(Enumerable.Repeat("Once upon a time ", 200)) + "\n");
+        var r = CliRunner.Run("analyze", "--model", SharedData.Stories260K, "--prompts", file, "--out", outDir, "--layers", "5", "--components", "2");
+        AssertOneLineError(r, "--prompts line 3: ");
+        Assert.Contains("exceed max_position_embeddings = 512", r.Stderr);
+        Assert.False(Directory.Exists(Path.Combine(outDir, "prompt-0001")));
+    }
 }
