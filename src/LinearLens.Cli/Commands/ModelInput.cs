@@ -47,9 +47,22 @@ sealed class ModelInput(Func<HubOptions> hub, TextWriter stderr)
         if (ids is not null) return ParseIds(ids);
         if (text is null) throw new LinearLensException("no input: give --text \"…\" or --token-ids 1,2,3");
         if (text.Length == 0) throw new LinearLensException("--text is empty; give some text to analyse");
-        var result = ckpt.RequireTokenizer().Encode(text);
+        var result = Encode(ckpt, text, "--text");
         if (result.Length == 0) throw new LinearLensException("--text encodes to no tokens; give some text to analyse");
         return result;
+    }
+
+    /// <summary>
+    /// A text option through the checkpoint's tokenizer. An id the model has no embedding for means the tokenizer is
+    /// another model's (a tokenizer.json copied in from elsewhere): said so here, not as a bad token id.
+    /// </summary>
+    public static int[] Encode(Checkpoint ckpt, string text, string option)
+    {
+        var ids = ckpt.RequireTokenizer().Encode(text);
+        foreach (int id in ids)
+            if ((uint)id >= (uint)ckpt.Config.VocabSize)
+                throw new LinearLensException($"{option} encodes to token id {id}, outside the model's vocabulary 0…{ckpt.Config.VocabSize - 1}: the tokenizer in {ckpt.Folder} is not this model's; put the model's own tokenizer beside it");
+        return ids;
     }
 
     public static int[] ParseIds(string s)

@@ -98,7 +98,7 @@ static class SteerCommand
         }
         if (text is null) throw new LinearLensException("no concept: give --concept \"…\" or --concept-token-ids 1,2,3");
         if (text.Length == 0) throw new LinearLensException("--concept is empty; give the text to steer toward");
-        var result = ckpt.RequireTokenizer().Encode(text);
+        var result = ModelInput.Encode(ckpt, text, "--concept");
         if (result.Length == 0) throw new LinearLensException("--concept encodes to no tokens; give the text to steer toward");
         return result;
     }

@@ -279,4 +279,19 @@ public sealed class AuditTests : IDisposable
         Assert.Contains("exceed max_position_embeddings = 512", r.Stderr);
         Assert.False(Directory.Exists(Path.Combine(outDir, "prompt-0001")));
     }
+
+    [SharedTheory("tokenizers", "qwen3", "tokenizer.json")]
+    [InlineData("generate", "--text")]
+    [InlineData("steer", "--concept")]
+    public void TokenizerOfAnotherModelIsNamedAsSuch(string command, string option)
+    {
+        // Qwen3's tokenizer beside a 101-token model: "hello world" becomes ids the model has no embedding for
+        string model = TinyModel();
+        File.Copy(SharedData.Path_("tokenizers", "qwen3", "tokenizer.json"), Path.Combine(model, "tokenizer.json"));
+        string[] args = command == "generate"
+            ? ["generate", "--model", model, "--text", "hello world", "--max-new-tokens", "1"]
+            : ["steer", "--model", model, "--token-ids", "1,2", "--concept", "hello world", "--lambda", "1", "--max-new-tokens", "1"];
+        AssertOneLineError(CliRunner.Run(args), $"{option} encodes to token id");
+        Assert.Contains("is not this model's", CliRunner.Run(args).Stderr);
+    }
 }
