@@ -51,7 +51,10 @@ public sealed unsafe class GgufFile : IDisposable
     public static GgufFile Open(string path)
     {
         if (!File.Exists(path)) throw new LinearLensException($"GGUF file not found: {path}");
-        long length = new FileInfo(path).Length;
+        // The open file's length, not FileInfo's: that is the link's own when the path is a symlink (a Hugging Face cache
+        // snapshot links every file into blobs/), and the header would be read against a length of a few dozen bytes.
+        long length;
+        using (var fs = File.OpenRead(path)) length = fs.Length;
         if (length < 24)
             throw new LinearLensException($"{path} is {length} bytes, too short for a GGUF file (truncated download? fetch it again)");
         var map = MemoryMappedFile.CreateFromFile(path, FileMode.Open, null, 0, MemoryMappedFileAccess.Read);

@@ -294,4 +294,19 @@ public sealed class AuditTests : IDisposable
         AssertOneLineError(CliRunner.Run(args), $"{option} encodes to token id");
         Assert.Contains("is not this model's", CliRunner.Run(args).Stderr);
     }
+
+    // ---------------------------------------------------------------------------------------------------
+    // Symbolic links: a Hugging Face cache snapshot is a folder of links into blobs/.
+
+    [Fact]
+    public void GgufReachedThroughASymlinkIsRead()
+    {
+        string file = Path.Combine(dir, "real.gguf"), link = Path.Combine(dir, "link.gguf");
+        Assert.Equal(0, CliRunner.Run("random-checkpoint", "--preset", "tiny-llama", "--format", "gguf", "--out", file).ExitCode);
+        File.CreateSymbolicLink(link, file);
+        var direct = CliRunner.Run("generate", "--model", file, "--token-ids", "1,2", "--max-new-tokens", "3");
+        var linked = CliRunner.Run("generate", "--model", link, "--token-ids", "1,2", "--max-new-tokens", "3");
+        Assert.True(linked.ExitCode == 0, linked.Stderr);   // was: "… too short for a GGUF file" (the length of the link itself)
+        Assert.Equal(direct.Stdout, linked.Stdout);
+    }
 }
