@@ -83,6 +83,11 @@ public sealed class Checkpoint : IDisposable
     /// <summary>Opens a Hugging Face model folder, a .gguf file, or a folder holding one .gguf and no config.json.</summary>
     public static Checkpoint Open(string folder)
     {
+        BrokenLink(folder);
+        if (Directory.Exists(folder))
+            foreach (var f in Directory.EnumerateFileSystemEntries(folder))
+                if (f.EndsWith(".json", StringComparison.Ordinal) || f.EndsWith(".safetensors", StringComparison.Ordinal) || f.EndsWith(".gguf", StringComparison.OrdinalIgnoreCase))
+                    BrokenLink(f);
         if (GgufModel.Locate(folder) is { } gguf) return OpenGguf(gguf);
         if (File.Exists(folder))
         {
@@ -103,6 +108,17 @@ public sealed class Checkpoint : IDisposable
             return new Checkpoint(folder, config, store, tok);
         }
         catch { store.Dispose(); tok?.Dispose(); throw; }
+    }
+
+    /// <summary>
+    /// A symbolic link to nothing (a Hugging Face cache snapshot copied or moved without its blobs/): File.Exists is
+    /// true for the link itself and the open then fails with "could not find file", so it is named here.
+    /// </summary>
+    static void BrokenLink(string path)
+    {
+        var info = new FileInfo(path);
+        if (info.LinkTarget is { } target && !Path.Exists(info.ResolveLinkTarget(returnFinalTarget: true)?.FullName))
+            throw new LinearLensException($"{path} is a symbolic link to {target}, which does not exist (a Hugging Face cache snapshot copied without its blobs?); copy the model with its files (cp -rL) or download it again");
     }
 
     /// <summary>A GGUF file: config from its metadata, tensors under Hugging Face names (see <see cref="GgufModel"/>).</summary>

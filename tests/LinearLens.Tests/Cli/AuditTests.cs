@@ -309,4 +309,25 @@ public sealed class AuditTests : IDisposable
         Assert.True(linked.ExitCode == 0, linked.Stderr);   // was: "… too short for a GGUF file" (the length of the link itself)
         Assert.Equal(direct.Stdout, linked.Stdout);
     }
+
+    [Theory]
+    [InlineData("model.safetensors")]
+    [InlineData("config.json")]
+    [InlineData("tokenizer.json")]
+    public void FileThatIsABrokenSymlinkIsNamedAsSuch(string name)
+    {
+        string model = TinyModel(), target = Path.Combine(dir, "blobs", "gone");
+        File.Delete(Path.Combine(model, name));
+        File.CreateSymbolicLink(Path.Combine(model, name), target);
+        AssertOneLineError(CliRunner.Run("generate", "--model", model, "--token-ids", "1", "--max-new-tokens", "1"),
+            $"{name} is a symbolic link to {target}, which does not exist");
+    }
+
+    [Fact]
+    public void GgufThatIsABrokenSymlinkIsNamedAsSuch()
+    {
+        string link = Path.Combine(dir, "model.gguf");
+        File.CreateSymbolicLink(link, Path.Combine(dir, "blobs", "gone"));
+        AssertOneLineError(CliRunner.Run("generate", "--model", link, "--token-ids", "1"), "is a symbolic link to");
+    }
 }
