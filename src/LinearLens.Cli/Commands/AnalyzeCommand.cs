@@ -35,7 +35,7 @@ static class AnalyzeCommand
             var options = new AnalysisOptions
             {
                 Components = p.GetValue(components),
-                Layers = p.GetValue(layers) is { } s ? ParseLayers(s) : null,
+                Layers = p.GetValue(layers) is { } s ? ParseLayers(s, ckpt.Config.NumLayers) : null,
                 AttributeTokens = (p.GetValue(attribute) ?? []).Select(a => AttributeId(ckpt, a)).ToArray(),
                 Ordinary = !p.GetValue(noOrdinary),
                 Detach = ModelInput.ParseDetach(p.GetValue(detach)),
@@ -69,11 +69,14 @@ static class AnalyzeCommand
     /// --layers in increasing order, each once: the sweep is a curve over depth and the path is projected on its last
     /// (deepest) layer, so "8,1" must not project on layer 1, and a layer given twice would be computed and listed twice.
     /// </summary>
-    static int[] ParseLayers(string s)
+    static int[] ParseLayers(string s, int numLayers)
     {
         int[] layers;
         try { layers = ModelInput.ParseIds(s); }
         catch (LinearLensException) { throw new LinearLensException($"--layers '{s}' is not a list of layer numbers; give e.g. 1,4,8"); }
+        // here, not only in the analysis: a --prompts run has created its --out folder by then
+        foreach (int l in layers)
+            if (l < 1 || l > numLayers) throw new LinearLensException($"--layers: layer {l} is outside 1…{numLayers}");
         if (layers.GroupBy(l => l).FirstOrDefault(g => g.Count() > 1) is { } twice)
             throw new LinearLensException($"--layers '{s}' names layer {twice.Key} more than once; give each layer once, e.g. 1,4,8");
         return [.. layers.Order()];

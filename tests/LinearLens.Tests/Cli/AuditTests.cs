@@ -330,4 +330,13 @@ public sealed class AuditTests : IDisposable
         File.CreateSymbolicLink(link, Path.Combine(dir, "blobs", "gone"));
         AssertOneLineError(CliRunner.Run("generate", "--model", link, "--token-ids", "1"), "is a symbolic link to");
     }
+
+    [SharedFact("models", "stories260K", "hf", "model.safetensors")]
+    public void PromptsWithALayerOutOfRangeCreateNoOutFolder()
+    {
+        string file = Path.Combine(dir, "prompts.txt"), outDir = Path.Combine(dir, "out");
+        File.WriteAllText(file, "Once upon a time\n");
+        AssertOneLineError(CliRunner.Run("analyze", "--model", SharedData.Stories260K, "--prompts", file, "--out", outDir, "--layers", "99"), "--layers: layer 99 is outside 1…5");
+        Assert.False(Directory.Exists(outDir));
+    }
 }
