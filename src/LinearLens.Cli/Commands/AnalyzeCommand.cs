@@ -97,12 +97,7 @@ static class AnalyzeCommand
     static int Run<T>(Checkpoint ckpt, ResolvedModel source, int[] ids, string? inputText, AnalysisOptions options, string? outDir, bool json, TextWriter stdout, TextWriter stderr)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
-        var (method, _) = MethodPlanner.ForAnalysis(ckpt.Config, ids.Length, (options.Layers ?? AnalysisOptions.DefaultLayers(ckpt.Config.NumLayers)).Length, options.Method);
-        Checks.Memory(ckpt.Config, new RunShape
-        {
-            Tokens = ids.Length, ElementSize = System.Runtime.CompilerServices.Unsafe.SizeOf<T>(), Trace = true, NonlinearTrace = options.Ordinary,
-            FullJacobians = method == SvdMethod.MatrixFree ? 0 : options.Ordinary ? 3 : 2,   // J, its combined copy, the ordinary J
-        });
+        Checks.Memory(ckpt.Config, Analyzer.Shape(ckpt.Config, ids.Length, options, System.Runtime.CompilerServices.Unsafe.SizeOf<T>()));
         var model = new Transformer<T>(ckpt);
         var report = Progress.RunStages(stderr, "analysis", progress => Analyzer.Run(model, ids, options, progress))
             with { InputText = inputText, HubId = source.HubId, HubRevision = source.Revision, HubCommit = source.Commit };

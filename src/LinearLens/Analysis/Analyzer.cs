@@ -86,6 +86,17 @@ public sealed record AnalysisReport(
 /// </summary>
 public static class Analyzer
 {
+    /// <summary>What an analysis of this many tokens holds at once, for <see cref="ResourceEstimate"/>: the frozen (and ordinary) trace, J, its combined copy and the ordinary J.</summary>
+    public static RunShape Shape(Loading.ModelConfig c, int tokens, AnalysisOptions options, int elementSize)
+    {
+        var (method, _) = MethodPlanner.ForAnalysis(c, tokens, (options.Layers ?? AnalysisOptions.DefaultLayers(c.NumLayers)).Length, options.Method);
+        return new RunShape
+        {
+            Tokens = tokens, ElementSize = elementSize, Trace = true, NonlinearTrace = options.Ordinary,
+            FullJacobians = method == SvdMethod.MatrixFree ? 0 : options.Ordinary ? 3 : 2,   // J, its combined copy, the ordinary J
+        };
+    }
+
     public static AnalysisReport Run<T>(Transformer<T> model, int[] ids, AnalysisOptions options, Action<string, double>? progress = null)
         where T : unmanaged, IFloatingPointIeee754<T>
     {

@@ -81,7 +81,11 @@ public static class PromptBatch
             : throw new LinearLensException($"--prompts line {p.Line}: the text encodes to no tokens; give some text or remove the line")).ToArray();
         for (int i = 0; i < prompts.Length; i++)
         {
-            try { model.Validate(ids[i]); }
+            try
+            {
+                model.Validate(ids[i]);
+                ResourceEstimate.Check(model.Config, Analyzer.Shape(model.Config, ids[i].Length, options, System.Runtime.CompilerServices.Unsafe.SizeOf<T>()));
+            }
             catch (LinearLensException e) { throw new LinearLensException($"--prompts line {prompts[i].Line}: {e.Message}"); }
         }
         Directory.CreateDirectory(outDir);

@@ -339,4 +339,21 @@ public sealed class AuditTests : IDisposable
         AssertOneLineError(CliRunner.Run("analyze", "--model", SharedData.Stories260K, "--prompts", file, "--out", outDir, "--layers", "99"), "--layers: layer 99 is outside 1…5");
         Assert.False(Directory.Exists(outDir));
     }
+
+    [SharedFact("models", "stories260K", "hf", "model.safetensors")]
+    public void PromptsLineNeedingMoreMemoryThanAvailableStopsBeforeAnyPrompt()
+    {
+        // stories260K (copied, its position limit raised): line 2 is 300,000 tokens, whose ordinary trace alone is terabytes
+        string model = Path.Combine(dir, "stories");
+        Directory.CreateDirectory(model);
+        foreach (var f in Directory.GetFiles(SharedData.Stories260K)) File.Copy(f, Path.Combine(model, Path.GetFileName(f)));
+        var c = JsonNode.Parse(File.ReadAllText(Path.Combine(model, "config.json")))!.AsObject();
+        c["max_position_embeddings"] = 1_000_000;
+        File.WriteAllText(Path.Combine(model, "config.json"), c.ToJsonString());
+        string file = Path.Combine(dir, "prompts.txt"), outDir = Path.Combine(dir, "out");
+        File.WriteAllText(file, "Once upon a time\n" + string.Concat(Enumerable.Repeat(" a", 300_000)) + "\n");
+        var r = CliRunner.Run("analyze", "--model", model, "--prompts", file, "--out", outDir);
+        AssertOneLineError(r, "--prompts line 2: this run would need about");
+        Assert.False(Directory.Exists(Path.Combine(outDir, "prompt-0001")));
+    }
 }
