@@ -153,9 +153,13 @@ public static unsafe class QuantDecode
     /// multiply-add of the block sum by d (d·q is exact, so only the order of the sum changes; in float32 the sum's
     /// roundings stay at float32 level). Each row's sum is in a fixed order of its own, as in the AVX2 kernel, so a short
     /// group may repeat a row and any thread split gives the same bits.
-    /// Measured on Zen 4 (1×3072×1024): the permutes are the limit for Q4_K float64 (vpermt2pd counts double), the
-    /// per-sub-block table and the block scales for Q4_K float32; variants that read the quants as whole words with x
-    /// reordered to match, decoded the scales of four rows in registers, or looked up float32 and widened were slower.
+    /// Block scales come from <see cref="HalfTable"/> as broadcast operands (no vector work per scale).
+    /// Measured on Zen 4 (1×3072×1024): FMAs and permutes/zero-extends share a pipe, so a Q4_K weight (extract, look up,
+    /// plus its sub-block's table) costs about twice bf16's (zero-extend, shift); with no block-scale work at all float32
+    /// Q4_K would reach 0.63 of bf16. Slower variants, measured: quants read as whole words (or one broadcast load and
+    /// variable shifts) with x reordered to match; scales of four rows decoded in registers; float32 lookups widened;
+    /// weights computed per element (nibble to float by conversion or by OR-ing it into 1.0, then the same fused
+    /// multiply-subtract); float64 tables built in double where no entry rounds.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization), SkipLocalsInit]
     public static void Dot4Avx512<T>(DType t, byte* r0, byte* r1, byte* r2, byte* r3, T* x, int k, T* sums) where T : unmanaged
