@@ -41,7 +41,9 @@ static class BenchCommand
                 if (v is < 1) throw new LinearLensException($"{name} {v} must be at least 1 (a matrix dimension)");
             if (p.GetValue(m) is not null || p.GetValue(n) is not null || p.GetValue(k) is not null)
             {
-                double mm = p.GetValue(m) ?? 2048, nn = p.GetValue(n) ?? 2048, kk = p.GetValue(k) ?? 2048;
+                // the sizes the benchmark fills in for missing ones: 2048³, or with --weights one row of a 4096×4096 weight
+                bool w = p.GetValue(weights) is not null;
+                double mm = p.GetValue(m) ?? (w ? 1 : 2048), nn = p.GetValue(n) ?? (w ? 4096 : 2048), kk = p.GetValue(k) ?? (w ? 4096 : 2048);
                 double bytes = (mm * kk + kk * nn + mm * nn) * 8 * 2;   // A, B (and its bf16 copy), C, packing
                 if (bytes > LinearLens.Analysis.ResourceEstimate.Available)
                     throw new LinearLensException($"--m {mm} --n {nn} --k {kk} needs about {LinearLens.Analysis.ResourceEstimate.Size(bytes)} of memory but {LinearLens.Analysis.ResourceEstimate.Size(LinearLens.Analysis.ResourceEstimate.Available)} are available; give smaller sizes");

@@ -356,4 +356,15 @@ public sealed class AuditTests : IDisposable
         AssertOneLineError(r, "--prompts line 2: this run would need about");
         Assert.False(Directory.Exists(Path.Combine(outDir, "prompt-0001")));
     }
+
+    [Fact]
+    public void BenchGemmWeightsMemoryCountsTheSizesTheBenchmarkFillsIn()
+    {
+        // --weights with only --m: n = k = 4096 (not the 2048 of the plain case); m is chosen so that the estimate with
+        // n = k = 4096 exceeds the memory there is while the one with 2048 would not (2048·m·32 bytes ≤ available < 4096·m·32)
+        long available = LinearLens.Analysis.ResourceEstimate.Available;
+        long m = Math.Min(int.MaxValue, available / (3L * 4096 * 8));
+        Assert.True(m * 4096.0 * 2 * 16 > available && m * 2048.0 * 2 * 16 < available * 1.01, $"m {m} does not separate the two estimates for {available} bytes");
+        AssertOneLineError(CliRunner.Run("bench", "gemm", "--weights", "q8_0", "--m", m.ToString(System.Globalization.CultureInfo.InvariantCulture)), "of memory but");
+    }
 }
