@@ -88,7 +88,7 @@ public static class PromptBatch
             }
             catch (LinearLensException e) { throw new LinearLensException($"--prompts line {prompts[i].Line}: {e.Message}"); }
         }
-        Directory.CreateDirectory(outDir);
+        // --out is created with the first prompt's folder: a run that fails before it leaves no empty folder behind
         var analyses = new JsonObject[prompts.Length];
         int computed = 0, reused = 0;
         double computeSeconds = 0;

@@ -367,4 +367,17 @@ public sealed class AuditTests : IDisposable
         Assert.True(m * 4096.0 * 2 * 16 > available && m * 2048.0 * 2 * 16 < available * 1.01, $"m {m} does not separate the two estimates for {available} bytes");
         AssertOneLineError(CliRunner.Run("bench", "gemm", "--weights", "q8_0", "--m", m.ToString(System.Globalization.CultureInfo.InvariantCulture)), "of memory but");
     }
+
+    [SharedFact("models", "stories260K", "hf", "model.safetensors")]
+    public void PromptsRunFailingInItsFirstPromptLeavesNoOutFolder()
+    {
+        string model = Path.Combine(dir, "stories");
+        Directory.CreateDirectory(model);
+        foreach (var f in Directory.GetFiles(SharedData.Stories260K)) File.Copy(f, Path.Combine(model, Path.GetFileName(f)));
+        NonFiniteTests.Poke(model, "model.layers.0.input_layernorm.weight", 3, float.NaN);
+        string file = Path.Combine(dir, "prompts.txt"), outDir = Path.Combine(dir, "out");
+        File.WriteAllText(file, "Once upon a time\n");
+        AssertOneLineError(CliRunner.Run("analyze", "--model", model, "--prompts", file, "--out", outDir, "--layers", "5", "--components", "2"), "non-finite");
+        Assert.False(Directory.Exists(outDir));
+    }
 }

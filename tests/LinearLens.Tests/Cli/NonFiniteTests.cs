@@ -8,7 +8,7 @@ namespace LinearLens.Tests.Cli;
 public class NonFiniteTests
 {
     /// <summary>Overwrites element `index` of a stored F32 tensor in model.safetensors with a value.</summary>
-    static void Poke(string folder, string tensor, long index, float value)
+    internal static void Poke(string folder, string tensor, long index, float value)
     {
         string file = Path.Combine(folder, "model.safetensors");
         long offset;
