@@ -17,6 +17,9 @@ static class Checks
         if (dir is null) return;
         if (dir.Length == 0) throw new LinearLensException($"{option} is empty; give a folder to write into");
         string full = Path.GetFullPath(dir);
+        var link = new FileInfo(full);
+        if (link.LinkTarget is { } target && !Path.Exists(link.ResolveLinkTarget(returnFinalTarget: true)?.FullName))
+            throw new LinearLensException($"{option} {dir} is a symbolic link to {target}, which does not exist; create that folder, or give another");
         if (File.Exists(full))
             throw new LinearLensException($"{option} {dir} is a file; give a folder (it is created if missing), or remove the file");
         string existing = full;

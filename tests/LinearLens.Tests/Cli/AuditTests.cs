@@ -380,4 +380,13 @@ public sealed class AuditTests : IDisposable
         AssertOneLineError(CliRunner.Run("analyze", "--model", model, "--prompts", file, "--out", outDir, "--layers", "5", "--components", "2"), "non-finite");
         Assert.False(Directory.Exists(outDir));
     }
+
+    [Fact]
+    public void OutThatIsABrokenSymlink()
+    {
+        // File.Exists is true for the link itself: it was "is a file; give a folder"
+        string link = Path.Combine(dir, "out");
+        File.CreateSymbolicLink(link, Path.Combine(dir, "gone"));
+        AssertOneLineError(CliRunner.Run("jacobian", "--model", TinyModel(), "--token-ids", "1,2", "--out", link), "is a symbolic link to");
+    }
 }
