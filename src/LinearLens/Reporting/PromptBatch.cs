@@ -12,8 +12,8 @@ namespace LinearLens.Reporting;
 public sealed record Prompt(int Line, string Text);
 
 /// <summary>
-/// A prompts file: plain text, one prompt per line; or JSON Lines (a .jsonl file, or one whose first non-blank line
-/// starts with '{'), one object with a string "text" field per line. Blank lines are skipped. A bad line is one
+/// A prompts file: plain text, one prompt per line; or JSON Lines (a .jsonl file, or one not named .txt whose first
+/// non-blank line starts with '{'), one object with a string "text" field per line. Blank lines are skipped. A bad line is one
 /// error that names the file and the line.
 /// </summary>
 public static class PromptFile
@@ -34,8 +34,10 @@ public static class PromptFile
             start = i + 1;
         }
         if (lines.Count > 0 && lines[^1].Length == 0) lines.RemoveAt(lines.Count - 1);
+        // a .txt file is text even when its first prompt starts with '{' ("{name} went to the park")
         bool jsonLines = path.EndsWith(".jsonl", StringComparison.OrdinalIgnoreCase)
-            || lines.FirstOrDefault(l => !string.IsNullOrWhiteSpace(l))?.TrimStart().StartsWith('{') == true;
+            || !path.EndsWith(".txt", StringComparison.OrdinalIgnoreCase) && lines.FirstOrDefault(l => !string.IsNullOrWhiteSpace(l))?.TrimStart().StartsWith('{') == true;
+        string asText = path.EndsWith(".jsonl", StringComparison.OrdinalIgnoreCase) ? "" : " (a file of plain-text prompts: name it .txt)";
         var prompts = new List<Prompt>();
         for (int i = 0; i < lines.Count; i++)
         {
@@ -44,9 +46,9 @@ public static class PromptFile
             if (!jsonLines) { prompts.Add(new Prompt(i + 1, line)); continue; }
             JsonNode? node;
             try { node = JsonNode.Parse(line); }
-            catch (JsonException e) { throw new LinearLensException($"{path} line {i + 1}: not valid JSON ({e.Message.Split('.')[0]}); each line of a JSON Lines prompts file is an object like {{\"text\": \"…\"}}"); }
+            catch (JsonException e) { throw new LinearLensException($"{path} line {i + 1}: not valid JSON ({e.Message.Split('.')[0]}); each line of a JSON Lines prompts file is an object like {{\"text\": \"…\"}}{asText}"); }
             if (node is not JsonObject o || o["text"] is not JsonValue v || !v.TryGetValue(out string? text))
-                throw new LinearLensException($"{path} line {i + 1}: no string \"text\" field; each line of a JSON Lines prompts file is an object like {{\"text\": \"…\"}}");
+                throw new LinearLensException($"{path} line {i + 1}: no string \"text\" field; each line of a JSON Lines prompts file is an object like {{\"text\": \"…\"}}{asText}");
             if (text.Length == 0) throw new LinearLensException($"{path} line {i + 1}: \"text\" is empty; give some text or remove the line");
             prompts.Add(new Prompt(i + 1, text));
         }

@@ -389,4 +389,16 @@ public sealed class AuditTests : IDisposable
         File.CreateSymbolicLink(link, Path.Combine(dir, "gone"));
         AssertOneLineError(CliRunner.Run("jacobian", "--model", TinyModel(), "--token-ids", "1,2", "--out", link), "is a symbolic link to");
     }
+
+    [Fact]
+    public void TxtPromptsFileWhoseFirstPromptStartsWithABraceIsText()
+    {
+        string txt = Path.Combine(dir, "p.txt"), other = Path.Combine(dir, "p.prompts");
+        File.WriteAllText(txt, "{name} went to the park\nThe dog\n");
+        Assert.Equal([new Prompt(1, "{name} went to the park"), new Prompt(2, "The dog")], PromptFile.Read(txt));
+        // without .txt the first '{' still means JSON Lines, and the error says how to have it read as text
+        File.WriteAllText(other, "{name} went to the park\n");
+        var e = Assert.Throws<LinearLensException>(() => PromptFile.Read(other));
+        Assert.Contains("name it .txt", e.Message);
+    }
 }
