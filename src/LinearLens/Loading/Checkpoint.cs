@@ -86,7 +86,8 @@ public sealed class Checkpoint : IDisposable
         BrokenLink(folder);
         if (Directory.Exists(folder))
             foreach (var f in Directory.EnumerateFileSystemEntries(folder))
-                if (f.EndsWith(".json", StringComparison.Ordinal) || f.EndsWith(".safetensors", StringComparison.Ordinal) || f.EndsWith(".gguf", StringComparison.OrdinalIgnoreCase))
+                if (Path.GetFileName(f) is "config.json" or "tokenizer.json" or "tokenizer_config.json" or "model.safetensors.index.json"
+                    || f.EndsWith(".safetensors", StringComparison.Ordinal) || f.EndsWith(".gguf", StringComparison.OrdinalIgnoreCase))
                     BrokenLink(f);
         if (GgufModel.Locate(folder) is { } gguf) return OpenGguf(gguf);
         if (File.Exists(folder))
