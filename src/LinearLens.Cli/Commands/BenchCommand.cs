@@ -41,10 +41,9 @@ static class BenchCommand
                 if (v is < 1) throw new LinearLensException($"{name} {v} must be at least 1 (a matrix dimension)");
             if (p.GetValue(m) is not null || p.GetValue(n) is not null || p.GetValue(k) is not null)
             {
-                // the sizes the benchmark fills in for missing ones: 2048³, or with --weights one row of a 4096×4096 weight
-                bool w = p.GetValue(weights) is not null;
-                double mm = p.GetValue(m) ?? (w ? 1 : 2048), nn = p.GetValue(n) ?? (w ? 4096 : 2048), kk = p.GetValue(k) ?? (w ? 4096 : 2048);
-                double bytes = (mm * kk + kk * nn + mm * nn) * 8 * 2;   // A, B (and its bf16 copy), C, packing
+                // the sizes the benchmark fills in for missing ones (with --weights they are not the plain case's)
+                var (mm, nn, kk) = GemmBenchmark.CustomShape(p.GetValue(m), p.GetValue(n), p.GetValue(k), p.GetValue(weights) is not null);
+                double bytes = ((double)mm * kk + (double)kk * nn + (double)mm * nn) * 8 * 2;   // A, B (and its bf16 copy), C, packing
                 if (bytes > LinearLens.Analysis.ResourceEstimate.Available)
                     throw new LinearLensException($"--m {mm} --n {nn} --k {kk} needs about {LinearLens.Analysis.ResourceEstimate.Size(bytes)} of memory but {LinearLens.Analysis.ResourceEstimate.Size(LinearLens.Analysis.ResourceEstimate.Available)} are available; give smaller sizes");
             }
@@ -53,7 +52,7 @@ static class BenchCommand
                 if (p.GetValue(reference) is not null) throw new LinearLensException("--reference and --weights do not combine: a system BLAS takes no quantized weight");
                 var wt = WeightType(wName);
                 // a quantized row is whole blocks: k (4096 when only --m or --n is given) must be a multiple of the block
-                int kk = p.GetValue(k) ?? 4096, block = wt.BlockElements();
+                int kk = GemmBenchmark.CustomShape(p.GetValue(m), p.GetValue(n), p.GetValue(k), weights: true).k, block = wt.BlockElements();
                 if ((p.GetValue(m) is not null || p.GetValue(n) is not null || p.GetValue(k) is not null) && kk % block != 0)
                     throw new LinearLensException($"--k {kk} is not a whole number of {wt.Name()} blocks of {block} weights; give a multiple of {block} (e.g. {(kk / block + 1) * block})");
                 foreach (var (bf, q) in GemmBenchmark.RunWeights(t, wt, p.GetValue(m), p.GetValue(n), p.GetValue(k), s => stderr.WriteLine(s)))

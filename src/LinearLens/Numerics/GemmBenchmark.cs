@@ -23,6 +23,13 @@ public sealed record GemmBenchResult(string Name, int M, int N, int K, double Se
 public static unsafe class GemmBenchmark
 {
     /// <summary>
+    /// The one shape timed when any of m/n/k is given, missing sizes filled in: 2048 each for the plain benchmark, and
+    /// one row of a 4096×4096 weight for <see cref="RunWeights"/> (the command checks its memory with the same sizes).
+    /// </summary>
+    public static (int m, int n, int k) CustomShape(int? m, int? n, int? k, bool weights)
+        => weights ? (m ?? 1, n ?? 4096, k ?? 4096) : (m ?? 2048, n ?? 2048, k ?? 2048);
+
+    /// <summary>
     /// Default cases: 2048³ with operands of the compute type, and the engine's projection shapes
     /// 7168×3072×1024 and 7168×1024×3072 (m×n×k) with B a BF16 weight [n×k] (transB). Given any of m/n/k, only that shape
     /// (missing sizes default to 2048) is timed, with native operands and with a BF16 weight.
@@ -41,7 +48,7 @@ public static unsafe class GemmBenchmark
         }
         else
         {
-            int mm = m ?? 2048, nn = n ?? 2048, kk = k ?? 2048;
+            var (mm, nn, kk) = CustomShape(m, n, k, weights: false);
             if (mm <= 0 || nn <= 0 || kk <= 0) throw new ArgumentOutOfRangeException(nameof(m), "sizes must be positive");
             cases.Add((mm, nn, kk, false));
             cases.Add((mm, nn, kk, true));
@@ -136,7 +143,7 @@ public static unsafe class GemmBenchmark
             foreach (var w in EngineWeights) foreach (int rows in EngineRows) cases.Add((rows, w.n, w.k));
         else
         {
-            int mm = m ?? 1, nn = n ?? 4096, kk = k ?? 4096;
+            var (mm, nn, kk) = CustomShape(m, n, k, weights: true);
             if (mm <= 0 || nn <= 0 || kk <= 0) throw new ArgumentOutOfRangeException(nameof(m), "sizes must be positive");
             if (kk % weights.BlockElements() != 0)
                 throw new ArgumentOutOfRangeException(nameof(k), $"k = {kk} is not a whole number of {weights.Name()} blocks ({weights.BlockElements()})");
