@@ -45,6 +45,11 @@ static class JacobianCommand
             if (m == SvdMethod.MatrixFree && dir is not null) throw new LinearLensException("--out writes the full J, which --method matrix-free never forms; use --method full");
             double tol = p.GetValue(tolerance);
             if (!(tol > 0 && tol < 1)) throw new LinearLensException($"--tolerance {tol} must lie between 0 and 1 (e.g. 1e-8)");
+            // options that would be silently ignored: say so rather than let a user think they changed the result
+            if (p.GetResult(tolerance) is { Implicit: false } && (m == SvdMethod.Full || nl))
+                throw new LinearLensException($"--tolerance is the stopping rule of matrix-free Lanczos; {(nl ? "--nonlinear" : "--method full")} forms J and its SVD is exact: drop --tolerance, or use --method matrix-free");
+            if (nl && p.GetResult(detach) is { Implicit: false })
+                throw new LinearLensException("--detach chooses what the frozen (detached) map freezes, and --nonlinear freezes nothing: drop one of them");
             Checks.OutputFolder(dir);
             using var ckpt = input.Open(p);
             Checks.Components(k, ckpt.Config);

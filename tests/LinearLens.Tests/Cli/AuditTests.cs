@@ -359,6 +359,18 @@ public sealed class AuditTests : IDisposable
     }
 
     [Fact]
+    public void JacobianOptionsThatWouldBeIgnoredAreErrors()
+    {
+        string model = TinyModel();
+        AssertOneLineError(CliRunner.Run("jacobian", "--model", model, "--token-ids", "1,2", "--method", "full", "--tolerance", "1e-10"), "--tolerance is the stopping rule");
+        AssertOneLineError(CliRunner.Run("jacobian", "--model", model, "--token-ids", "1,2", "--nonlinear", "--tolerance", "1e-10"), "--nonlinear forms J");
+        AssertOneLineError(CliRunner.Run("jacobian", "--model", model, "--token-ids", "1,2", "--nonlinear", "--detach", "reference"), "--nonlinear freezes nothing");
+        // the defaults stay silent, and a tolerance with matrix-free or auto is used
+        Assert.Equal(0, CliRunner.Run("jacobian", "--model", model, "--token-ids", "1,2", "--nonlinear").ExitCode);
+        Assert.Equal(0, CliRunner.Run("jacobian", "--model", model, "--token-ids", "1,2", "--method", "matrix-free", "--components", "2", "--tolerance", "1e-6").ExitCode);
+    }
+
+    [Fact]
     public void BenchGemmWeightsMemoryCountsTheSizesTheBenchmarkFillsIn()
     {
         // --weights with only --m times one row block of a 4096×4096 weight (not the plain case's 2048³), and the memory
