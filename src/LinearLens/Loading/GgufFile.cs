@@ -197,9 +197,28 @@ public sealed unsafe class GgufFile : IDisposable
 
     static string Describe(object v) => v switch
     {
-        GgufArray a => $"an array of {a.Values.Length} {a.ElementType}",
+        GgufArray a => $"an {TypeName(a)}",
         string s => $"\"{s}\"",
-        _ => $"{v} ({v.GetType().Name})",
+        _ => $"{v} ({TypeName(v)})",
+    };
+
+    /// <summary>A metadata value's type as the GGUF spec names it (uint32, float32, string, array of 3 int32), for messages.</summary>
+    public static string TypeName(object v) => v is GgufArray a ? $"array of {a.Values.Length} {TypeName(a.ElementType)}" : TypeName(v.GetType());
+
+    public static string TypeName(GgufType t) => t switch
+    {
+        GgufType.U8 => "uint8", GgufType.I8 => "int8", GgufType.U16 => "uint16", GgufType.I16 => "int16", GgufType.U32 => "uint32",
+        GgufType.I32 => "int32", GgufType.F32 => "float32", GgufType.Bool => "bool", GgufType.String => "string", GgufType.Array => "array",
+        GgufType.U64 => "uint64", GgufType.I64 => "int64", GgufType.F64 => "float64", _ => $"type {(uint)t}",
+    };
+
+    /// <summary>The GGUF name of the .NET type a metadata value of that GGUF type is read as.</summary>
+    public static string TypeName(Type t) => Type.GetTypeCode(t) switch
+    {
+        TypeCode.Byte => "uint8", TypeCode.SByte => "int8", TypeCode.UInt16 => "uint16", TypeCode.Int16 => "int16",
+        TypeCode.UInt32 => "uint32", TypeCode.Int32 => "int32", TypeCode.Single => "float32", TypeCode.Boolean => "bool",
+        TypeCode.String => "string", TypeCode.UInt64 => "uint64", TypeCode.Int64 => "int64", TypeCode.Double => "float64",
+        _ => t.Name,
     };
 
     /// <summary>Bounds-checked little-endian reads from the mapped header.</summary>

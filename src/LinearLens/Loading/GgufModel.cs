@@ -324,7 +324,7 @@ public static class GgufMetadata
     {
         null => null,
         string s => s,
-        var v => throw f.Error($"has '{key}' of type {v.GetType().Name} where a string was expected; the file is corrupt"),
+        var v => throw f.Error($"has '{key}' of type {GgufFile.TypeName(v)} where a string was expected; the file is corrupt"),
     };
 
     public static long? Integer(this GgufFile f, string key) => f.Metadata.GetValueOrDefault(key) switch
@@ -332,7 +332,7 @@ public static class GgufMetadata
         null => null,
         byte v => v, sbyte v => v, ushort v => v, short v => v, uint v => v, int v => v, long v => v,
         ulong v when v <= long.MaxValue => (long)v,
-        var v => throw f.Error($"has '{key}' = {v} of type {v.GetType().Name} where an integer was expected; the file is corrupt"),
+        var v => throw f.Error($"has '{key}' = {v} of type {GgufFile.TypeName(v)} where an integer was expected; the file is corrupt"),
     };
 
     /// <summary>A number as the exact double value of what is stored (a float32 stays its float32 value).</summary>
@@ -343,7 +343,7 @@ public static class GgufMetadata
             null => null,
             float x => x, double x => x,
             byte or sbyte or ushort or short or uint or int or long or ulong => f.Integer(key),
-            var x => throw f.Error($"has '{key}' of type {x.GetType().Name} where a number was expected; the file is corrupt"),
+            var x => throw f.Error($"has '{key}' of type {GgufFile.TypeName(x)} where a number was expected; the file is corrupt"),
         };
         if (v is double d && !double.IsFinite(d)) throw f.Error($"has '{key}' = {d}; a finite number was expected");
         return v;
@@ -353,7 +353,7 @@ public static class GgufMetadata
     {
         null => null,
         bool b => b,
-        var v => throw f.Error($"has '{key}' of type {v.GetType().Name} where a boolean was expected; the file is corrupt"),
+        var v => throw f.Error($"has '{key}' of type {GgufFile.TypeName(v)} where a boolean was expected; the file is corrupt"),
     };
 
     /// <summary>An array of the given element type(s), or null when the key is absent.</summary>
@@ -362,6 +362,6 @@ public static class GgufMetadata
         var v = f.Metadata.GetValueOrDefault(key);
         if (v is null) return null;
         if (v is GgufArray { Values: T[] a }) return a;
-        throw f.Error($"has '{key}' as {(v is GgufArray ga ? $"an array of {ga.ElementType}" : v.GetType().Name)} where an array of {typeof(T).Name} was expected; the file is corrupt");
+        throw f.Error($"has '{key}' as {(v is GgufArray ? "an " : "")}{GgufFile.TypeName(v)} where an array of {GgufFile.TypeName(typeof(T))} was expected; the file is corrupt");
     }
 }

@@ -160,6 +160,18 @@ public class GgufConfigTests
         Assert.Contains("llama, qwen3, qwen2, gemma3, phi3, olmo2", e.Message);
     }
 
+    [Fact]
+    public void AMetadataValueOfTheWrongTypeIsNamedWithGgufTypeNames()
+    {
+        // the message names GGUF's types (string, float32, array of 2 int32), not .NET's (String, Single, Int32[])
+        var e = Assert.Throws<LinearLensException>(() => Checkpoint.Open(Write("llama", _ => [("attn_norm.weight", [D]), .. Attn(), ("ffn_norm.weight", [D]), .. Mlp],
+            [new("tokenizer.ggml.bos_token_id", "one")])));
+        Assert.True(e.Message.Contains("'tokenizer.ggml.bos_token_id' = one of type string where an integer was expected"), e.Message);
+        e = Assert.Throws<LinearLensException>(() => Checkpoint.Open(Write("llama", _ => [("attn_norm.weight", [D]), .. Attn(), ("ffn_norm.weight", [D]), .. Mlp],
+            [new("general.alignment", 1.5f)])));
+        Assert.True(e.Message.Contains("float32") && !e.Message.Contains("Single"), e.Message);
+    }
+
     /// <summary>--model a folder: the one .gguf in it (no config.json); two are one error line naming both.</summary>
     [Fact]
     public void AFolderWithOneGgufIsTheModelAndTwoAreAnError()
