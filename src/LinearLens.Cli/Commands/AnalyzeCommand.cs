@@ -28,9 +28,14 @@ static class AnalyzeCommand
         input.AddTo(cmd);
         cmd.SetAction(p =>
         {
+            // options that would be silently ignored: say so rather than let a user think they changed the result
+            if (p.GetResult(figures) is { Implicit: false } && p.GetValue(prompts) is null)
+                throw new LinearLensException("--figures applies to --prompts; a single input's figures are always written with --out: drop --figures");
+            if (p.GetResult(noOrdinary) is { Implicit: false } && p.GetValue(method) == "matrix-free")
+                throw new LinearLensException("--no-ordinary skips the ordinary Jacobian, which --method matrix-free never computes: drop --no-ordinary, or use --method full");
             Checks.OutputFolder(p.GetValue(outDir));
             var source = input.Resolve(p);
-            using var ckpt = Checkpoint.Open(source.LocalPath);
+            using var ckpt = input.Open(source);
             if (p.GetResult(components) is { Implicit: false }) Checks.Components(p.GetValue(components), ckpt.Config);
             var options = new AnalysisOptions
             {

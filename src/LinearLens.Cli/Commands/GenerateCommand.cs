@@ -19,6 +19,8 @@ static class GenerateCommand
         cmd.Options.Add(maxNew); cmd.Options.Add(ignoreEos); cmd.Options.Add(json);
         cmd.SetAction(p =>
         {
+            if (p.GetValue(maxNew) == 0 && p.GetResult(ignoreEos) is { Implicit: false })
+                throw new LinearLensException("--ignore-eos has no effect with --max-new-tokens 0 (nothing is generated): drop one of them");
             using var ckpt = input.Open(p);
             var ids = input.Ids(p, ckpt);
             return input.IsFloat64(p)

@@ -50,10 +50,15 @@ static class JacobianCommand
                 throw new LinearLensException($"--tolerance is the stopping rule of matrix-free Lanczos; {(nl ? "--nonlinear" : "--method full")} forms J and its SVD is exact: drop --tolerance, or use --method matrix-free");
             if (nl && p.GetResult(detach) is { Implicit: false })
                 throw new LinearLensException("--detach chooses what the frozen (detached) map freezes, and --nonlinear freezes nothing: drop one of them");
+            bool recomputed = p.GetValue(probabilities) == "recomputed";
+            if (nl && recomputed)
+                throw new LinearLensException("--probabilities recomputed drops the attention probabilities from the trace, but --nonlinear differentiates through them and always stores them: drop one of them");
             Checks.OutputFolder(dir);
             using var ckpt = input.Open(p);
             Checks.Components(k, ckpt.Config);
             var ids = input.Ids(p, ckpt);
+            if (recomputed && ids.Length <= FrozenTrace<double>.AlwaysStoredTokens)
+                throw new LinearLensException($"--probabilities recomputed: with {ids.Length} tokens (at most {FrozenTrace<double>.AlwaysStoredTokens}) the attention probabilities are always stored; drop --probabilities, or give more than {FrozenTrace<double>.AlwaysStoredTokens} tokens");
             var t = target.Parse(p, ckpt.Config.NumLayers);
             var req = new JacobianRequest(t, nl, m, k, p.GetValue(perToken), tol, ModelInput.ParseDetach(p.GetValue(detach)), dir)
             {

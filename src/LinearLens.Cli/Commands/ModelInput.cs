@@ -30,7 +30,15 @@ sealed class ModelInput(Func<HubOptions> hub, TextWriter stderr)
         return model;
     }
 
-    public Checkpoint Open(ParseResult p) => Checkpoint.Open(Resolve(p).LocalPath);
+    public Checkpoint Open(ParseResult p) => Open(Resolve(p));
+
+    /// <summary>Opens what --model resolved to; what the checkpoint has to warn of (e.g. layers config.json leaves unused) goes to stderr.</summary>
+    public Checkpoint Open(ResolvedModel model)
+    {
+        var ckpt = Checkpoint.Open(model.LocalPath);
+        foreach (var w in ckpt.Warnings) stderr.WriteLine($"warning: {w}");
+        return ckpt;
+    }
 
     public bool IsFloat64(ParseResult p) => p.GetValue(DType) switch
     {

@@ -43,6 +43,11 @@ static class SteerCommand
             };
             int max = p.GetValue(maxNew);
             if (max < 0) throw new LinearLensException($"--max-new-tokens must be ≥ 0 (got {max})");
+            // options that would be silently ignored: say so rather than let a user think they changed the result
+            if (max == 0 && p.GetResult(ignoreEos) is { Implicit: false })
+                throw new LinearLensException("--ignore-eos has no effect with --max-new-tokens 0 (nothing is generated): drop one of them");
+            if (lambdas.All(x => x == 0) && p.GetResult(alignment) is { Implicit: false })
+                throw new LinearLensException("--alignment chooses where the steering vector is added, and λ = 0 adds none: drop --alignment, or give a λ > 0");
             bool f64 = input.IsFloat64(p);
             using var ckpt = input.Open(p);
             var cids = ConceptIds(p.GetValue(concept), p.GetValue(conceptIds), ckpt);

@@ -59,6 +59,10 @@ public sealed class FrozenTrace<T> where T : unmanaged, IFloatingPointIeee754<T>
 
     /// <summary>Bytes of stored probabilities above which a trace recomputes them instead (unless asked otherwise).</summary>
     public const long ProbabilityBudgetBytes = 512L << 20;
+
+    /// <summary>Up to this many tokens P is always stored (n² is tiny), whatever was asked for.</summary>
+    public const int AlwaysStoredTokens = 4;
+
     /// <summary>Bytes of stored q and γ above which a trace that recomputes P recomputes them as well (unless asked otherwise).</summary>
     public const long CoefficientBudgetBytes = 1L << 30;
     /// <summary>The attention branch W_o·o (+ b_o) before its post-norm, last position [d], where the layer has an attention-out norm.</summary>
@@ -100,7 +104,7 @@ public sealed class FrozenTrace<T> where T : unmanaged, IFloatingPointIeee754<T>
         bool? storeProbabilities = null, bool? storeCoefficients = null)
     {
         long probBytes = (long)c.NumHeads * n * n * c.NumLayers * elementSize;
-        bool store = nonlinear || (storeProbabilities ?? probBytes <= ProbabilityBudgetBytes) || n <= 4;
+        bool store = nonlinear || (storeProbabilities ?? probBytes <= ProbabilityBudgetBytes) || n <= AlwaysStoredTokens;
         long coefficientBytes = (long)c.NumLayers * n * (c.QDim + c.IntermediateSize) * elementSize;
         return (!store, !store && !(storeCoefficients ?? coefficientBytes <= CoefficientBudgetBytes));
     }

@@ -78,6 +78,30 @@ public sealed class Checkpoint : IDisposable
                 Vec("mlp.gate_proj.bias", I, b.Gate), Vec("mlp.up_proj.bias", I, b.Up), Vec("mlp.down_proj.bias", d, b.Down));
         }
         Layers = layers;
+        // a GGUF file with more blk.N than its block_count is refused by GgufModel (as llama.cpp does); a Hugging Face folder runs the first layers, as transformers does
+        int stored = StoredLayers(store);
+        if (stored > c.NumLayers)
+            Warnings.Add($"config.json's num_hidden_layers is {c.NumLayers} but {folder} holds weights of {stored} layers; "
+                + $"only the first {c.NumLayers} are run (as Hugging Face does, which warns of the unused weights); set it to {stored} to run them all");
+    }
+
+    /// <summary>Things about the checkpoint a user should know but that do not stop a run (printed as warnings by the CLI).</summary>
+    public List<string> Warnings { get; } = [];
+
+    /// <summary>How many layers the stored tensors hold: one more than the highest N of a model.layers.N.… name (0 without any).</summary>
+    static int StoredLayers(TensorStore store)
+    {
+        int count = 0;
+        foreach (var t in store.All)
+        {
+            const string prefix = "model.layers.";
+            if (!t.Name.StartsWith(prefix, StringComparison.Ordinal)) continue;
+            int dot = t.Name.IndexOf('.', prefix.Length);
+            if (dot > prefix.Length && int.TryParse(t.Name.AsSpan(prefix.Length, dot - prefix.Length), System.Globalization.NumberStyles.None,
+                    System.Globalization.CultureInfo.InvariantCulture, out int l) && l < int.MaxValue)
+                count = Math.Max(count, l + 1);
+        }
+        return count;
     }
 
     /// <summary>Opens a Hugging Face model folder, a .gguf file, or a folder holding one .gguf and no config.json.</summary>

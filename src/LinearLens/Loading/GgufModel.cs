@@ -236,6 +236,9 @@ public sealed unsafe class GgufModel : IDisposable
                 case "output.weight": Add("lm_head.weight", t); continue;
             }
             var parts = name.Split('.');
+            // llama.cpp refuses a file with tensors its block_count leaves unused ("wrong number of tensors"): so do we, by name
+            if (parts.Length == 4 && parts[0] == "blk" && int.TryParse(parts[1], out int beyond) && beyond >= layers && parts[1] == beyond.ToString())
+                throw File.Error($"has tensor '{name}' of layer {beyond + 1}, but {Key("block_count")} = {layers} layers; the metadata does not match the tensors (set {Key("block_count")} to the number of blk.N layers)");
             if (parts.Length != 4 || parts[0] != "blk" || !int.TryParse(parts[1], out int l) || l < 0 || l >= layers || parts[1] != l.ToString()
                 || parts[3] is not ("weight" or "bias"))
                 throw File.Error($"has tensor '{name}', which is not part of a {Architecture} model as LinearLens reads it (unsupported variant?)");
