@@ -46,8 +46,9 @@ static class JacobianCommand
             double tol = p.GetValue(tolerance);
             if (!(tol > 0 && tol < 1)) throw new LinearLensException($"--tolerance {tol} must lie between 0 and 1 (e.g. 1e-8)");
             // options that would be silently ignored: say so rather than let a user think they changed the result
-            if (p.GetResult(tolerance) is { Implicit: false } && (m == SvdMethod.Full || nl))
-                throw new LinearLensException($"--tolerance is the stopping rule of matrix-free Lanczos; {(nl ? "--nonlinear" : "--method full")} forms J and its SVD is exact: drop --tolerance, or use --method matrix-free");
+            // --out makes auto choose full (the files are the formed J), as --nonlinear does
+            if (p.GetResult(tolerance) is { Implicit: false } && (m == SvdMethod.Full || nl || dir is not null))
+                throw new LinearLensException($"--tolerance is the stopping rule of matrix-free Lanczos; {(nl ? "--nonlinear" : m == SvdMethod.Full ? "--method full" : "--out")} forms J and its SVD is exact: drop --tolerance, or use --method matrix-free{(dir is not null && !nl && m != SvdMethod.Full ? " without --out" : "")}");
             if (nl && p.GetResult(detach) is { Implicit: false })
                 throw new LinearLensException("--detach chooses what the frozen (detached) map freezes, and --nonlinear freezes nothing: drop one of them");
             bool recomputed = p.GetValue(probabilities) == "recomputed";

@@ -64,6 +64,19 @@ public sealed class OptionConflictTests : IDisposable
         AssertRuns(CliRunner.Run("jacobian", "--model", model, "--token-ids", "1,2", "--probabilities", "auto"));
     }
 
+    [Fact]
+    public void JacobianToleranceWithOut()
+    {
+        // --out makes auto form J (the files are J), so Lanczos and its stopping rule never run
+        string model = TinyModel(), outDir = Path.Combine(dir, "j");
+        AssertOneLineError(CliRunner.Run("jacobian", "--model", model, "--token-ids", "1,2,3", "--out", outDir, "--tolerance", "1e-3", "--components", "2"),
+            "--out forms J and its SVD is exact: drop --tolerance, or use --method matrix-free without --out");
+        Assert.False(Directory.Exists(outDir));
+        AssertRuns(CliRunner.Run("jacobian", "--model", model, "--token-ids", "1,2,3", "--out", outDir, "--components", "2"));
+        Assert.True(File.Exists(Path.Combine(outDir, "jacobian.npy")));
+        AssertRuns(CliRunner.Run("jacobian", "--model", model, "--token-ids", "1,2,3", "--tolerance", "1e-3", "--components", "2"));
+    }
+
     // ---------------------------------------------------------------------------------------------------
     // analyze
 
