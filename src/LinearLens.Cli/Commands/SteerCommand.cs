@@ -44,8 +44,8 @@ static class SteerCommand
             int max = p.GetValue(maxNew);
             if (max < 0) throw new LinearLensException($"--max-new-tokens must be ≥ 0 (got {max})");
             // options that would be silently ignored: say so rather than let a user think they changed the result
-            if (max == 0 && p.GetResult(ignoreEos) is { Implicit: false })
-                throw new LinearLensException("--ignore-eos has no effect with --max-new-tokens 0 (nothing is generated): drop one of them");
+            if (max == 0 && new Option[] { ignoreEos, lambda, sweep, alignment }.FirstOrDefault(o => p.GetResult(o) is { Implicit: false }) is { } unused)
+                throw new LinearLensException($"{unused.Name} has no effect with --max-new-tokens 0 (nothing is generated, so nothing is steered): drop one of them");
             if (lambdas.All(x => x == 0) && p.GetResult(alignment) is { Implicit: false })
                 throw new LinearLensException("--alignment chooses where the steering vector is added, and λ = 0 adds none: drop --alignment, or give a λ > 0");
             bool f64 = input.IsFloat64(p);

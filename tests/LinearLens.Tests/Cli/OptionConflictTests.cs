@@ -117,12 +117,16 @@ public sealed class OptionConflictTests : IDisposable
         AssertRuns(CliRunner.Run("generate", "--model", model, "--token-ids", "1,2", "--max-new-tokens", "2", "--ignore-eos"));
     }
 
-    [Fact]
-    public void SteerIgnoreEosWithNoNewTokens()
+    [Theory]
+    [InlineData("--ignore-eos")]
+    [InlineData("--lambda", "1")]
+    [InlineData("--lambda-sweep", "0,1")]
+    [InlineData("--alignment", "reference")]
+    public void SteerOptionsWithNoNewTokens(string option, params string[] value)
     {
         string model = TinyModel();
-        AssertOneLineError(CliRunner.Run("steer", "--model", model, "--token-ids", "1,2", "--concept-token-ids", "5,6", "--max-new-tokens", "0", "--ignore-eos"),
-            "--ignore-eos has no effect with --max-new-tokens 0");
+        AssertOneLineError(CliRunner.Run(["steer", "--model", model, "--token-ids", "1,2", "--concept-token-ids", "5,6", "--max-new-tokens", "0", option, .. value]),
+            $"{option} has no effect with --max-new-tokens 0");
         AssertRuns(CliRunner.Run("steer", "--model", model, "--token-ids", "1,2", "--concept-token-ids", "5,6", "--max-new-tokens", "0"));
         AssertRuns(CliRunner.Run("steer", "--model", model, "--token-ids", "1,2", "--concept-token-ids", "5,6", "--max-new-tokens", "2", "--ignore-eos"));
     }
