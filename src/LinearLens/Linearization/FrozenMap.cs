@@ -484,7 +484,7 @@ public sealed class FrozenMap<T> where T : unmanaged, IFloatingPointIeee754<T>
     /// <summary>Rows (queries) or columns (keys) per recomputed block of P.</summary>
     const int ProbabilityBlock = 32;
     /// <summary>A recomputed block spans at least this many rows and columns, so its scores take the GEMM's packed path as the forward pass's did (same sums, bit for bit).</summary>
-    const int MinBlock = 5;
+    internal const int MinBlock = 5;
 
     readonly ThreadLocal<T[]> probabilityScratch = new(() => []);
 

@@ -60,9 +60,10 @@ public sealed class FrozenTrace<T> where T : unmanaged, IFloatingPointIeee754<T>
     /// <summary>Bytes of stored probabilities above which a trace recomputes them instead (unless asked otherwise).</summary>
     public const long ProbabilityBudgetBytes = 512L << 20;
 
-    /// <summary>Up to this many tokens P is always stored (n² is tiny), whatever was asked for: the blockwise recomputation
-    /// does not handle so few rows (it reads views past the end of its arrays), so `jacobian --probabilities recomputed` refuses them.</summary>
-    public const int AlwaysStoredTokens = 4;
+    /// <summary>Up to this many tokens P is always stored (n² is tiny), whatever was asked for: a recomputed block of P spans
+    /// at least <see cref="FrozenMap{T}.MinBlock"/> rows and keys, so that its scores take the GEMM path the forward pass's
+    /// took (the same sums, bit for bit), and fewer tokens have no such block; `jacobian --probabilities recomputed` refuses them.</summary>
+    public const int AlwaysStoredTokens = FrozenMap<double>.MinBlock - 1;
 
     /// <summary>Bytes of stored q and γ above which a trace that recomputes P recomputes them as well (unless asked otherwise).</summary>
     public const long CoefficientBudgetBytes = 1L << 30;
