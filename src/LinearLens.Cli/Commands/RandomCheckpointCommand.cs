@@ -39,8 +39,13 @@ static class RandomCheckpointCommand
             DType? matrixType = quantName is null || q4km ? null
                 : Enum.TryParse<DType>(quantName, ignoreCase: true, out var t) && t != DType.F64 ? t
                 : throw new LinearLensException($"--quant '{quantName}' is not a GGUF type LinearLens writes (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS, or the Q4_K_M mixture)");
-            var sw = System.Diagnostics.Stopwatch.StartNew();
             var spec = RandomCheckpointSpec.Preset(name);
+            // the disk must hold the files (a float GGUF is converted from a Hugging Face copy written beside it; the Q4_K_M
+            // mixture counted as all Q4_K): say so now rather than fail minutes in with a full disk
+            long need = fmt == "safetensors" ? spec.StoredBytes()
+                : spec.StoredBytes(q4km ? DType.Q4_K : matrixType) + (q4km || matrixType?.IsQuantized() == true ? 0 : spec.StoredBytes());
+            LinearLens.Analysis.ResourceEstimate.CheckFreeDisk(ggufFile ? Path.GetDirectoryName(Path.GetFullPath(dir))! : dir, need, "--out");
+            var sw = System.Diagnostics.Stopwatch.StartNew();
             if (fmt == "safetensors")
             {
                 Directory.CreateDirectory(dir);

@@ -77,6 +77,19 @@ public static class ResourceEstimate
             throw new LinearLensException($"this run would need about {Size(bytes)} of memory ({breakdown}) but {Size(have)} are available; use fewer tokens{(run.NewTokens > 0 ? " or --max-new-tokens" : "")}{(run.ElementSize == 8 ? ", --dtype float32" : "")}{(run.FullJacobians > 0 ? " or --method matrix-free" : "")}");
     }
 
+    /// <summary>
+    /// Throws a one-line <see cref="LinearLensException"/> when the disk that <paramref name="dir"/> (or its nearest
+    /// existing folder) is on has less than <paramref name="bytes"/> free.
+    /// </summary>
+    public static void CheckFreeDisk(string dir, long bytes, string option)
+    {
+        string existing = Path.GetFullPath(dir);
+        while (!Directory.Exists(existing)) existing = Path.GetDirectoryName(existing) ?? "/";
+        long free = new DriveInfo(existing).AvailableFreeSpace;
+        if (bytes > free)
+            throw new LinearLensException($"{option} {dir}: the files need at least {Size(bytes)} but its disk has {Size(free)} free; free some space or write elsewhere");
+    }
+
     public static string Size(double bytes) => bytes switch
     {
         >= 1e12 => (bytes / 1e12).ToString("F1", CultureInfo.InvariantCulture) + " TB",

@@ -251,6 +251,22 @@ public sealed record RandomCheckpointSpec(
         _ => throw new ArgumentException($"unknown preset '{name}' (known: {string.Join(", ", PresetNames)})"),
     };
 
+    /// <summary>
+    /// A lower bound of the bytes the checkpoint's tensors take: matrices in <paramref name="matrixType"/> (this spec's
+    /// type when null; a quantized type where whole blocks fit a row), everything else in this spec's type.
+    /// </summary>
+    public long StoredBytes(DType? matrixType = null)
+    {
+        long bytes = 0;
+        foreach (var (_, shape) in CanonicalTensors())
+        {
+            long cols = shape[^1], rows = shape.Aggregate(1L, (a, b) => a * b) / cols;
+            DType t = shape.Length == 2 && matrixType is { } m && (!m.IsQuantized() || cols % m.BlockElements() == 0) ? m : DType;
+            bytes += rows * t.RowBytes(cols);
+        }
+        return bytes;
+    }
+
     /// <summary>Every tensor of the checkpoint, with canonical names ("model.…", "lm_head.weight") and shapes.</summary>
     public IReadOnlyList<(string Name, long[] Shape)> CanonicalTensors()
     {

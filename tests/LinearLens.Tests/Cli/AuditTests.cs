@@ -359,6 +359,25 @@ public sealed class AuditTests : IDisposable
     }
 
     [Fact]
+    public void RandomCheckpointChecksTheDiskBeforeWriting()
+    {
+        // the size estimate is a lower bound close to the files written (safetensors, and a quantized GGUF)
+        var spec = RandomCheckpointSpec.Preset("tiny-llama");
+        string hf = Path.Combine(dir, "hf"), gguf = Path.Combine(dir, "q.gguf");
+        Assert.Equal(0, CliRunner.Run("random-checkpoint", "--preset", "tiny-llama", "--out", hf).ExitCode);
+        Assert.Equal(0, CliRunner.Run("random-checkpoint", "--preset", "tiny-llama", "--out", gguf, "--format", "gguf", "--quant", "Q8_0").ExitCode);
+        long st = new FileInfo(Path.Combine(hf, "model.safetensors")).Length, gg = new FileInfo(gguf).Length;
+        Assert.InRange(spec.StoredBytes(), st * 0.9, st);
+        Assert.InRange(spec.StoredBytes(DType.Q8_0), gg * 0.5, gg);
+        // the 14B preset's bf16 files are 29.5 GB
+        Assert.InRange(RandomCheckpointSpec.Preset("qwen3-14b").StoredBytes(), 29.4e9, 29.6e9);
+        // more than the disk holds is one error line, before anything is written
+        var e = Assert.Throws<LinearLensException>(() => LinearLens.Analysis.ResourceEstimate.CheckFreeDisk(Path.Combine(dir, "new", "folder"), long.MaxValue / 2, "--out"));
+        Assert.Contains("free some space", e.Message);
+        Assert.False(Directory.Exists(Path.Combine(dir, "new")));
+    }
+
+    [Fact]
     public void JacobianOptionsThatWouldBeIgnoredAreErrors()
     {
         string model = TinyModel();
