@@ -16,7 +16,7 @@ static class JacobianCommand
     {
         var input = new ModelInput(hub, stderr);
         var target = new TargetOptions();
-        var outDir = new Option<string>("--out") { Description = "Write jacobian.npy, embeddings.npy, output.npy, contributions.npy here" };
+        var outDir = new Option<string>("--out") { Description = "Write jacobian.npy, embeddings.npy, output.npy, contributions.npy and (detached) offset.npy here" };
         var json = new Option<bool>("--json") { Description = "Print one JSON object on stdout" };
         var nonlinear = new Option<bool>("--nonlinear") { Description = "The ordinary (non-frozen) Jacobian instead, by exact derivatives through every nonlinearity; Σ Jᵢxᵢ does not reconstruct y there" };
         var method = new Option<string>("--method") { Description = "full (form J by reverse mode), matrix-free (top-k singular triplets by Lanczos over JVP/VJP products, J never formed) or auto (by estimated memory and time)", DefaultValueFactory = _ => "auto" };
