@@ -103,7 +103,7 @@ public sealed partial class HubClient : IDisposable
         if (HubCache.IsCommitHash(revision) && File.Exists(Path.Combine(cache.SnapshotFolder(revision), file)))
             return new ResolvedModel(Path.Combine(cache.SnapshotFolder(revision), file), repoId, revision, revision);
         FileMeta meta;
-        try { meta = Head(repoId, revision, file) ?? throw new LinearLensException($"{repoId} (revision {revision}) has no file {file}; check its name in the repo's file list"); }
+        try { meta = Head(repoId, revision, file) ?? throw new LinearLensException($"{repoId} (revision {revision}) has no file {file}, and {repoId}/{file} is no local file either; check the name"); }
         catch (HubUnreachableException e)
         {
             return Cached($"cannot reach {_options.Endpoint} ({e.Message})",
