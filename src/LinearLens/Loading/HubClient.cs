@@ -61,21 +61,82 @@ public sealed partial class HubClient : IDisposable
     public static ResolvedModel Resolve(string model, string? revision, Func<HubOptions> options, Action<HubProgress>? progress = null)
     {
         bool exists = File.Exists(model) || Directory.Exists(model);
-        if (exists || !IsHubId(model))
+        var hubFile = exists ? null : HubFile(model);
+        if (exists || !IsHubId(model) && hubFile is null)
         {
             if (revision is not null)
                 throw new LinearLensException($"--revision applies to a Hub id (ORG/NAME), but --model '{model}' is {(exists ? "a local path" : "neither an existing path nor a Hub id")}; drop --revision");
             return new ResolvedModel(model);
         }
         using var client = new HubClient(options(), progress);
-        return client.Fetch(model, revision ?? "main");
+        return hubFile is { } f ? client.FetchFile(f.Repo, f.File, revision ?? "main") : client.Fetch(model, revision ?? "main");
+    }
+
+    /// <summary>
+    /// ORG/NAME/FILE.gguf that is no local path: one GGUF file of a Hub repo, as `hf download ORG/NAME FILE.gguf` names
+    /// it (the GGUF repos that quantizations are downloaded from hold many files and no config.json).
+    /// </summary>
+    public static (string Repo, string File)? HubFile(string s)
+    {
+        var parts = s.Split('/');
+        if (parts.Length < 3 || !s.EndsWith(".gguf", StringComparison.OrdinalIgnoreCase)) return null;
+        string repo = parts[0] + "/" + parts[1];
+        if (!IsHubId(repo) || parts.Skip(2).Any(p => p is "" or "." or ".." || p.Contains('\\'))) return null;
+        return (repo, string.Join('/', parts.Skip(2)));
+    }
+
+    /// <summary>One file of repoId at revision (a GGUF checkpoint), downloaded into the cache's snapshot unless it is there.</summary>
+    public ResolvedModel FetchFile(string repoId, string file, string revision)
+    {
+        CheckRevision(revision);
+        var cache = new HubCache(_options.CacheDir, repoId);
+        string where = $"{file} of {repoId} (revision {revision})";
+        ResolvedModel Cached(string? note, string notCached)
+        {
+            string? commit = cache.CommitOf(revision);
+            string? path = commit is null ? null : Path.Combine(cache.SnapshotFolder(commit), file);
+            if (path is null || !File.Exists(path)) throw new LinearLensException(notCached);
+            return new ResolvedModel(path, repoId, revision, commit, note is null ? null : $"using the cached {file} of {repoId} ({commit![..12]}): {note}");
+        }
+        if (_options.Offline)
+            return Cached(null, $"HF_HUB_OFFLINE is set and {where} is not in the Hugging Face cache {_options.CacheDir}; unset HF_HUB_OFFLINE to download it, or pass --model a local .gguf file");
+        if (HubCache.IsCommitHash(revision) && File.Exists(Path.Combine(cache.SnapshotFolder(revision), file)))
+            return new ResolvedModel(Path.Combine(cache.SnapshotFolder(revision), file), repoId, revision, revision);
+        FileMeta meta;
+        try { meta = Head(repoId, revision, file) ?? throw new LinearLensException($"{repoId} (revision {revision}) has no file {file}, and {repoId}/{file} is no local file either; check the name"); }
+        catch (HubUnreachableException e)
+        {
+            return Cached($"cannot reach {_options.Endpoint} ({e.Message})",
+                $"cannot reach {_options.Endpoint} ({e.Message}) and {where} is not in the Hugging Face cache {_options.CacheDir}; connect to the network, or set HF_ENDPOINT to a reachable Hub");
+        }
+        catch (HubRefusedException e)
+        {
+            if (!e.CacheMayAnswer) throw new LinearLensException(e.Message);
+            return Cached($"the Hub refused: {e.Message}", e.Message);
+        }
+        try
+        {
+            cache.WriteRef(revision, meta.Commit);
+            if (!File.Exists(Path.Combine(cache.SnapshotFolder(meta.Commit), file))) Download(cache, meta.Commit, file, meta);
+        }
+        catch (HubUnreachableException e)
+        {
+            throw new LinearLensException($"lost the connection to {_options.Endpoint} while downloading {where} ({e.Message}); run the command again to resume");
+        }
+        catch (HubRefusedException e) { throw new LinearLensException(e.Message); }
+        return new ResolvedModel(Path.Combine(cache.SnapshotFolder(meta.Commit), file), repoId, revision, meta.Commit);
+    }
+
+    static void CheckRevision(string revision)
+    {
+        if (!RevisionPattern().IsMatch(revision) || revision.Contains("..") || revision.EndsWith('/'))
+            throw new LinearLensException($"--revision '{HubCache.Shorten(revision)}' is not a branch, tag or commit name");
     }
 
     /// <summary>The snapshot folder of repoId at revision, downloaded into the cache where it is not complete there.</summary>
     public ResolvedModel Fetch(string repoId, string revision)
     {
-        if (!RevisionPattern().IsMatch(revision) || revision.Contains("..") || revision.EndsWith('/'))
-            throw new LinearLensException($"--revision '{HubCache.Shorten(revision)}' is not a branch, tag or commit name");
+        CheckRevision(revision);
         var cache = new HubCache(_options.CacheDir, repoId);
         string where = $"{repoId} (revision {revision})";
 
@@ -88,7 +149,11 @@ public sealed partial class HubClient : IDisposable
         // As huggingface_hub: when the Hub cannot be asked, or refuses for a reason other than an unknown revision
         // (a token missing, the server down), a complete cached snapshot is used, with a note that says why.
         FileMeta config;
-        try { config = Head(repoId, revision, "config.json") ?? throw NotAModel(repoId, revision, "config.json"); }
+        try
+        {
+            config = Head(repoId, revision, "config.json") ?? throw new LinearLensException(
+                $"{repoId} (revision {revision}) has no config.json; it is not a Hugging Face checkpoint — for a repo of GGUF files, name one: --model {repoId}/FILE.gguf");
+        }
         catch (HubUnreachableException e)
         {
             return FromCache(cache, revision, $"cannot reach {_options.Endpoint} ({e.Message})",

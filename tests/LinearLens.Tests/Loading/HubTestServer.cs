@@ -73,7 +73,7 @@ public sealed class HubTestServer : IDisposable
 
     public static string Sha256(byte[] content) => Convert.ToHexStringLower(SHA256.HashData(content));
 
-    public static bool IsLfs(string file) => file.EndsWith(".safetensors", StringComparison.Ordinal);
+    public static bool IsLfs(string file) => file.EndsWith(".safetensors", StringComparison.Ordinal) || file.EndsWith(".gguf", StringComparison.Ordinal);
 
     /// <summary>Serves every file of a folder as repo ORG/NAME at a commit derived from the id; returns that commit.</summary>
     public string AddRepo(string repoId, string folder, string? token = null)

@@ -1,3 +1,4 @@
+using LinearLens.Numerics;
 using System.Security.Cryptography;
 using LinearLens.Loading;
 using LinearLens.Models;
@@ -87,6 +88,55 @@ public sealed class HubTests : IDisposable
         Assert.Equal(TimeSpan.FromSeconds(60), From(("HF_HUB_DOWNLOAD_TIMEOUT", "60")).DownloadTimeout);
         var bad = Assert.Throws<LinearLensException>(() => From(("HF_HUB_DOWNLOAD_TIMEOUT", "soon")));
         Assert.Contains("HF_HUB_DOWNLOAD_TIMEOUT='soon' is not a number of seconds", bad.Message);
+    }
+
+    [Fact]
+    public void AGgufFileOfAHubRepoIsDownloadedAloneAndRunsOffline()
+    {
+        // a repo of GGUF quantizations (no config.json): --model ORG/NAME/FILE.gguf fetches that one file, as
+        // `hf download ORG/NAME FILE.gguf` does, into the same cache layout
+        string origin = Path.Combine(root, "gguf-repo");
+        Directory.CreateDirectory(origin);
+        GgufExport.FromRandom(RandomCheckpointSpec.Preset("tiny-llama"), 11, Path.Combine(origin, "tiny-Q8_0.gguf"), DType.Q8_0, "tiny");
+        GgufExport.FromRandom(RandomCheckpointSpec.Preset("tiny-llama"), 11, Path.Combine(origin, "tiny-Q4_0.gguf"), DType.Q4_0, "tiny");
+        File.WriteAllText(Path.Combine(origin, "README.md"), "GGUF files only");
+        string commit = server.AddRepo("org/tiny-GGUF", origin);
+        var expected = Generate(Online(), Path.Combine(origin, "tiny-Q8_0.gguf"));
+        Assert.True(expected.ExitCode == 0, expected.Stderr);
+
+        var first = Generate(Online(), "org/tiny-GGUF/tiny-Q8_0.gguf");
+        Assert.True(first.ExitCode == 0, first.Stderr);
+        Assert.Equal(expected.Stdout, first.Stdout);
+        string repo = Path.Combine(Cache, "models--org--tiny-GGUF"), snapshot = Path.Combine(repo, "snapshots", commit);
+        Assert.Equal(commit, File.ReadAllText(Path.Combine(repo, "refs", "main")));
+        Assert.Equal(["tiny-Q8_0.gguf"], Directory.GetFileSystemEntries(snapshot).Select(Path.GetFileName));   // the named file only
+        string etag = HubTestServer.Sha256(File.ReadAllBytes(Path.Combine(origin, "tiny-Q8_0.gguf")));
+        Assert.Equal(Path.Combine("..", "..", "blobs", etag), RelativeLink(Path.Combine(snapshot, "tiny-Q8_0.gguf")));
+
+        // from the cache, with the Hub unreachable too
+        Assert.Equal(expected.Stdout, Generate(OfflineOptions, "org/tiny-GGUF/tiny-Q8_0.gguf").Stdout);
+        server.Dispose();
+        var cached = Generate(Online(), "org/tiny-GGUF/tiny-Q8_0.gguf");
+        Assert.True(cached.ExitCode == 0, cached.Stderr);
+        Assert.Equal(expected.Stdout, cached.Stdout);
+        Assert.Contains("using the cached tiny-Q8_0.gguf of org/tiny-GGUF", cached.Stderr);
+
+        // one line each: a file the cache lacks offline, and (with the Hub up) a file the repo lacks, the repo without a file name
+        AssertOneLineError(Generate(OfflineOptions, "org/tiny-GGUF/tiny-Q4_0.gguf"), "HF_HUB_OFFLINE is set and tiny-Q4_0.gguf of org/tiny-GGUF");
+        Assert.Equal((null as (string, string)?), HubClient.HubFile("org/tiny-GGUF/../x.gguf"));
+        Assert.Equal(("org/tiny-GGUF", "sub/x.gguf"), HubClient.HubFile("org/tiny-GGUF/sub/x.gguf"));
+    }
+
+    [Fact]
+    public void AGgufRepoWithoutAFileNameOrWithoutThatFileIsOneLine()
+    {
+        string origin = Path.Combine(root, "gguf-repo");
+        Directory.CreateDirectory(origin);
+        GgufExport.FromRandom(RandomCheckpointSpec.Preset("tiny-llama"), 11, Path.Combine(origin, "tiny-Q8_0.gguf"), DType.Q8_0, "tiny");
+        server.AddRepo("org/tiny-GGUF", origin);
+        AssertOneLineError(Generate(Online(), "org/tiny-GGUF"), "has no config.json", "--model org/tiny-GGUF/FILE.gguf");
+        AssertOneLineError(Generate(Online(), "org/tiny-GGUF/tiny-Q4_K_M.gguf"), "has no file tiny-Q4_K_M.gguf");
+        Assert.False(Directory.Exists(Path.Combine(Cache, "models--org--tiny-GGUF", "snapshots")));
     }
 
     [Fact]
