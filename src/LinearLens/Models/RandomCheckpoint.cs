@@ -24,7 +24,7 @@ public sealed record RopeScalingSpec(
 }
 
 /// <summary>
-/// Shape and configuration of a random Hugging Face-layout checkpoint (architectures.md §2; FAMILIES-NOTES.md).
+/// Shape and configuration of a random Hugging Face-layout checkpoint (architectures.md §2; docs/hf-family-notes.md).
 /// ModelType: "llama", "qwen3", "gemma3_text", "gemma3" (multimodal wrapper: config under <c>text_config</c>,
 /// weights under <c>language_model.model.</c>), "phi3" (fused qkv_proj / gate_up_proj, PartialRotaryFactor, longrope,
 /// SlidingWindow on every layer), "olmo2" (no input norm, post-norms on both branch outputs, q/k norms over the whole
@@ -196,7 +196,7 @@ public sealed record RandomCheckpointSpec(
     /// tiny-llama-bias: tiny-llama with attention_bias and mlp_bias.
     /// Real shapes (bf16; write on demand, never commit): qwen3-0.6b (d=1024, I=3072, 28 layers, 16/8 heads, D=128,
     /// V=151936, tied, θ=1e6, max_pos 40960), phi-4, phi-4-mini, olmo-2-7b, ministral-8b (model_type mistral, as its hub
-    /// config), qwen2.5-7b, qwen3-8b, qwen3-14b — sources and what is unverified in FAMILIES-NOTES.md.
+    /// config), qwen2.5-7b, qwen3-8b, qwen3-14b — sources and what is unverified in docs/hf-family-notes.md.
     /// </summary>
     public static RandomCheckpointSpec Preset(string name) => name switch
     {
@@ -640,7 +640,7 @@ public static class RandomCheckpoint
 
     /// <summary>
     /// The config.json text for a spec (legacy or v5 RoPE form; multimodal wrapper for "gemma3"). Each family gets the
-    /// keys its HF config class reads (FAMILIES-NOTES.md): no head_dim for phi3/olmo2/qwen2 (HF derives d/H), no
+    /// keys its HF config class reads (docs/hf-family-notes.md): no head_dim for phi3/olmo2/qwen2 (HF derives d/H), no
     /// attention_bias where the class has none (phi3, mistral, ministral, qwen2).
     /// </summary>
     public static string ConfigJson(RandomCheckpointSpec spec)

@@ -9,7 +9,7 @@ namespace LinearLens.Tests.Models;
 /// <summary>
 /// Config files as released checkpoints write them, not as our writer does: keys left out (each HF config class's
 /// default applies), legacy spellings HF rewrites, and values HF accepts but the engine does not (one-line error,
-/// exit 2). Defaults and rewrites from FAMILIES-NOTES.md (configuration_*.py).
+/// exit 2). Defaults and rewrites from docs/hf-family-notes.md (configuration_*.py).
 /// </summary>
 public class FamilyConfigTests
 {

@@ -430,7 +430,7 @@ public class SpecDecoderSelfTests
         Assert.True(high >= 2 && medium >= 2 && low >= 2, $"high {high}, medium {medium}, low {low}");
     }
 
-    // ------------------------------------------------------------------ new families (FAMILIES-NOTES.md)
+    // ------------------------------------------------------------------ new families (docs/hf-family-notes.md)
 
     static Func<string, double[]> Override(RandomWeights w, string name, Func<double[], double[]> change) =>
         key => key == name ? change((double[])w.Values(key).Clone()) : w.Values(key);

@@ -31,7 +31,7 @@ public sealed record SpecFactors(
 
 /// <summary>
 /// An independent, deliberately plain evaluation of the decoder forward pass straight from architectures.md §1–§2.7 and
-/// Hugging Face's modeling files (FAMILIES-NOTES.md), entirely in double precision: token by token (as in generation
+/// Hugging Face's modeling files (docs/hf-family-notes.md), entirely in double precision: token by token (as in generation
 /// with a key/value cache), naive loops, no shared code with the engine. Reads weights from a
 /// <see cref="RandomWeights"/> dictionary (values exactly as stored) and the configuration from its
 /// <see cref="RandomCheckpointSpec"/>. Families: llama (optional attention/MLP biases), qwen2 (q/k/v biases), qwen3,
