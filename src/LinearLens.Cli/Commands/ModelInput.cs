@@ -11,7 +11,7 @@ namespace LinearLens.Cli.Commands;
 /// </summary>
 sealed class ModelInput(Func<HubOptions> hub, TextWriter stderr)
 {
-    public readonly Option<string> Model = new("--model") { Description = "Model: a folder in Hugging Face layout (config.json, *.safetensors, tokenizer.json), a .gguf file or a folder holding one, a Hub id ORG/NAME (read from the Hugging Face cache, downloaded into it when missing), or ORG/NAME/FILE.gguf for one file of a Hub repo of GGUF files", Required = true };
+    public readonly Option<string> Model = new("--model") { Description = "Model: a folder in Hugging Face layout (config.json, *.safetensors, tokenizer.json), a .gguf file or a folder holding one, a Hub id ORG/NAME (read from the Hugging Face cache, downloaded into it when missing), or ORG/NAME/FILE.gguf (or ORG/NAME:TAG, e.g. :Q4_K_M, as llama.cpp's -hf) for one file of a Hub repo of GGUF files", Required = true };
     public readonly Option<string> Revision = new("--revision") { Description = "Branch, tag or commit of a Hub id given to --model (default: main)" };
     public readonly Option<string> Text = new("--text") { Description = "Input text (tokenized with the model's tokenizer and its default special tokens)" };
     public readonly Option<string> TokenIds = new("--token-ids") { Description = "Input token ids instead of text, e.g. 1,403,407" };

@@ -62,14 +62,105 @@ public sealed partial class HubClient : IDisposable
     {
         bool exists = File.Exists(model) || Directory.Exists(model);
         var hubFile = exists ? null : HubFile(model);
-        if (exists || !IsHubId(model) && hubFile is null)
+        var tagged = exists ? null : HubTag(model);
+        if (exists || !IsHubId(model) && hubFile is null && tagged is null)
         {
             if (revision is not null)
                 throw new LinearLensException($"--revision applies to a Hub id (ORG/NAME), but --model '{model}' is {(exists ? "a local path" : "neither an existing path nor a Hub id")}; drop --revision");
             return new ResolvedModel(model);
         }
         using var client = new HubClient(options(), progress);
+        if (tagged is { } t) return client.FetchFile(t.Repo, client.GgufFileOf(t.Repo, t.Tag, revision ?? "main"), revision ?? "main");
         return hubFile is { } f ? client.FetchFile(f.Repo, f.File, revision ?? "main") : client.Fetch(model, revision ?? "main");
+    }
+
+    /// <summary>ORG/NAME:TAG, llama.cpp's `-hf` form: the repo's one GGUF file whose name ends in the tag (e.g. Q4_K_M).</summary>
+    public static (string Repo, string Tag)? HubTag(string s)
+    {
+        int colon = s.LastIndexOf(':');
+        if (colon < 0) return null;
+        string repo = s[..colon], tag = s[(colon + 1)..];
+        return IsHubId(repo) && TagPattern().IsMatch(tag) ? (repo, tag) : null;
+    }
+
+    /// <summary>The GGUF file of repoId at revision that a tag names (listed by the Hub's API, or in the cached snapshot).</summary>
+    string GgufFileOf(string repoId, string tag, string revision)
+    {
+        CheckRevision(revision);
+        var cache = new HubCache(_options.CacheDir, repoId);
+        string[]? files = null;
+        string? why = null;
+        if (_options.Offline) why = "HF_HUB_OFFLINE is set";
+        else
+        {
+            try { files = ListFiles(repoId, revision); }
+            catch (HubUnreachableException e) { why = $"cannot reach {_options.Endpoint} ({e.Message})"; }
+            catch (HubRefusedException e) { why = $"the Hub refused the file list ({e.Message})"; }
+        }
+        if (files is null)
+        {
+            // the cached snapshot of that revision answers: its GGUF files are the ones downloaded before
+            string? commit = cache.CommitOf(revision);
+            string snapshot = commit is null ? "" : cache.SnapshotFolder(commit);
+            files = Directory.Exists(snapshot) ? Directory.EnumerateFiles(snapshot, "*.gguf", SearchOption.AllDirectories)
+                .Select(f => Path.GetRelativePath(snapshot, f).Replace('\\', '/')).ToArray() : [];
+            if (files.Length == 0)
+                throw new LinearLensException($"{why} and no GGUF file of {repoId} (revision {revision}) is in the Hugging Face cache {_options.CacheDir}; {(_options.Offline ? "unset HF_HUB_OFFLINE to" : "connect to the network to")} look the tag up, or name the file: --model {repoId}/FILE.gguf");
+        }
+        var ggufs = files.Where(f => f.EndsWith(".gguf", StringComparison.OrdinalIgnoreCase)).Order(StringComparer.Ordinal).ToArray();
+        var matches = ggufs.Where(f => EndsInTag(f, tag)).ToArray();
+        string Listed(string[] names) => string.Join(", ", names.Take(12)) + (names.Length > 12 ? $", … ({names.Length} in all)" : "");
+        return matches.Length switch
+        {
+            1 => matches[0],
+            0 when ggufs.Length == 0 => throw new LinearLensException($"{repoId} (revision {revision}) has no GGUF file; --model {repoId}:{tag} names one of a repo's GGUF files"),
+            0 => throw new LinearLensException($"no GGUF file of {repoId} (revision {revision}) ends in '{tag}'; it has {Listed(ggufs)}: give one of their tags, or --model {repoId}/FILE.gguf"),
+            _ => throw new LinearLensException($"'{tag}' names {matches.Length} GGUF files of {repoId} ({Listed(matches)}); name one: --model {repoId}/FILE.gguf" +
+                (matches.Any(m => SplitPattern().IsMatch(m)) ? " (split GGUF files, FILE-0000k-of-0000n.gguf, are not read: merge them with llama-gguf-split --merge)" : "")),
+        };
+    }
+
+    /// <summary>Whether a file name, without .gguf, ends in the tag after a separator (Qwen3-0.6B-Q4_K_M.gguf ends in Q4_K_M), in any case.</summary>
+    static bool EndsInTag(string file, string tag)
+    {
+        string name = Path.GetFileNameWithoutExtension(file.Replace('\\', '/').Split('/')[^1]);
+        if (SplitPattern().IsMatch(file)) name = name[..name.LastIndexOf("-0", StringComparison.Ordinal)];   // X-Q4_K_M-00001-of-00002
+        return name.Length > tag.Length && name.EndsWith(tag, StringComparison.OrdinalIgnoreCase) && name[^(tag.Length + 1)] is '-' or '_' or '.';
+    }
+
+    /// <summary>The files of repoId at revision, from the Hub's model API (GET api/models/ORG/NAME/revision/REV: its siblings).</summary>
+    string[] ListFiles(string repoId, string revision)
+    {
+        var url = new Uri($"{_options.Endpoint}/api/models/{repoId}/revision/{Uri.EscapeDataString(revision)}");
+        using var response = Send(HttpMethod.Get, url, rangeFrom: 0);
+        int status = (int)response.StatusCode;
+        if (status is < 200 or >= 300)
+        {
+            var refused = Failure(response, url, repoId, revision);
+            throw refused.CacheMayAnswer ? refused : new LinearLensException(refused.Message);
+        }
+        string json;
+        using (var body = response.Content.ReadAsStream())
+        using (var reader = new StreamReader(body))
+        {
+            var buffer = new char[16 << 20];
+            int n = reader.ReadBlock(buffer, 0, buffer.Length);
+            if (n == buffer.Length) throw new LinearLensException($"{Short(url)} answered more than 16 MB of file list; name the file: --model {repoId}/FILE.gguf");
+            json = new string(buffer, 0, n);
+        }
+        try
+        {
+            using var doc = System.Text.Json.JsonDocument.Parse(json);
+            if (!doc.RootElement.TryGetProperty("siblings", out var siblings) || siblings.ValueKind != System.Text.Json.JsonValueKind.Array)
+                throw new LinearLensException($"{Short(url)} answered no 'siblings' list; is HF_ENDPOINT ({_options.Endpoint}) a Hugging Face Hub?");
+            return siblings.EnumerateArray()
+                .Select(e => e.ValueKind == System.Text.Json.JsonValueKind.Object && e.TryGetProperty("rfilename", out var f) && f.ValueKind == System.Text.Json.JsonValueKind.String ? f.GetString()! : null)
+                .Where(f => f is not null).ToArray()!;
+        }
+        catch (System.Text.Json.JsonException e)
+        {
+            throw new LinearLensException($"{Short(url)} answered a file list that is not JSON ({e.Message}); is HF_ENDPOINT ({_options.Endpoint}) a Hugging Face Hub?");
+        }
     }
 
     /// <summary>
@@ -451,6 +542,12 @@ public sealed partial class HubClient : IDisposable
     {
         public bool CacheMayAnswer { get; } = cacheMayAnswer;
     }
+
+    [GeneratedRegex(@"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")]
+    private static partial System.Text.RegularExpressions.Regex TagPattern();
+
+    [GeneratedRegex(@"-\d{5}-of-\d{5}\.gguf$", System.Text.RegularExpressions.RegexOptions.IgnoreCase)]
+    private static partial System.Text.RegularExpressions.Regex SplitPattern();
 
     [GeneratedRegex(@"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")]
     private static partial Regex HubIdPattern();

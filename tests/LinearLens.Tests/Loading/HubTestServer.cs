@@ -176,6 +176,23 @@ public sealed class HubTestServer : IDisposable
             return;
         }
 
+        // /api/models/ORG/NAME/revision/REV: the model's metadata, of which LinearLens reads the file list (siblings)
+        if (path.StartsWith("/api/models/", StringComparison.Ordinal))
+        {
+            var api = path["/api/models/".Length..].Split('/');
+            if (api.Length == 4 && api[2] == "revision" && _repos.TryGetValue(api[0] + "/" + api[1], out var listed) && listed.Token is null)
+            {
+                var siblings = string.Join(",", listed.Files.Keys.Order(StringComparer.Ordinal).Select(f => $"{{\"rfilename\":\"{f}\"}}"));
+                await Write(stream, 200, h, System.Text.Encoding.UTF8.GetBytes($"{{\"id\":\"{api[0]}/{api[1]}\",\"sha\":\"{listed.Commit}\",\"siblings\":[{siblings}]}}"), method != "HEAD");
+            }
+            else
+            {
+                h.Add(("X-Error-Code", "RepoNotFound"));
+                await Write(stream, auth is null ? 401 : 404, h);
+            }
+            return;
+        }
+
         // /ORG/NAME/resolve/REV/FILE
         var parts = path.TrimStart('/').Split('/', 5);
         if (parts.Length < 5 || parts[2] != "resolve") { await Write(stream, 404, h); return; }

@@ -128,6 +128,32 @@ public sealed class HubTests : IDisposable
     }
 
     [Fact]
+    public void AQuantizationTagPicksTheRepoFileEndingInIt()
+    {
+        // ORG/NAME:TAG as llama.cpp's -hf takes it: the one GGUF file whose name ends in the tag, any case
+        string origin = Path.Combine(root, "gguf-repo");
+        Directory.CreateDirectory(origin);
+        GgufExport.FromRandom(RandomCheckpointSpec.Preset("tiny-llama"), 11, Path.Combine(origin, "Tiny-Q8_0.gguf"), DType.Q8_0, "tiny");
+        GgufExport.FromRandom(RandomCheckpointSpec.Preset("tiny-llama"), 11, Path.Combine(origin, "Tiny-Q4_0.gguf"), DType.Q4_0, "tiny");
+        File.WriteAllBytes(Path.Combine(origin, "Tiny-IQ4_0.gguf"), File.ReadAllBytes(Path.Combine(origin, "Tiny-Q4_0.gguf")));
+        string commit = server.AddRepo("org/tiny-GGUF", origin);
+        var expected = Generate(Online(), Path.Combine(origin, "Tiny-Q8_0.gguf"));
+        var tagged = Generate(Online(), "org/tiny-GGUF:q8_0");
+        Assert.True(tagged.ExitCode == 0, tagged.Stderr);
+        Assert.Equal(expected.Stdout, tagged.Stdout);
+        Assert.Equal(["Tiny-Q8_0.gguf"], Directory.GetFileSystemEntries(Path.Combine(Cache, "models--org--tiny-GGUF", "snapshots", commit)).Select(Path.GetFileName));
+        // Q4_0 is not IQ4_0's tag (a separator must come before it)
+        Assert.Equal(0, Generate(Online(), "org/tiny-GGUF:Q4_0").ExitCode);
+        AssertOneLineError(Generate(Online(), "org/tiny-GGUF:Q6_K"), "no GGUF file of org/tiny-GGUF", "ends in 'Q6_K'", "Tiny-IQ4_0.gguf, Tiny-Q4_0.gguf, Tiny-Q8_0.gguf");
+        // offline, the cached snapshot's files answer
+        Assert.Equal(expected.Stdout, Generate(OfflineOptions, "org/tiny-GGUF:Q8_0").Stdout);
+        AssertOneLineError(Generate(OfflineOptions, "org/tiny-GGUF:IQ4_0"), "ends in 'IQ4_0'");
+        Assert.Equal(("org/x", "Q4_K_M"), HubClient.HubTag("org/x:Q4_K_M"));
+        Assert.Null(HubClient.HubTag("org/x:"));
+        Assert.Null(HubClient.HubTag("x:Q4_K_M"));
+    }
+
+    [Fact]
     public void AGgufRepoWithoutAFileNameOrWithoutThatFileIsOneLine()
     {
         string origin = Path.Combine(root, "gguf-repo");
