@@ -3,6 +3,7 @@ using System.Text.Json.Nodes;
 using LinearLens.Models;
 using LinearLens.Reporting;
 using LinearLens.Tests.Support;
+using static LinearLens.Tests.Support.CliRunner;
 
 namespace LinearLens.Tests.Cli;
 
@@ -12,16 +13,6 @@ public sealed class AuditTests : IDisposable
     readonly string dir = Directory.CreateTempSubdirectory("ll-audit").FullName;
 
     public void Dispose() => Directory.Delete(dir, true);
-
-    static void AssertOneLineError(CliRunner.Result r, string mustContain)
-    {
-        Assert.True(r.ExitCode == 2, $"exit code {r.ExitCode}: {r.Stderr}");
-        var lines = r.Stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries);
-        Assert.Single(lines);
-        Assert.StartsWith("error: ", lines[0]);
-        Assert.Contains(mustContain, lines[0]);
-        Assert.Equal("", r.Stdout);
-    }
 
     /// <summary>A folder as `analyze --out` leaves it (a synthetic report, no figures), its analysis.json edited.</summary>
     string AnalysisFolderWith(Action<JsonObject> edit)

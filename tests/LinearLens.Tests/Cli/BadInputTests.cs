@@ -8,6 +8,7 @@ using LinearLens.Models;
 using LinearLens.Reporting;
 using LinearLens.Tests.Loading;
 using LinearLens.Tests.Support;
+using static LinearLens.Tests.Support.CliRunner;
 
 namespace LinearLens.Tests.Cli;
 
@@ -19,17 +20,6 @@ public sealed class BadInputTests : IDisposable
     public BadInputTests() => RandomCheckpoint.Write(dir, RandomCheckpointSpec.Preset("tiny-llama"), seed: 7, keepValues: false);
 
     public void Dispose() => Directory.Delete(dir, true);
-
-    static void AssertOneLineError(CliRunner.Result r, string mustContain)
-    {
-        Assert.Equal(2, r.ExitCode);
-        var lines = r.Stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries);
-        Assert.Single(lines);
-        Assert.StartsWith("error: ", lines[0]);
-        Assert.Contains(mustContain, lines[0]);
-        Assert.DoesNotContain("   at ", r.Stderr);
-        Assert.Equal("", r.Stdout);
-    }
 
     CliRunner.Result Generate(params string[] extra) =>
         CliRunner.Run(["generate", "--model", dir, "--max-new-tokens", "2", .. extra]);

@@ -2,6 +2,7 @@ using System.Text.Json.Nodes;
 using LinearLens.Loading;
 using LinearLens.Models;
 using LinearLens.Tests.Support;
+using static LinearLens.Tests.Support.CliRunner;
 
 namespace LinearLens.Tests.Cli;
 
@@ -15,16 +16,6 @@ public sealed class OptionConflictTests : IDisposable
     readonly string dir = Directory.CreateTempSubdirectory("ll-options").FullName;
 
     public void Dispose() => Directory.Delete(dir, true);
-
-    static void AssertOneLineError(CliRunner.Result r, string mustContain)
-    {
-        Assert.True(r.ExitCode == 2, $"exit code {r.ExitCode}: {r.Stderr}");
-        var lines = r.Stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries);
-        Assert.Single(lines);
-        Assert.StartsWith("error: ", lines[0]);
-        Assert.Contains(mustContain, lines[0]);
-        Assert.Equal("", r.Stdout);
-    }
 
     static void AssertRuns(CliRunner.Result r) => Assert.True(r.ExitCode == 0, $"exit code {r.ExitCode}: {r.Stderr}");
 

@@ -3,6 +3,7 @@ using System.Security.Cryptography;
 using LinearLens.Loading;
 using LinearLens.Models;
 using LinearLens.Tests.Support;
+using static LinearLens.Tests.Support.CliRunner;
 
 namespace LinearLens.Tests.Loading;
 
@@ -38,16 +39,6 @@ public sealed class HubTests : IDisposable
 
     static CliRunner.Result Generate(HubOptions hub, string model, params string[] extra) =>
         CliRunner.RunWith(hub, ["generate", "--model", model, "--token-ids", "1,5,9", "--max-new-tokens", "4", "--json", .. extra]);
-
-    static void AssertOneLineError(CliRunner.Result r, params string[] mustContain)
-    {
-        Assert.Equal(2, r.ExitCode);
-        var lines = r.Stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries);
-        Assert.Single(lines);
-        Assert.StartsWith("error: ", lines[0]);
-        foreach (var s in mustContain) Assert.Contains(s, lines[0]);
-        Assert.Equal("", r.Stdout);
-    }
 
     static string RelativeLink(string path) => new FileInfo(path).LinkTarget ?? throw new Xunit.Sdk.XunitException($"{path} is not a symlink");
 

@@ -3,6 +3,7 @@ using LinearLens.Loading;
 using LinearLens.Models;
 using LinearLens.Tests.Support;
 using static LinearLens.Tests.Support.Close;
+using static LinearLens.Tests.Support.CliRunner;
 
 namespace LinearLens.Tests.Models;
 
@@ -137,15 +138,6 @@ public class FamilyConfigTests
         RandomCheckpoint.Write(tmp.Path, RandomCheckpointSpec.Preset("tiny-phi3") with { KvHeads = 4 }, 1, keepValues: false);
         Edit(tmp.Path, c => c.Remove("num_key_value_heads"));
         Assert.Equal(4, ModelConfig.Load(tmp.Path).NumKvHeads);
-    }
-
-    static void AssertOneLineError(CliRunner.Result r, string mustContain)
-    {
-        Assert.Equal(2, r.ExitCode);
-        var lines = r.Stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries);
-        Assert.Single(lines);
-        Assert.Contains(mustContain, lines[0]);
-        Assert.DoesNotContain("   at ", r.Stderr);
     }
 
     [Theory]
