@@ -37,6 +37,15 @@ public sealed class HubTests : IDisposable
         return folder;
     }
 
+    /// <summary>A folder of tiny-llama GGUF files (the same weights stored in each type), as a repo of quantizations holds them.</summary>
+    string GgufRepo(params (string File, DType Type)[] files)
+    {
+        string origin = Path.Combine(root, "gguf-repo");
+        Directory.CreateDirectory(origin);
+        foreach (var (file, type) in files) GgufExport.FromRandom(RandomCheckpointSpec.Preset("tiny-llama"), 11, Path.Combine(origin, file), type, "tiny");
+        return origin;
+    }
+
     static CliRunner.Result Generate(HubOptions hub, string model, params string[] extra) =>
         CliRunner.RunWith(hub, ["generate", "--model", model, "--token-ids", "1,5,9", "--max-new-tokens", "4", "--json", .. extra]);
 
@@ -86,10 +95,7 @@ public sealed class HubTests : IDisposable
     {
         // a repo of GGUF quantizations (no config.json): --model ORG/NAME/FILE.gguf fetches that one file, as
         // `hf download ORG/NAME FILE.gguf` does, into the same cache layout
-        string origin = Path.Combine(root, "gguf-repo");
-        Directory.CreateDirectory(origin);
-        GgufExport.FromRandom(RandomCheckpointSpec.Preset("tiny-llama"), 11, Path.Combine(origin, "tiny-Q8_0.gguf"), DType.Q8_0, "tiny");
-        GgufExport.FromRandom(RandomCheckpointSpec.Preset("tiny-llama"), 11, Path.Combine(origin, "tiny-Q4_0.gguf"), DType.Q4_0, "tiny");
+        string origin = GgufRepo(("tiny-Q8_0.gguf", DType.Q8_0), ("tiny-Q4_0.gguf", DType.Q4_0));
         File.WriteAllText(Path.Combine(origin, "README.md"), "GGUF files only");
         string commit = server.AddRepo("org/tiny-GGUF", origin);
         var expected = Generate(Online(), Path.Combine(origin, "tiny-Q8_0.gguf"));
@@ -122,10 +128,7 @@ public sealed class HubTests : IDisposable
     public void AQuantizationTagPicksTheRepoFileEndingInIt()
     {
         // ORG/NAME:TAG as llama.cpp's -hf takes it: the one GGUF file whose name ends in the tag, any case
-        string origin = Path.Combine(root, "gguf-repo");
-        Directory.CreateDirectory(origin);
-        GgufExport.FromRandom(RandomCheckpointSpec.Preset("tiny-llama"), 11, Path.Combine(origin, "Tiny-Q8_0.gguf"), DType.Q8_0, "tiny");
-        GgufExport.FromRandom(RandomCheckpointSpec.Preset("tiny-llama"), 11, Path.Combine(origin, "Tiny-Q4_0.gguf"), DType.Q4_0, "tiny");
+        string origin = GgufRepo(("Tiny-Q8_0.gguf", DType.Q8_0), ("Tiny-Q4_0.gguf", DType.Q4_0));
         File.WriteAllBytes(Path.Combine(origin, "Tiny-IQ4_0.gguf"), File.ReadAllBytes(Path.Combine(origin, "Tiny-Q4_0.gguf")));
         string commit = server.AddRepo("org/tiny-GGUF", origin);
         var expected = Generate(Online(), Path.Combine(origin, "Tiny-Q8_0.gguf"));
@@ -147,9 +150,7 @@ public sealed class HubTests : IDisposable
     [Fact]
     public void AGgufRepoWithoutAFileNameOrWithoutThatFileIsOneLine()
     {
-        string origin = Path.Combine(root, "gguf-repo");
-        Directory.CreateDirectory(origin);
-        GgufExport.FromRandom(RandomCheckpointSpec.Preset("tiny-llama"), 11, Path.Combine(origin, "tiny-Q8_0.gguf"), DType.Q8_0, "tiny");
+        string origin = GgufRepo(("tiny-Q8_0.gguf", DType.Q8_0));
         server.AddRepo("org/tiny-GGUF", origin);
         AssertOneLineError(Generate(Online(), "org/tiny-GGUF"), "has no config.json", "--model org/tiny-GGUF/FILE.gguf");
         AssertOneLineError(Generate(Online(), "org/tiny-GGUF/tiny-Q4_K_M.gguf"), "has no file tiny-Q4_K_M.gguf");
