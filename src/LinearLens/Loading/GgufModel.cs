@@ -33,6 +33,9 @@ public sealed unsafe class GgufModel : IDisposable
     GgufModel(GgufFile file)
     {
         File = file;
+        // llama-gguf-split's parts: each holds some of the tensors (split.count files, split.no counting from 0)
+        if (file.Integer("split.count") is > 1 and var parts)
+            throw file.Error($"is part {file.Integer("split.no") + 1 ?? 1} of a GGUF split into {parts} files, which LinearLens does not read; merge them into one file with llama.cpp's `llama-gguf-split --merge FIRST-PART.gguf OUT.gguf`");
         Architecture = file.Str("general.architecture") ?? throw file.Error("has no general.architecture; not a model file");
         if (!Architectures.Contains(Architecture))
             throw file.Error($"has architecture '{Architecture}', which LinearLens does not run (supported: {string.Join(", ", Architectures)})");

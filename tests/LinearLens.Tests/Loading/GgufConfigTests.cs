@@ -161,6 +161,17 @@ public class GgufConfigTests
     }
 
     [Fact]
+    public void APartOfASplitGgufIsNamedAsSuch()
+    {
+        var e = Assert.Throws<LinearLensException>(() => Checkpoint.Open(Write("llama", _ => [("attn_norm.weight", [D]), .. Attn(), ("ffn_norm.weight", [D]), .. Mlp],
+            [new("split.no", (ushort)1), new("split.count", (ushort)3), new("split.tensors.count", 30)])));
+        Assert.True(e.Message.Contains("is part 2 of a GGUF split into 3 files") && e.Message.Contains("llama-gguf-split --merge"), e.Message);
+        using var whole = Checkpoint.Open(Write("llama", _ => [("attn_norm.weight", [D]), .. Attn(), ("ffn_norm.weight", [D]), .. Mlp],
+            [new("split.no", (ushort)0), new("split.count", (ushort)1)]));   // a "split" of one file is the whole model
+        Assert.Equal(L, whole.Config.NumLayers);
+    }
+
+    [Fact]
     public void AMetadataValueOfTheWrongTypeIsNamedWithGgufTypeNames()
     {
         // the message names GGUF's types (string, float32, array of 2 int32), not .NET's (String, Single, Int32[])
