@@ -242,8 +242,16 @@ public sealed partial class HubClient : IDisposable
         FileMeta config;
         try
         {
-            config = Head(repoId, revision, "config.json") ?? throw new LinearLensException(
-                $"{repoId} (revision {revision}) has no config.json; it is not a Hugging Face checkpoint — for a repo of GGUF files, name one: --model {repoId}/FILE.gguf");
+            if (Head(repoId, revision, "config.json") is not { } c)
+            {
+                // no Hugging Face checkpoint: a repo of GGUF files is read when it holds one, and named when it holds several
+                var ggufs = ListFiles(repoId, revision).Where(f => f.EndsWith(".gguf", StringComparison.OrdinalIgnoreCase)).Order(StringComparer.Ordinal).ToArray();
+                if (ggufs.Length == 1) return FetchFile(repoId, ggufs[0], revision);
+                throw new LinearLensException(ggufs.Length == 0
+                    ? $"{repoId} (revision {revision}) has no config.json and no GGUF file; it is not a model checkpoint LinearLens reads"
+                    : $"{repoId} (revision {revision}) holds {ggufs.Length} GGUF files and no config.json ({string.Join(", ", ggufs.Take(12))}{(ggufs.Length > 12 ? ", …" : "")}); choose one: --model {repoId}:TAG (e.g. :Q4_K_M) or --model {repoId}/FILE.gguf");
+            }
+            config = c;
         }
         catch (HubUnreachableException e)
         {

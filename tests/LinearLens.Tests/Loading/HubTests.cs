@@ -148,13 +148,19 @@ public sealed class HubTests : IDisposable
     }
 
     [Fact]
-    public void AGgufRepoWithoutAFileNameOrWithoutThatFileIsOneLine()
+    public void AGgufRepoWithOneFileIsThatFileAndOtherwiseNamesItsFiles()
     {
         string origin = GgufRepo(("tiny-Q8_0.gguf", DType.Q8_0));
         server.AddRepo("org/tiny-GGUF", origin);
-        AssertOneLineError(Generate(Online(), "org/tiny-GGUF"), "has no config.json", "--model org/tiny-GGUF/FILE.gguf");
-        AssertOneLineError(Generate(Online(), "org/tiny-GGUF/tiny-Q4_K_M.gguf"), "has no file tiny-Q4_K_M.gguf");
-        Assert.False(Directory.Exists(Path.Combine(Cache, "models--org--tiny-GGUF", "snapshots")));
+        // one GGUF file and no config.json: that file is the model; several are named
+        var single = Generate(Online(), "org/tiny-GGUF");
+        Assert.True(single.ExitCode == 0, single.Stderr);
+        Assert.Equal(Generate(Online(), Path.Combine(origin, "tiny-Q8_0.gguf")).Stdout, single.Stdout);
+        File.Copy(Path.Combine(origin, "tiny-Q8_0.gguf"), Path.Combine(origin, "tiny-F16.gguf"));
+        server.AddRepo("org/two-GGUF", origin);
+        AssertOneLineError(Generate(Online(), "org/two-GGUF"), "holds 2 GGUF files and no config.json (tiny-F16.gguf, tiny-Q8_0.gguf)", "--model org/two-GGUF:TAG");
+        AssertOneLineError(Generate(Online(), "org/two-GGUF/tiny-Q4_K_M.gguf"), "has no file tiny-Q4_K_M.gguf");
+        Assert.False(Directory.Exists(Path.Combine(Cache, "models--org--two-GGUF", "snapshots")));
     }
 
     [Fact]
