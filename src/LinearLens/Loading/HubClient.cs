@@ -293,9 +293,14 @@ public sealed partial class HubClient : IDisposable
         string? commit = cache.CommitOf(revision);
         if (commit is null) throw new LinearLensException(notCached);
         string snapshot = cache.SnapshotFolder(commit);
+        string? note1 = note is null ? null : $"using the cached snapshot {commit[..12]} of {cache.RepoId}: {note}";
+        // a GGUF repo's snapshot (no config.json) with one GGUF file in it is that file, as online
+        if (!File.Exists(Path.Combine(snapshot, "config.json")) && Directory.Exists(snapshot)
+            && Directory.GetFiles(snapshot, "*.gguf", SearchOption.AllDirectories) is [var gguf])
+            return new ResolvedModel(gguf, cache.RepoId, revision, commit, note1);
         if (HubCache.MissingFile(snapshot) is { } missing)
             throw new LinearLensException($"{notCached} (its snapshot {commit[..12]} lacks {missing})");
-        return new ResolvedModel(snapshot, cache.RepoId, revision, commit, note is null ? null : $"using the cached snapshot {commit[..12]} of {cache.RepoId}: {note}");
+        return new ResolvedModel(snapshot, cache.RepoId, revision, commit, note1);
     }
 
     static LinearLensException NotAModel(string repoId, string revision, string file) =>

@@ -156,6 +156,7 @@ public sealed class HubTests : IDisposable
         var single = Generate(Online(), "org/tiny-GGUF");
         Assert.True(single.ExitCode == 0, single.Stderr);
         Assert.Equal(Generate(Online(), Path.Combine(origin, "tiny-Q8_0.gguf")).Stdout, single.Stdout);
+        Assert.Equal(single.Stdout, Generate(OfflineOptions, "org/tiny-GGUF").Stdout);   // and offline, from the cache
         File.Copy(Path.Combine(origin, "tiny-Q8_0.gguf"), Path.Combine(origin, "tiny-F16.gguf"));
         server.AddRepo("org/two-GGUF", origin);
         AssertOneLineError(Generate(Online(), "org/two-GGUF"), "holds 2 GGUF files and no config.json (tiny-F16.gguf, tiny-Q8_0.gguf)", "--model org/two-GGUF:TAG");
