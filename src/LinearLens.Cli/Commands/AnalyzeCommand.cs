@@ -15,7 +15,7 @@ static class AnalyzeCommand
         var input = new ModelInput(hub, stderr);
         var components = new Option<int>("--components") { Description = "Singular triplets per matrix", DefaultValueFactory = _ => 8 };
         var layers = new Option<string>("--layers") { Description = "Layers of the sweep, e.g. 1,4,8 (default: about 8 evenly spaced, the last included)" };
-        var attribute = new Option<string[]>("--attribute") { Description = "Also attribute these tokens' logits: an id (e.g. 42) or a text that is one token (e.g. \" Golden\"); repeatable", AllowMultipleArgumentsPerToken = false };
+        var attribute = new Option<string[]>("--attribute") { Description = "Also attribute these tokens' logits: an id (e.g. 42) or a text that is one token (e.g. \" Golden\" for byte-level BPE, \"Golden\" for SentencePiece, which adds the space itself); repeatable", AllowMultipleArgumentsPerToken = false };
         var noOrdinary = new Option<bool>("--no-ordinary") { Description = "Skip the ordinary (non-frozen) Jacobian used for the reconstruction comparison" };
         var outDir = new Option<string>("--out") { Description = "Write analysis.json, report.html and the PNG figures here (with --prompts: one folder per prompt, summary.json and summary.html)" };
         var prompts = new Option<string>("--prompts") { Description = "Analyse many prompts with one model load: a text file with one prompt per line, or JSON Lines with a \"text\" field; needs --out; an interrupted run resumes" };
@@ -93,9 +93,16 @@ static class AnalyzeCommand
         if (int.TryParse(a, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int id))
             return (uint)id < (uint)ckpt.Config.VocabSize ? id
                 : throw new LinearLensException($"--attribute {id} is outside the vocabulary 0…{ckpt.Config.VocabSize - 1}; give a token id in range or a token text");
-        var ids = ckpt.RequireTokenizer().EncodeWithoutSpecialTokens(a);
+        var tokenizer = ckpt.RequireTokenizer();
+        var ids = tokenizer.EncodeWithoutSpecialTokens(a);
         if (ids.Length != 1)
-            throw new LinearLensException($"--attribute \"{a}\" is {ids.Length} tokens ({string.Join(" ", ids.Select(i => $"{i}:{JacobianCommand.Quote(ckpt.Tokenizer!.TokenString(i))}"))}); give one token or its id");
+        {
+            // a SentencePiece tokenizer puts its own space before a word: " big" is "▁" + "▁big", and "big" is the token
+            string trimmed = a.TrimStart();
+            string hint = trimmed.Length < a.Length && trimmed.Length > 0 && tokenizer.EncodeWithoutSpecialTokens(trimmed) is [int one]
+                ? $"; this tokenizer adds the leading space itself: \"{trimmed}\" is the one token {one}:{JacobianCommand.Quote(tokenizer.TokenString(one))}" : "";
+            throw new LinearLensException($"--attribute \"{a}\" is {ids.Length} tokens ({string.Join(" ", ids.Select(i => $"{i}:{JacobianCommand.Quote(tokenizer.TokenString(i))}"))}){hint}; give one token or its id");
+        }
         return ids[0];
     }
 

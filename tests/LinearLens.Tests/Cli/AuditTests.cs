@@ -228,6 +228,12 @@ public sealed class AuditTests : IDisposable
         AssertOneLineError(CliRunner.Run("analyze", "--model", SharedData.Stories260K, "--text", "Once upon", "--attribute", " 5", "--components", "2"),
             "--attribute \" 5\" is 3 tokens");
 
+    [SharedFact("models", "stories260K", "hf", "model.safetensors")]
+    public void AttributeWithALeadingSpaceNamesTheWordThatIsOneToken() =>
+        // SentencePiece adds its own space before a word: " big" is two tokens, "big" the one a user meant
+        AssertOneLineError(CliRunner.Run("analyze", "--model", SharedData.Stories260K, "--text", "Once upon", "--attribute", " big", "--components", "2"),
+            "--attribute \" big\" is 2 tokens", "this tokenizer adds the leading space itself: \"big\" is the one token 370");
+
     [Theory]
     [InlineData("notaurl")]
     [InlineData("ftp://hub.example")]
