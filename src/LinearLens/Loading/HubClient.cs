@@ -190,7 +190,7 @@ public sealed partial class HubClient : IDisposable
             return new ResolvedModel(path, repoId, revision, commit, note is null ? null : $"using the cached {file} of {repoId} ({commit![..12]}): {note}");
         }
         if (_options.Offline)
-            return Cached(null, $"HF_HUB_OFFLINE is set and {where} is not in the Hugging Face cache {_options.CacheDir}; unset HF_HUB_OFFLINE to download it, or pass --model a local .gguf file");
+            return Cached(null, $"HF_HUB_OFFLINE is set and {where} is not in the Hugging Face cache {_options.CacheDir} (nor is {repoId}/{file} a local file); unset HF_HUB_OFFLINE to download it, or pass --model a local .gguf file");
         if (HubCache.IsCommitHash(revision) && File.Exists(Path.Combine(cache.SnapshotFolder(revision), file)))
             return new ResolvedModel(Path.Combine(cache.SnapshotFolder(revision), file), repoId, revision, revision);
         FileMeta meta;
@@ -198,7 +198,7 @@ public sealed partial class HubClient : IDisposable
         catch (HubUnreachableException e)
         {
             return Cached($"cannot reach {_options.Endpoint} ({e.Message})",
-                $"cannot reach {_options.Endpoint} ({e.Message}) and {where} is not in the Hugging Face cache {_options.CacheDir}; connect to the network, or set HF_ENDPOINT to a reachable Hub");
+                $"cannot reach {_options.Endpoint} ({e.Message}) and {where} is not in the Hugging Face cache {_options.CacheDir} (nor is {repoId}/{file} a local file); connect to the network, or set HF_ENDPOINT to a reachable Hub");
         }
         catch (HubRefusedException e)
         {
