@@ -1,6 +1,7 @@
 using System.Net;
 using System.Net.Http.Headers;
 using System.Security.Cryptography;
+using System.Text.Json;
 using System.Text.RegularExpressions;
 
 namespace LinearLens.Loading;
@@ -107,9 +108,8 @@ public sealed partial class HubClient : IDisposable
             if (files.Length == 0)
                 throw new LinearLensException($"{why} and no GGUF file of {repoId} (revision {revision}) is in the Hugging Face cache {_options.CacheDir}; {(_options.Offline ? "unset HF_HUB_OFFLINE to" : "connect to the network to")} look the tag up, or name the file: --model {repoId}/FILE.gguf");
         }
-        var ggufs = files.Where(f => f.EndsWith(".gguf", StringComparison.OrdinalIgnoreCase)).Order(StringComparer.Ordinal).ToArray();
+        var ggufs = Ggufs(files);
         var matches = ggufs.Where(f => EndsInTag(f, tag)).ToArray();
-        string Listed(string[] names) => string.Join(", ", names.Take(12)) + (names.Length > 12 ? $", … ({names.Length} in all)" : "");
         return matches.Length switch
         {
             1 => matches[0],
@@ -120,11 +120,18 @@ public sealed partial class HubClient : IDisposable
         };
     }
 
-    /// <summary>Whether a file name, without .gguf, ends in the tag after a separator (Qwen3-0.6B-Q4_K_M.gguf ends in Q4_K_M), in any case.</summary>
+    /// <summary>The GGUF files among a repo's files, in name order.</summary>
+    static string[] Ggufs(IEnumerable<string> files) =>
+        files.Where(f => f.EndsWith(".gguf", StringComparison.OrdinalIgnoreCase)).Order(StringComparer.Ordinal).ToArray();
+
+    /// <summary>File names for a message: the first 12, and how many there are in all beyond that.</summary>
+    static string Listed(string[] names) => string.Join(", ", names.Take(12)) + (names.Length > 12 ? $", … ({names.Length} in all)" : "");
+
+    /// <summary>Whether a file name, without .gguf (and a split's -0000k-of-0000n), ends in the tag after a separator (Qwen3-0.6B-Q4_K_M.gguf ends in Q4_K_M), in any case.</summary>
     static bool EndsInTag(string file, string tag)
     {
-        string name = Path.GetFileNameWithoutExtension(file.Replace('\\', '/').Split('/')[^1]);
-        if (SplitPattern().IsMatch(file)) name = name[..name.LastIndexOf("-0", StringComparison.Ordinal)];   // X-Q4_K_M-00001-of-00002
+        string fileName = file.Split('/')[^1];
+        string name = SplitPattern().IsMatch(fileName) ? SplitPattern().Replace(fileName, "") : Path.GetFileNameWithoutExtension(fileName);
         return name.Length > tag.Length && name.EndsWith(tag, StringComparison.OrdinalIgnoreCase) && name[^(tag.Length + 1)] is '-' or '_' or '.';
     }
 
@@ -139,25 +146,28 @@ public sealed partial class HubClient : IDisposable
             var refused = Failure(response, url, repoId, revision);
             throw refused.CacheMayAnswer ? refused : new LinearLensException(refused.Message);
         }
-        string json;
+        // the list is small (a few KB); a body past 16 MB is no file list
+        const int MaxList = 16 << 20;
+        var json = new MemoryStream();
         using (var body = response.Content.ReadAsStream())
-        using (var reader = new StreamReader(body))
         {
-            var buffer = new char[16 << 20];
-            int n = reader.ReadBlock(buffer, 0, buffer.Length);
-            if (n == buffer.Length) throw new LinearLensException($"{Short(url)} answered more than 16 MB of file list; name the file: --model {repoId}/FILE.gguf");
-            json = new string(buffer, 0, n);
+            var chunk = new byte[81920];
+            for (int n; (n = body.Read(chunk)) > 0;)
+            {
+                json.Write(chunk, 0, n);
+                if (json.Length > MaxList) throw new LinearLensException($"{Short(url)} answered more than 16 MB of file list; name the file: --model {repoId}/FILE.gguf");
+            }
         }
         try
         {
-            using var doc = System.Text.Json.JsonDocument.Parse(json);
-            if (!doc.RootElement.TryGetProperty("siblings", out var siblings) || siblings.ValueKind != System.Text.Json.JsonValueKind.Array)
+            using var doc = JsonDocument.Parse(json.GetBuffer().AsMemory(0, (int)json.Length));
+            if (!doc.RootElement.TryGetProperty("siblings", out var siblings) || siblings.ValueKind != JsonValueKind.Array)
                 throw new LinearLensException($"{Short(url)} answered no 'siblings' list; is HF_ENDPOINT ({_options.Endpoint}) a Hugging Face Hub?");
             return siblings.EnumerateArray()
-                .Select(e => e.ValueKind == System.Text.Json.JsonValueKind.Object && e.TryGetProperty("rfilename", out var f) && f.ValueKind == System.Text.Json.JsonValueKind.String ? f.GetString()! : null)
-                .Where(f => f is not null).ToArray()!;
+                .Select(e => e.ValueKind == JsonValueKind.Object && e.TryGetProperty("rfilename", out var f) && f.ValueKind == JsonValueKind.String ? f.GetString() : null)
+                .OfType<string>().ToArray();
         }
-        catch (System.Text.Json.JsonException e)
+        catch (JsonException e)
         {
             throw new LinearLensException($"{Short(url)} answered a file list that is not JSON ({e.Message}); is HF_ENDPOINT ({_options.Endpoint}) a Hugging Face Hub?");
         }
@@ -245,11 +255,11 @@ public sealed partial class HubClient : IDisposable
             if (Head(repoId, revision, "config.json") is not { } c)
             {
                 // no Hugging Face checkpoint: a repo of GGUF files is read when it holds one, and named when it holds several
-                var ggufs = ListFiles(repoId, revision).Where(f => f.EndsWith(".gguf", StringComparison.OrdinalIgnoreCase)).Order(StringComparer.Ordinal).ToArray();
+                var ggufs = Ggufs(ListFiles(repoId, revision));
                 if (ggufs.Length == 1) return FetchFile(repoId, ggufs[0], revision);
                 throw new LinearLensException(ggufs.Length == 0
                     ? $"{repoId} (revision {revision}) has no config.json and no GGUF file; it is not a model checkpoint LinearLens reads"
-                    : $"{repoId} (revision {revision}) holds {ggufs.Length} GGUF files and no config.json ({string.Join(", ", ggufs.Take(12))}{(ggufs.Length > 12 ? ", …" : "")}); choose one: --model {repoId}:TAG (e.g. :Q4_K_M) or --model {repoId}/FILE.gguf");
+                    : $"{repoId} (revision {revision}) holds {ggufs.Length} GGUF files and no config.json ({Listed(ggufs)}); choose one: --model {repoId}:TAG (e.g. :Q4_K_M) or --model {repoId}/FILE.gguf");
             }
             config = c;
         }
@@ -293,14 +303,14 @@ public sealed partial class HubClient : IDisposable
         string? commit = cache.CommitOf(revision);
         if (commit is null) throw new LinearLensException(notCached);
         string snapshot = cache.SnapshotFolder(commit);
-        string? note1 = note is null ? null : $"using the cached snapshot {commit[..12]} of {cache.RepoId}: {note}";
+        string? cachedNote = note is null ? null : $"using the cached snapshot {commit[..12]} of {cache.RepoId}: {note}";
         // a GGUF repo's snapshot (no config.json) with one GGUF file in it is that file, as online
         if (!File.Exists(Path.Combine(snapshot, "config.json")) && Directory.Exists(snapshot)
             && Directory.GetFiles(snapshot, "*.gguf", SearchOption.AllDirectories) is [var gguf])
-            return new ResolvedModel(gguf, cache.RepoId, revision, commit, note1);
+            return new ResolvedModel(gguf, cache.RepoId, revision, commit, cachedNote);
         if (HubCache.MissingFile(snapshot) is { } missing)
             throw new LinearLensException($"{notCached} (its snapshot {commit[..12]} lacks {missing})");
-        return new ResolvedModel(snapshot, cache.RepoId, revision, commit, note1);
+        return new ResolvedModel(snapshot, cache.RepoId, revision, commit, cachedNote);
     }
 
     static LinearLensException NotAModel(string repoId, string revision, string file) =>
@@ -557,10 +567,10 @@ public sealed partial class HubClient : IDisposable
     }
 
     [GeneratedRegex(@"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")]
-    private static partial System.Text.RegularExpressions.Regex TagPattern();
+    private static partial Regex TagPattern();
 
-    [GeneratedRegex(@"-\d{5}-of-\d{5}\.gguf$", System.Text.RegularExpressions.RegexOptions.IgnoreCase)]
-    private static partial System.Text.RegularExpressions.Regex SplitPattern();
+    [GeneratedRegex(@"-\d{5}-of-\d{5}\.gguf$", RegexOptions.IgnoreCase)]
+    private static partial Regex SplitPattern();
 
     [GeneratedRegex(@"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")]
     private static partial Regex HubIdPattern();

@@ -148,6 +148,16 @@ public sealed class HubTests : IDisposable
     }
 
     [Fact]
+    public void ATagNamingTheFilesOfASplitGgufSaysToMergeThem()
+    {
+        string origin = Path.Combine(root, "split-repo");
+        Directory.CreateDirectory(origin);
+        foreach (string part in new[] { "Big-Q4_K_M-00001-of-00002.gguf", "Big-Q4_K_M-00002-of-00002.gguf" }) File.WriteAllBytes(Path.Combine(origin, part), [1, 2, 3]);
+        server.AddRepo("org/big-GGUF", origin);
+        AssertOneLineError(Generate(Online(), "org/big-GGUF:Q4_K_M"), "'Q4_K_M' names 2 GGUF files", "llama-gguf-split --merge");
+    }
+
+    [Fact]
     public void AGgufRepoWithOneFileIsThatFileAndOtherwiseNamesItsFiles()
     {
         string origin = GgufRepo(("tiny-Q8_0.gguf", DType.Q8_0));
